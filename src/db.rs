@@ -1,0 +1,60 @@
+//! The SQL database: SQLite (embedded default) or PostgreSQL.
+//!
+//! Lectures and jobs live in the same database so that creating a lecture and
+//! enqueueing its job is one transaction. Both backends go through sqlx's
+//! `Any` driver with one schema (`migrations/`) written in types both
+//! understand, and times stored as integer milliseconds. Where the two
+//! differ (claiming), [`Dialect`] says which query to use.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone)]
+pub struct Database {
+    pub pool: AnyPool,
+    pub dialect: Dialect,
+}
+
+impl Database {
+    pub async fn connect(url: &str) -> Result<Database, sqlx::Error> {
+        sqlx::any::install_default_drivers();
+        let (dialect, url) = if url.starts_with("sqlite:") {
+            // Create the file on first start.
+            let url = if url.contains("mode=") { url.to_string() } else { format!("{url}?mode=rwc") };
+            (Dialect::Sqlite, url)
+        } else {
+            (Dialect::Postgres, url.to_string())
+        };
+        let options = AnyConnectOptions::from_str(&url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(if dialect == Dialect::Sqlite { 8 } else { 16 })
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        // Writers wait for each other instead of failing; WAL
+                        // lets readers run while a worker writes progress.
+                        conn.execute("PRAGMA busy_timeout = 30000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        if dialect == Dialect::Sqlite {
+            pool.execute("PRAGMA journal_mode = WAL").await?;
+        }
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Database { pool, dialect })
+    }
+}

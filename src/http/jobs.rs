@@ -1,0 +1,92 @@
+//! Job and queue endpoints: job details, retry, cancel, pause/resume, health.
+
+use axum::extract::{Path, State};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::lectures::parse_id;
+use super::{ApiError, AppState, STOP_WAIT};
+use crate::domain::rfc3339;
+use crate::queue::JobRecord;
+
+fn job_json(job: &JobRecord) -> Value {
+    json!({
+        "id": job.id,
+        "state": job.state.as_str(),
+        "priority": job.priority,
+        "attempts": job.attempts,
+        "maxAttempts": job.max_attempts,
+        "progress": job.progress,
+        "worker": job.worker_id,
+        "lastError": job.last_error,
+        "errors": job.errors,
+        "runAt": rfc3339(job.run_at),
+        "leaseUntil": job.lease_until.map(rfc3339),
+        "createdAt": rfc3339(job.created_at),
+        "updatedAt": rfc3339(job.updated_at),
+        "startedAt": job.started_at.map(rfc3339),
+        "finishedAt": job.finished_at.map(rfc3339),
+    })
+}
+
+async fn load(app: &AppState, raw: &str) -> Result<JobRecord, ApiError> {
+    let id = parse_id(raw)?;
+    app.queue.get(id.as_str()).await?.ok_or_else(|| ApiError::NotFound(format!("no job with id `{raw}`")))
+}
+
+pub async fn get(State(app): State<AppState>, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(job_json(&load(&app, &raw).await?)))
+}
+
+pub async fn retry(State(app): State<AppState>, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
+    let job = load(&app, &raw).await?;
+    if !app.queue.retry(&job.id).await? {
+        return Err(ApiError::Conflict(format!("job is {}; only failed or cancelled jobs can be retried", job.state)));
+    }
+    app.wake.notify_one();
+    Ok(Json(job_json(&load(&app, &raw).await?)))
+}
+
+pub async fn cancel(State(app): State<AppState>, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
+    let job = load(&app, &raw).await?;
+    if !app.queue.cancel(&job.id).await? {
+        return Err(ApiError::Conflict(format!("job is already {}", job.state)));
+    }
+    app.running.stop(&job.id, STOP_WAIT).await;
+    Ok(Json(job_json(&load(&app, &raw).await?)))
+}
+
+pub async fn pause(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    app.queue.set_paused(true).await?;
+    Ok(Json(json!({ "paused": true })))
+}
+
+pub async fn resume(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    app.queue.set_paused(false).await?;
+    app.wake.notify_one();
+    Ok(Json(json!({ "paused": false })))
+}
+
+/// The seed system's health shape: `{status, queue:{...}, worker:{...}}`.
+pub async fn health(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let counts = app.queue.counts().await?;
+    let paused = app.queue.is_paused().await?;
+    let worker_status = match (app.worker_concurrency, paused) {
+        (None, _) => "external",
+        (Some(_), true) => "paused",
+        (Some(_), false) => "running",
+    };
+    Ok(Json(json!({
+        "status": "ok",
+        "queue": {
+            "waiting": counts.waiting,
+            "active": counts.active,
+            "failed": counts.failed,
+            "delayed": counts.delayed,
+            "completed": counts.completed,
+            "cancelled": counts.cancelled,
+            "paused": paused,
+        },
+        "worker": { "concurrency": app.worker_concurrency.unwrap_or(0), "status": worker_status },
+    })))
+}

@@ -1,0 +1,280 @@
+//! What is in an uploaded file, and whether we accept it.
+//!
+//! Uploads are untrusted. ffmpeg's HLS and concat demuxers follow references
+//! inside a file, so a "video" can make the server read local files or fetch
+//! URLs. ffprobe therefore runs with `-format_whitelist` (only real video
+//! containers are ever opened), `-protocol_whitelist file`, and the transcoder
+//! later forces the demuxer found here with `-f`, so the file is never probed
+//! again with a wider set of formats.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::io::AsyncReadExt;
+use tokio::process::Command;
+
+use crate::transcode::plan::FrameRate;
+
+/// Demuxers we open. Each entry is the name ffprobe reports first in
+/// `format_name`, which is also the name `-f` takes.
+pub const ALLOWED_DEMUXERS: &[&str] = &["mov", "matroska", "avi", "mpegts", "flv", "mpeg", "ogg", "asf"];
+
+/// The same list with every alias ffmpeg uses for those demuxers, as
+/// `-format_whitelist` wants it.
+pub const FORMAT_WHITELIST: &str = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,flv,mpeg,ogg,asf";
+
+/// Largest picture we accept on either side; larger sources are refused at
+/// upload rather than exhausting a worker's memory later.
+pub const MAX_DIMENSION: u32 = 8192;
+pub const MAX_DURATION_SECONDS: f64 = 12.0 * 3600.0;
+const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the transcoder needs to know about a source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaInfo {
+    /// Display size: rotation and non-square pixels already applied.
+    pub width: u32,
+    pub height: u32,
+    pub frame_rate: FrameRate,
+    pub duration_seconds: f64,
+    pub has_audio: bool,
+    /// The demuxer to force with `-f` (one of [`ALLOWED_DEMUXERS`]).
+    pub demuxer: String,
+    pub video_codec: String,
+    /// Absolute index of the video stream to encode (cover art is skipped).
+    pub video_stream: usize,
+    /// Absolute index of the audio stream to encode, if any.
+    pub audio_stream: Option<usize>,
+}
+
+/// Why a file was refused. Each message is shown to the uploader as is.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("file is empty")]
+    Empty,
+    #[error("unsupported container: {0} (accepted: MP4/MOV, MKV/WebM, AVI, MPEG-TS, FLV, MPEG-PS, Ogg, ASF/WMV)")]
+    UnsupportedContainer(String),
+    #[error("no video stream")]
+    NoVideo,
+    #[error("not a decodable video: {0}")]
+    Undecodable(String),
+    #[error("video is {width}x{height}; the largest accepted is {MAX_DIMENSION}x{MAX_DIMENSION}")]
+    TooLarge { width: u32, height: u32 },
+    #[error("video is {0:.0} s long; the longest accepted is 12 hours")]
+    TooLong(f64),
+    #[error("could not run ffprobe: {0}")]
+    Tool(#[from] std::io::Error),
+}
+
+impl ProbeError {
+    /// True when the file itself is at fault (a 4xx, and retrying cannot
+    /// help); false when our side failed.
+    pub fn is_input_error(&self) -> bool {
+        !matches!(self, ProbeError::Tool(_))
+    }
+
+    /// True for "this is not a video container we take" (HTTP 415), as
+    /// opposed to "a container we take, but unusable" (422).
+    pub fn is_unsupported_media_type(&self) -> bool {
+        matches!(self, ProbeError::UnsupportedContainer(_))
+    }
+}
+
+/// Probes `path` and checks it against every rule we have for sources.
+pub async fn probe(ffprobe: &Path, path: &Path) -> Result<MediaInfo, ProbeError> {
+    if tokio::fs::metadata(path).await?.len() == 0 {
+        return Err(ProbeError::Empty);
+    }
+    let output = run(
+        Command::new(ffprobe)
+            .args(["-v", "error", "-protocol_whitelist", "file", "-format_whitelist", FORMAT_WHITELIST])
+            .args(["-print_format", "json", "-show_format", "-show_streams"])
+            .arg(path),
+    )
+    .await?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(refusal_reason(&stderr, path).await);
+    }
+    let report: ProbeReport = serde_json::from_slice(&output.stdout)
+        .map_err(|e| ProbeError::Undecodable(format!("ffprobe gave unreadable output: {e}")))?;
+    let info = MediaInfo::from_report(report)?;
+    decode_first_frame(ffprobe, path, &info).await?;
+    Ok(info)
+}
+
+async fn run(cmd: &mut Command) -> Result<std::process::Output, ProbeError> {
+    let child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true).spawn()?;
+    match tokio::time::timeout(PROBE_TIMEOUT, child.wait_with_output()).await {
+        Ok(output) => Ok(output?),
+        Err(_) => Err(ProbeError::Undecodable(format!("ffprobe did not finish within {PROBE_TIMEOUT:?}"))),
+    }
+}
+
+/// Headers can lie; decoding one frame proves the video stream is usable.
+async fn decode_first_frame(ffprobe: &Path, path: &Path, info: &MediaInfo) -> Result<(), ProbeError> {
+    let output = run(
+        Command::new(ffprobe)
+            .args(["-v", "error", "-protocol_whitelist", "file", "-f", &info.demuxer])
+            .args(["-select_streams", &info.video_stream.to_string(), "-read_intervals", "%+#1"])
+            .args(["-show_entries", "frame=pict_type", "-of", "csv=p=0"])
+            .arg(path),
+    )
+    .await?;
+    let decoded = String::from_utf8_lossy(&output.stdout);
+    if output.status.success() && decoded.lines().any(|l| !l.trim().is_empty()) {
+        Ok(())
+    } else {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        Err(ProbeError::Undecodable(first_line(&stderr).unwrap_or("no frame could be decoded").to_string()))
+    }
+}
+
+/// Turns ffprobe's refusal into a reason a person can act on.
+async fn refusal_reason(stderr: &str, path: &Path) -> ProbeError {
+    // "[hls @ 0x55...] Format not on whitelist '...'": the format was
+    // recognised and refused before anything it references was opened.
+    if let Some(line) = stderr.lines().find(|l| l.contains("Format not on whitelist")) {
+        let name = line.trim_start_matches('[').split(" @").next().unwrap_or("unknown").trim();
+        return ProbeError::UnsupportedContainer(name.to_string());
+    }
+    if let Some(kind) = sniff_text(path).await {
+        return ProbeError::UnsupportedContainer(kind);
+    }
+    let reason = first_line(stderr).unwrap_or("ffprobe could not read it");
+    // ffprobe prefixes its reason with the file name, which means nothing to
+    // the uploader and leaks our paths.
+    let reason = reason.rsplit(": ").next().unwrap_or(reason);
+    ProbeError::Undecodable(reason.to_string())
+}
+
+fn first_line(s: &str) -> Option<&str> {
+    s.lines().map(str::trim).find(|l| !l.is_empty())
+}
+
+/// Recognises text files (playlists, concat lists, documents) by their first
+/// bytes, to say "text" rather than "invalid data".
+async fn sniff_text(path: &Path) -> Option<String> {
+    let mut head = vec![0u8; 4096];
+    let mut file = tokio::fs::File::open(path).await.ok()?;
+    let n = file.read(&mut head).await.ok()?;
+    let head = std::str::from_utf8(&head[..n]).ok()?;
+    if head.chars().any(|c| c.is_control() && !c.is_whitespace()) {
+        return None;
+    }
+    let start = head.trim_start();
+    Some(if start.starts_with("#EXTM3U") {
+        "text (an HLS playlist)".to_string()
+    } else if start.starts_with("ffconcat") || start.starts_with("file ") {
+        "text (a concat list)".to_string()
+    } else {
+        "text".to_string()
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct ProbeReport {
+    #[serde(default)]
+    streams: Vec<ProbeStream>,
+    format: Option<ProbeFormat>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ProbeFormat {
+    format_name: String,
+    duration: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ProbeStream {
+    index: usize,
+    codec_type: Option<String>,
+    codec_name: Option<String>,
+    width: Option<u32>,
+    height: Option<u32>,
+    sample_aspect_ratio: Option<String>,
+    avg_frame_rate: Option<String>,
+    r_frame_rate: Option<String>,
+    duration: Option<String>,
+    #[serde(default)]
+    disposition: std::collections::HashMap<String, i64>,
+    #[serde(default)]
+    tags: std::collections::HashMap<String, String>,
+    #[serde(default)]
+    side_data_list: Vec<serde_json::Value>,
+}
+
+impl MediaInfo {
+    fn from_report(report: ProbeReport) -> Result<MediaInfo, ProbeError> {
+        let format = report.format.ok_or_else(|| ProbeError::Undecodable("no container format found".into()))?;
+        let demuxer = format.format_name.split(',').next().unwrap_or_default().to_string();
+        if !ALLOWED_DEMUXERS.contains(&demuxer.as_str()) {
+            return Err(ProbeError::UnsupportedContainer(format.format_name));
+        }
+        let video = report
+            .streams
+            .iter()
+            .find(|s| {
+                s.codec_type.as_deref() == Some("video") && s.disposition.get("attached_pic").copied().unwrap_or(0) == 0
+            })
+            .ok_or(ProbeError::NoVideo)?;
+        let audio = report.streams.iter().find(|s| s.codec_type.as_deref() == Some("audio"));
+
+        let (coded_w, coded_h) = match (video.width, video.height) {
+            (Some(w), Some(h)) if w > 0 && h > 0 => (w, h),
+            _ => return Err(ProbeError::Undecodable("the video stream has no picture size".into())),
+        };
+        // Non-square pixels: the display width is what players show.
+        let sar = video.sample_aspect_ratio.as_deref().and_then(|r| parse_ratio(r, ':'));
+        let display_w = match sar {
+            Some((n, d)) if n > 0 && d > 0 && n != d => ((coded_w as f64 * n as f64 / d as f64).round() as u32).max(2),
+            _ => coded_w,
+        };
+        // Phones store portrait video as landscape plus a rotation; ffmpeg
+        // applies it when decoding, so plan with the rotated size.
+        let (width, height) = if rotation(video).rem_euclid(180) == 90 { (coded_h, display_w) } else { (display_w, coded_h) };
+        if width > MAX_DIMENSION || height > MAX_DIMENSION {
+            return Err(ProbeError::TooLarge { width, height });
+        }
+
+        let frame_rate = [&video.avg_frame_rate, &video.r_frame_rate]
+            .into_iter()
+            .filter_map(|r| r.as_deref().and_then(|r| parse_ratio(r, '/')))
+            .find(|&(n, d)| n > 0 && d > 0 && (n as f64 / d as f64) <= 1000.0)
+            .map(|(num, den)| FrameRate { num, den })
+            .unwrap_or(FrameRate { num: 30, den: 1 });
+
+        let duration_seconds = [&format.duration, &video.duration]
+            .into_iter()
+            .filter_map(|d| d.as_deref().and_then(|d| d.parse::<f64>().ok()))
+            .find(|d| d.is_finite() && *d > 0.0)
+            .ok_or_else(|| ProbeError::Undecodable("duration is unknown or zero".into()))?;
+        if duration_seconds > MAX_DURATION_SECONDS {
+            return Err(ProbeError::TooLong(duration_seconds));
+        }
+
+        Ok(MediaInfo {
+            width,
+            height,
+            frame_rate,
+            duration_seconds,
+            has_audio: audio.is_some(),
+            demuxer,
+            video_codec: video.codec_name.clone().unwrap_or_default(),
+            video_stream: video.index,
+            audio_stream: audio.map(|a| a.index),
+        })
+    }
+}
+
+fn rotation(stream: &ProbeStream) -> i64 {
+    let from_side_data = stream.side_data_list.iter().find_map(|sd| sd.get("rotation").and_then(|r| r.as_i64()));
+    from_side_data.or_else(|| stream.tags.get("rotate").and_then(|r| r.parse().ok())).unwrap_or(0)
+}
+
+fn parse_ratio(s: &str, sep: char) -> Option<(u32, u32)> {
+    let (n, d) = s.split_once(sep)?;
+    Some((n.trim().parse().ok()?, d.trim().parse().ok()?))
+}

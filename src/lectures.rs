@@ -1,0 +1,202 @@
+//! Lecture records: what was uploaded, and where its published video is.
+//!
+//! A lecture's status, progress and errors are not stored here: they are its
+//! job's (same id), read through the queue. Creating a lecture enqueues its
+//! job in the same transaction, and completing the job stores the result in
+//! the same transaction, so a lecture can never be "pending" with no job nor
+//! "completed" with no video.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use crate::db::Database;
+use crate::domain::{now_ms, LectureId};
+use crate::queue::{Claim, EnqueueOptions, QueueError, SqlQueue};
+
+#[derive(Debug, Clone)]
+pub struct Lecture {
+    pub id: LectureId,
+    pub course_id: String,
+    pub name_of_topic: String,
+    pub source_path: PathBuf,
+    pub original_filename: Option<String>,
+    /// Storage prefix of the published attempt, once completed.
+    pub published_prefix: Option<String>,
+    pub has_thumbnail: bool,
+    pub renditions: Vec<RenditionSummary>,
+    pub duration_seconds: Option<f64>,
+    pub no_of_views: i64,
+    pub no_of_likes: i64,
+    pub comments: serde_json::Value,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A published rendition, as the API lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RenditionSummary {
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+    pub bandwidth: u32,
+}
+
+pub struct NewLecture {
+    pub id: LectureId,
+    pub course_id: String,
+    pub name_of_topic: String,
+    pub source_path: PathBuf,
+    pub original_filename: Option<String>,
+}
+
+/// What a completed job produced.
+pub struct Published {
+    pub prefix: String,
+    pub has_thumbnail: bool,
+    pub renditions: Vec<RenditionSummary>,
+    pub duration_seconds: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LectureStoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+#[derive(Debug, Clone)]
+pub struct LectureStore {
+    db: Database,
+}
+
+const COLUMNS: &str = "id, course_id, name_of_topic, source_path, original_filename, published_prefix, has_thumbnail, \
+     renditions, duration_seconds, no_of_views, no_of_likes, comments, created_at, updated_at";
+
+impl LectureStore {
+    pub fn new(db: Database) -> LectureStore {
+        LectureStore { db }
+    }
+
+    /// Stores the lecture and enqueues its job, in one transaction.
+    pub async fn create_with_job(&self, new: NewLecture, job: &EnqueueOptions) -> Result<Lecture, LectureStoreError> {
+        let now = now_ms();
+        let mut tx = self.db.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO lectures (id, course_id, name_of_topic, source_path, original_filename, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6)",
+        )
+        .bind(new.id.as_str())
+        .bind(&new.course_id)
+        .bind(&new.name_of_topic)
+        .bind(new.source_path.to_string_lossy().into_owned())
+        .bind(new.original_filename.clone())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        SqlQueue::enqueue_on(&mut tx, new.id.as_str(), job).await?;
+        tx.commit().await?;
+        Ok(Lecture {
+            id: new.id,
+            course_id: new.course_id,
+            name_of_topic: new.name_of_topic,
+            source_path: new.source_path,
+            original_filename: new.original_filename,
+            published_prefix: None,
+            has_thumbnail: false,
+            renditions: Vec::new(),
+            duration_seconds: None,
+            no_of_views: 0,
+            no_of_likes: 0,
+            comments: serde_json::Value::Array(Vec::new()),
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    pub async fn get(&self, id: &LectureId) -> Result<Option<Lecture>, LectureStoreError> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM lectures WHERE id = $1"))
+            .bind(id.as_str())
+            .fetch_optional(&self.db.pool)
+            .await?;
+        Ok(row.as_ref().map(lecture_from_row).transpose()?)
+    }
+
+    /// Newest first. Returns the page and the total count.
+    pub async fn list(&self, course_id: Option<&str>, limit: u32, offset: u64) -> Result<(Vec<Lecture>, u64), LectureStoreError> {
+        let filter = if course_id.is_some() { "WHERE course_id = $1" } else { "WHERE $1 IS NULL" };
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM lectures {filter} ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
+        ))
+        .bind(course_id.map(str::to_string))
+        .bind(limit as i64)
+        .bind(offset as i64)
+        .fetch_all(&self.db.pool)
+        .await?;
+        let total: i64 = sqlx::query(&format!("SELECT COUNT(*) AS n FROM lectures {filter}"))
+            .bind(course_id.map(str::to_string))
+            .fetch_one(&self.db.pool)
+            .await?
+            .try_get("n")?;
+        let lectures = rows.iter().map(lecture_from_row).collect::<Result<_, _>>()?;
+        Ok((lectures, total as u64))
+    }
+
+    /// Stores the result and completes the job in one transaction. `false`:
+    /// the claim's lease was lost, nothing was stored.
+    pub async fn complete(&self, claim: &Claim, published: &Published) -> Result<bool, LectureStoreError> {
+        let mut tx = self.db.pool.begin().await?;
+        sqlx::query(
+            "UPDATE lectures SET published_prefix = $1, has_thumbnail = $2, renditions = $3, duration_seconds = $4, \
+                 updated_at = $5 WHERE id = $6",
+        )
+        .bind(&published.prefix)
+        .bind(published.has_thumbnail as i64)
+        .bind(serde_json::to_string(&published.renditions).expect("renditions serialize"))
+        .bind(published.duration_seconds)
+        .bind(now_ms())
+        .bind(&claim.job_id)
+        .execute(&mut *tx)
+        .await?;
+        if !SqlQueue::complete_on(&mut tx, claim).await? {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Deletes the lecture and its job in one transaction.
+    pub async fn delete(&self, id: &LectureId) -> Result<bool, LectureStoreError> {
+        let mut tx = self.db.pool.begin().await?;
+        let deleted = sqlx::query("DELETE FROM lectures WHERE id = $1").bind(id.as_str()).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM jobs WHERE id = $1").bind(id.as_str()).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(deleted.rows_affected() == 1)
+    }
+}
+
+fn lecture_from_row(row: &AnyRow) -> Result<Lecture, sqlx::Error> {
+    let id: String = row.try_get("id")?;
+    let renditions: String = row.try_get("renditions")?;
+    let comments: String = row.try_get("comments")?;
+    Ok(Lecture {
+        id: id.parse().map_err(|e: crate::domain::InvalidValue| sqlx::Error::Decode(e.0.into()))?,
+        course_id: row.try_get("course_id")?,
+        name_of_topic: row.try_get("name_of_topic")?,
+        source_path: PathBuf::from(row.try_get::<String, _>("source_path")?),
+        original_filename: row.try_get("original_filename")?,
+        published_prefix: row.try_get("published_prefix")?,
+        has_thumbnail: row.try_get::<i64, _>("has_thumbnail")? != 0,
+        renditions: serde_json::from_str(&renditions).map_err(|e| sqlx::Error::Decode(e.into()))?,
+        duration_seconds: row.try_get("duration_seconds")?,
+        no_of_views: row.try_get("no_of_views")?,
+        no_of_likes: row.try_get("no_of_likes")?,
+        comments: serde_json::from_str(&comments).map_err(|e| sqlx::Error::Decode(e.into()))?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}

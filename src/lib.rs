@@ -1,0 +1,28 @@
+//! vidpipe: upload a video, get an HLS adaptive-bitrate ladder.
+//!
+//! # Layout
+//! The modules follow the data:
+//! - [`ingest`]: multipart upload streamed to disk, probed and validated.
+//! - [`queue`]: the durable job queue (leases, retries, priorities).
+//! - [`worker`]: claims jobs, supervises attempts, shuts down cleanly.
+//! - [`transcode`]: probe result → plan → one ffmpeg run → HLS files.
+//! - [`publish`]: ships finished files to storage while ffmpeg runs.
+//! - [`status`]: the lecture document clients read.
+//!
+//! Beside them: [`domain`] (types that cannot hold invalid values),
+//! [`lectures`] (lecture records), [`db`] (SQLite/PostgreSQL), [`http`]
+//! (routes and the API error type), [`config`] (flags and env vars) and
+//! [`startup`] (wiring).
+
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod http;
+pub mod ingest;
+pub mod lectures;
+pub mod publish;
+pub mod queue;
+pub mod startup;
+pub mod status;
+pub mod transcode;
+pub mod worker;

@@ -1,0 +1,44 @@
+//! The `vidpipe` binary: parses the command line, starts what it names, and
+//! turns errors into a message and an exit code.
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use vidpipe::config::{Cli, Command, Config};
+use vidpipe::startup::{self, Application, Role};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "vidpipe=info,tower_http=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args, Role::Serve).await,
+        Command::Api(args) => serve(args, Role::Api).await,
+        Command::Worker(args) => serve(args, Role::Worker).await,
+        Command::Transcode(args) => startup::transcode_file(args).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: vidpipe::config::ServiceArgs, role: Role) -> Result<(), String> {
+    let config = Config::from_args(args).map_err(|e| e.to_string())?;
+    let app = Application::build(config, role).await.map_err(|e| e.to_string())?;
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        startup::shutdown_signal().await;
+        tracing::info!("shutdown requested");
+        trigger.cancel();
+    });
+    app.run_until_stopped(shutdown).await.map_err(|e| e.to_string())
+}

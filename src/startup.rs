@@ -1,0 +1,189 @@
+//! Wiring: builds the stages from a [`Config`] and runs the API, the worker,
+//! or both, until a shutdown signal.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigError, TranscodeArgs, Tools};
+use crate::db::Database;
+use crate::http::{self, AppState};
+use crate::ingest::{probe, Ingest};
+use crate::lectures::LectureStore;
+use crate::publish::{LocalStorage, Storage};
+use crate::queue::{Backoff, Queue, SqlQueue};
+use crate::transcode::ffmpeg::Watchdog;
+use crate::transcode::plan::Plan;
+use crate::transcode::{self, Transcoder};
+use crate::worker::{self, RunningJobs, Wake, WorkerContext};
+
+/// Which halves of vidpipe this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// API and worker in one process.
+    Serve,
+    Api,
+    Worker,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot open the database ({0}); check DATABASE_URL")]
+    Database(#[from] sqlx::Error),
+    #[error("cannot listen on {addr}: {source}; choose another --listen / VIDPIPE_LISTEN")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+}
+
+pub struct Application {
+    listener: Option<TcpListener>,
+    state: AppState,
+    worker: Option<Arc<WorkerContext>>,
+    public_base_url: String,
+}
+
+impl Application {
+    pub async fn build(config: Config, role: Role) -> Result<Application, StartupError> {
+        let db = Database::connect(&config.database_url).await?;
+        let queue: Arc<dyn Queue> = Arc::new(SqlQueue::new(db.clone(), Backoff { base: config.backoff }));
+        let lectures = LectureStore::new(db);
+
+        let listener = match role {
+            Role::Worker => None,
+            Role::Serve | Role::Api => Some(
+                TcpListener::bind(config.listen)
+                    .await
+                    .map_err(|source| StartupError::Listen { addr: config.listen, source })?,
+            ),
+        };
+        // With `--listen 127.0.0.1:0` the port is only known now.
+        let public_base_url = match (&config.public_base_url, &listener) {
+            (Some(url), _) => url.clone(),
+            (None, Some(l)) => format!("http://{}", l.local_addr().map_err(StartupError::Serve)?),
+            (None, None) => format!("http://{}", config.listen),
+        };
+        let local = LocalStorage::new(config.media_dir(), format!("{public_base_url}/media"));
+        let media_root = local.root().to_path_buf();
+        let storage: Arc<dyn Storage> = Arc::new(local);
+
+        let running = RunningJobs::default();
+        let wake: Wake = Arc::default();
+        let worker = (role != Role::Api).then(|| {
+            Arc::new(WorkerContext {
+                id: worker::worker_id(),
+                queue: queue.clone(),
+                lectures: lectures.clone(),
+                storage: storage.clone(),
+                transcoder: Transcoder {
+                    tools: config.tools.clone(),
+                    watchdog: Watchdog { timeout: config.job_timeout, stall: config.stall_timeout },
+                },
+                ladder: config.ladder.clone(),
+                work_dir: config.work_dir().join(std::process::id().to_string()),
+                lease: config.lease,
+                concurrency: config.concurrency,
+                shutdown_grace: config.shutdown_grace,
+                running: running.clone(),
+                wake: wake.clone(),
+            })
+        });
+        let state = AppState {
+            lectures,
+            queue,
+            storage,
+            ingest: Arc::new(Ingest {
+                uploads_dir: config.uploads_dir(),
+                max_bytes: config.max_upload_bytes,
+                ffprobe: config.tools.ffprobe.clone(),
+            }),
+            max_attempts: config.attempts,
+            running,
+            wake,
+            worker_concurrency: worker.as_ref().map(|w| w.concurrency),
+            media_root: Some(media_root),
+        };
+        Ok(Application { listener, state, worker, public_base_url })
+    }
+
+    /// The bound address, if this process serves HTTP.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn public_base_url(&self) -> &str {
+        &self.public_base_url
+    }
+
+    /// Runs until `shutdown` is cancelled; then the API stops accepting, the
+    /// worker drains (see `worker`), and this returns.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
+        let worker = self.worker.map(|ctx| tokio::spawn(worker::run(ctx, shutdown.clone())));
+        if let Some(listener) = self.listener {
+            tracing::info!(addr = %listener.local_addr().map_err(StartupError::Serve)?, "listening");
+            let app = http::router(self.state).layer(tower_http::trace::TraceLayer::new_for_http());
+            let stop = shutdown.clone();
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+                .map_err(StartupError::Serve)?;
+        }
+        if let Some(worker) = worker {
+            let _ = worker.await;
+        }
+        Ok(())
+    }
+}
+
+/// `vidpipe transcode INPUT --out DIR`: the worker's steps on one file, with
+/// progress on stderr.
+pub async fn transcode_file(args: TranscodeArgs) -> Result<(), String> {
+    let tools = Tools::check(&args.tools).map_err(|e| e.to_string())?;
+    let input = args.input.canonicalize().map_err(|e| format!("{}: {e}", args.input.display()))?;
+    let media = probe::probe(&tools.ffprobe, &input).await.map_err(|e| format!("{}: {e}", input.display()))?;
+    let plan = Plan::new(&media, &args.ladder);
+    for r in &plan.renditions {
+        eprintln!("rendition {}: {}x{}, {} bit/s", r.name(), r.width(), r.height(), r.bandwidth());
+    }
+    tokio::fs::create_dir_all(&args.out).await.map_err(|e| format!("{}: {e}", args.out.display()))?;
+    let transcoder = Transcoder {
+        tools,
+        watchdog: Watchdog { timeout: std::time::Duration::from_secs(24 * 3600), stall: std::time::Duration::from_secs(120) },
+    };
+    let cancel = CancellationToken::new();
+    let ctrl_c = cancel.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        ctrl_c.cancel();
+    });
+    transcoder.thumbnail(&media, &plan, &input, &args.out, &cancel).await.map_err(|e| e.to_string())?;
+    let (progress_tx, mut progress_rx) = watch::channel(0.0);
+    let printer = tokio::spawn(async move {
+        while progress_rx.changed().await.is_ok() {
+            eprint!("\rprogress {:5.1}%", *progress_rx.borrow());
+        }
+    });
+    let result = transcoder.encode(&media, &plan, &input, &args.out, &cancel, &progress_tx).await;
+    drop(progress_tx);
+    let _ = printer.await;
+    eprintln!();
+    result.map_err(|e| e.to_string())?;
+    transcode::write_master_and_vod(&plan, &args.out).await.map_err(|e| e.to_string())?;
+    eprintln!("done: {}", args.out.join(transcode::command::MASTER_PLAYLIST).display());
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,71 @@
+//! The lecture document clients read: a lecture record joined with its job,
+//! in the field names of the API we replace.
+
+use serde::Serialize;
+
+use crate::domain::{rfc3339, JobState, ProcessingStatus};
+use crate::lectures::{Lecture, RenditionSummary};
+use crate::publish::Storage;
+use crate::queue::JobRecord;
+use crate::transcode::command::{MASTER_PLAYLIST, THUMBNAIL};
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LectureDocument {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub course_id: String,
+    pub name_of_topic: String,
+    pub processing_status: ProcessingStatus,
+    pub progress: u32,
+    pub processing_error: Option<String>,
+    pub job_id: String,
+    pub attempts: u32,
+    pub video_link: Option<String>,
+    pub thumbnail_link: Option<String>,
+    pub renditions: Vec<RenditionSummary>,
+    pub duration_seconds: Option<f64>,
+    pub no_of_views: i64,
+    pub no_of_likes: i64,
+    pub comments: serde_json::Value,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl LectureDocument {
+    /// `job` is `None` only if the job row is gone (a lecture mid-deletion);
+    /// such a lecture shows as failed rather than pending forever.
+    pub fn new(lecture: Lecture, job: Option<&JobRecord>, storage: &dyn Storage) -> LectureDocument {
+        let state = job.map_or(JobState::Failed, |j| j.state);
+        let status = state.processing_status();
+        let completed = status == ProcessingStatus::Completed;
+        let link = |file: &str| lecture.published_prefix.as_ref().map(|p| storage.url(&format!("{p}/{file}")));
+        let processing_error = match (job, status) {
+            (None, _) => Some("the lecture's job is missing".to_string()),
+            (Some(j), ProcessingStatus::Failed) => j.last_error.clone(),
+            // A pending job that already failed once shows why it is retrying.
+            (Some(j), ProcessingStatus::Pending) => j.last_error.clone(),
+            _ => None,
+        };
+        let updated_at = job.map_or(lecture.updated_at, |j| j.updated_at.max(lecture.updated_at));
+        LectureDocument {
+            id: lecture.id.to_string(),
+            job_id: lecture.id.to_string(),
+            course_id: lecture.course_id,
+            name_of_topic: lecture.name_of_topic,
+            processing_status: status,
+            progress: if completed { 100 } else { job.map_or(0.0, |j| j.progress).floor() as u32 },
+            processing_error,
+            attempts: job.map_or(0, |j| j.attempts),
+            video_link: if completed { link(MASTER_PLAYLIST) } else { None },
+            thumbnail_link: if completed && lecture.has_thumbnail { link(THUMBNAIL) } else { None },
+            renditions: if completed { lecture.renditions } else { Vec::new() },
+            duration_seconds: lecture.duration_seconds,
+            no_of_views: lecture.no_of_views,
+            no_of_likes: lecture.no_of_likes,
+            comments: lecture.comments,
+            created_at: rfc3339(lecture.created_at),
+            updated_at: rfc3339(updated_at),
+        }
+    }
+}

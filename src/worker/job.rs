@@ -1,0 +1,203 @@
+//! One attempt at one job: probe, plan, encode while publishing, complete.
+//!
+//! The attempt works in a private directory and publishes under a private
+//! prefix (`<lecture>/<attempt tag>/`). Only an attempt that still holds its
+//! lease can complete the job; the result is recorded in the same transaction.
+//! Every other ending removes what the attempt published.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::WorkerContext;
+use crate::domain::LectureId;
+use crate::ingest::probe::{self, ProbeError};
+use crate::lectures::{Published, RenditionSummary};
+use crate::publish::{Publisher, StorageError};
+use crate::queue::{Claim, FailOutcome};
+use crate::transcode::ffmpeg::FfmpegError;
+use crate::transcode::plan::Plan;
+
+/// How often, while encoding, finished segments are looked for and shipped.
+const PUBLISH_INTERVAL: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error)]
+enum JobError {
+    #[error("the source cannot be transcoded: {0}")]
+    Source(ProbeError),
+    #[error("the lecture no longer exists")]
+    LectureGone,
+    #[error("{0}")]
+    Ffmpeg(#[from] FfmpegError),
+    #[error("publishing failed: {0}")]
+    Storage(#[from] StorageError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl JobError {
+    /// Retrying cannot fix a source that is not a video.
+    fn retryable(&self) -> bool {
+        match self {
+            JobError::Source(e) => !e.is_input_error(),
+            JobError::LectureGone => false,
+            _ => true,
+        }
+    }
+}
+
+/// Runs one claimed job to one of its endings. Never returns an error: every
+/// outcome is written to the queue.
+pub(super) async fn process(ctx: &WorkerContext, claim: Claim, cancel: CancellationToken, hard_stop: &CancellationToken) {
+    let id = claim.job_id.clone();
+    tracing::info!(job = %id, attempt = claim.attempt, "job started");
+    ctx.running.insert(&id, cancel.clone());
+    let (progress_tx, progress_rx) = watch::channel(0.0);
+    let heartbeat = tokio::spawn(heartbeat(ctx.queue.clone(), claim.clone(), ctx.lease, progress_rx, cancel.clone()));
+
+    let tag = &claim.token[..12];
+    let work = ctx.work_dir.join(format!("{id}-{tag}"));
+    let prefix = format!("{id}/{tag}");
+    let result = attempt(ctx, &claim, &work, &prefix, &cancel, &progress_tx).await;
+    heartbeat.abort();
+
+    let keep_published = match result {
+        Ok(published) => match ctx.lectures.complete(&claim, &published).await {
+            Ok(true) => {
+                tracing::info!(job = %id, "job completed");
+                remove_other_attempts(ctx, &id, tag).await;
+                if let Ok(Some(lecture)) = ctx.lectures.get(&id.parse::<LectureId>().expect("job ids are lecture ids")).await {
+                    let _ = tokio::fs::remove_file(&lecture.source_path).await;
+                }
+                true
+            }
+            Ok(false) => {
+                tracing::warn!(job = %id, "lease lost before completion; discarding this attempt's output");
+                false
+            }
+            Err(e) => {
+                tracing::error!(job = %id, error = %e, "could not record completion");
+                let _ = ctx.queue.fail(&claim, &ctx.id, &format!("could not record completion: {e}"), true).await;
+                false
+            }
+        },
+        Err(JobError::Ffmpeg(FfmpegError::Cancelled)) if hard_stop.is_cancelled() => {
+            tracing::info!(job = %id, "shutting down: job handed back");
+            if let Err(e) = ctx.queue.release(&claim).await {
+                tracing::warn!(job = %id, error = %e, "could not hand the job back; its lease will expire");
+            }
+            false
+        }
+        Err(JobError::Ffmpeg(FfmpegError::Cancelled)) => {
+            tracing::info!(job = %id, "job cancelled, deleted, or its lease was lost");
+            false
+        }
+        Err(e) => {
+            let message = e.to_string();
+            match ctx.queue.fail(&claim, &ctx.id, &message, e.retryable()).await {
+                Ok(FailOutcome::RetryAt(at)) => tracing::warn!(job = %id, error = %message, retry_at = at, "attempt failed; will retry"),
+                Ok(FailOutcome::Failed) => tracing::error!(job = %id, error = %message, "job failed"),
+                Ok(FailOutcome::LeaseLost) => tracing::warn!(job = %id, error = %message, "attempt failed after its lease was lost"),
+                Err(qe) => tracing::error!(job = %id, error = %qe, "could not record the failure; the lease will expire"),
+            }
+            false
+        }
+    };
+    if !keep_published {
+        if let Err(e) = ctx.storage.delete_prefix(&prefix).await {
+            tracing::warn!(job = %id, error = %e, "could not remove this attempt's published files");
+        }
+    }
+    if let Err(e) = tokio::fs::remove_dir_all(&work).await {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(job = %id, error = %e, "could not remove work files");
+        }
+    }
+    ctx.running.remove(&id);
+}
+
+async fn attempt(
+    ctx: &WorkerContext,
+    claim: &Claim,
+    work: &std::path::Path,
+    prefix: &str,
+    cancel: &CancellationToken,
+    progress: &watch::Sender<f64>,
+) -> Result<Published, JobError> {
+    let lecture_id: LectureId = claim.job_id.parse().map_err(|e: crate::domain::InvalidValue| JobError::Internal(e.0))?;
+    let lecture = ctx
+        .lectures
+        .get(&lecture_id)
+        .await
+        .map_err(|e| JobError::Internal(e.to_string()))?
+        .ok_or(JobError::LectureGone)?;
+    let media = probe::probe(&ctx.transcoder.tools.ffprobe, &lecture.source_path).await.map_err(JobError::Source)?;
+    let plan = Plan::new(&media, &ctx.ladder);
+    tokio::fs::create_dir_all(work).await.map_err(|e| JobError::Internal(format!("work directory: {e}")))?;
+
+    let has_thumbnail = ctx.transcoder.thumbnail(&media, &plan, &lecture.source_path, work, cancel).await?;
+    let mut publisher = Publisher::new(ctx.storage.clone(), prefix.to_string(), work.to_path_buf());
+    let encode = ctx.transcoder.encode(&media, &plan, &lecture.source_path, work, cancel, progress);
+    tokio::pin!(encode);
+    // Ship segments while ffmpeg writes the next ones.
+    loop {
+        tokio::select! {
+            result = &mut encode => { result?; break; }
+            _ = tokio::time::sleep(PUBLISH_INTERVAL) => { publisher.sweep(&plan).await?; }
+        }
+    }
+    publisher.finish(&plan).await?;
+    Ok(Published {
+        prefix: prefix.to_string(),
+        has_thumbnail,
+        renditions: plan
+            .renditions
+            .iter()
+            .map(|r| RenditionSummary { name: r.name().to_string(), width: r.width(), height: r.height(), bandwidth: r.bandwidth() })
+            .collect(),
+        duration_seconds: plan.duration_seconds,
+    })
+}
+
+/// Renews the lease and stores progress, on its own task so that a busy
+/// attempt never misses a renewal. Cancels the attempt when the lease is lost.
+async fn heartbeat(
+    queue: Arc<dyn crate::queue::Queue>,
+    claim: Claim,
+    lease: Duration,
+    mut progress: watch::Receiver<f64>,
+    cancel: CancellationToken,
+) {
+    let every = (lease / 3).min(Duration::from_secs(2));
+    let mut failures = 0u32;
+    loop {
+        tokio::time::sleep(every).await;
+        let pct = *progress.borrow_and_update();
+        match queue.heartbeat(&claim, lease, pct).await {
+            Ok(true) => failures = 0,
+            Ok(false) => {
+                tracing::warn!(job = %claim.job_id, "lease lost (cancelled, deleted or expired); stopping");
+                cancel.cancel();
+                return;
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(job = %claim.job_id, error = %e, failures, "heartbeat failed");
+            }
+        }
+    }
+}
+
+/// Published output of earlier attempts of this lecture (replaced by ours).
+async fn remove_other_attempts(ctx: &WorkerContext, lecture: &str, keep: &str) {
+    match ctx.storage.list_children(lecture).await {
+        Ok(children) => {
+            for child in children.iter().filter(|c| c.as_str() != keep) {
+                let _ = ctx.storage.delete_prefix(&format!("{lecture}/{child}")).await;
+            }
+        }
+        Err(e) => tracing::warn!(job = %lecture, error = %e, "could not list earlier attempts"),
+    }
+}

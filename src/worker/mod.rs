@@ -1,0 +1,165 @@
+//! The worker: claims jobs, runs them, and stops cleanly.
+//!
+//! A permit of the concurrency semaphore is taken *before* claiming, so a
+//! worker never holds a lease on a job it has no capacity to run. Idle
+//! workers poll, and are woken at once by an in-process upload ([`Wake`]).
+//!
+//! Shutdown: stop claiming, give running jobs `shutdown_grace` to finish,
+//! then kill their ffmpeg and hand their jobs back without charging an
+//! attempt, so another worker resumes them at once.
+
+mod job;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::lectures::LectureStore;
+use crate::publish::Storage;
+use crate::queue::Queue;
+use crate::transcode::plan::Ladder;
+use crate::transcode::Transcoder;
+
+/// How often an idle worker looks for work when nothing wakes it.
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Wakes idle workers in this process when a job is enqueued.
+pub type Wake = Arc<Notify>;
+
+/// Jobs running in this process, so an API request (delete, cancel) can stop
+/// one at once instead of waiting for its next heartbeat.
+#[derive(Debug, Clone, Default)]
+pub struct RunningJobs(Arc<Mutex<HashMap<String, CancellationToken>>>);
+
+impl RunningJobs {
+    fn insert(&self, id: &str, token: CancellationToken) {
+        self.0.lock().expect("running jobs lock").insert(id.to_string(), token);
+    }
+
+    fn remove(&self, id: &str) {
+        self.0.lock().expect("running jobs lock").remove(id);
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.0.lock().expect("running jobs lock").contains_key(id)
+    }
+
+    /// Stops the job's ffmpeg and waits (up to `wait`) until the worker has
+    /// cleaned up after it. Returns `false` if it was not running here.
+    pub async fn stop(&self, id: &str, wait: Duration) -> bool {
+        let token = self.0.lock().expect("running jobs lock").get(id).cloned();
+        let Some(token) = token else { return false };
+        token.cancel();
+        let deadline = tokio::time::Instant::now() + wait;
+        while self.contains(id) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+}
+
+/// Everything a worker needs; shared by its jobs.
+pub struct WorkerContext {
+    /// hostname:pid, shown in job details.
+    pub id: String,
+    pub queue: Arc<dyn Queue>,
+    pub lectures: LectureStore,
+    pub storage: Arc<dyn Storage>,
+    pub transcoder: Transcoder,
+    pub ladder: Ladder,
+    /// This process's own work directory, `<data-dir>/work/<pid>`.
+    pub work_dir: PathBuf,
+    pub lease: Duration,
+    pub concurrency: usize,
+    pub shutdown_grace: Duration,
+    pub running: RunningJobs,
+    pub wake: Wake,
+}
+
+/// This process's worker id: `hostname:pid`.
+pub fn worker_id() -> String {
+    let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "unknown".into());
+    format!("{host}:{}", std::process::id())
+}
+
+/// Runs until `shutdown` is cancelled, then drains as described above.
+pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) {
+    tracing::info!(worker = %ctx.id, concurrency = ctx.concurrency, "worker started");
+    remove_dead_work_dirs(&ctx.work_dir).await;
+    let permits = Arc::new(Semaphore::new(ctx.concurrency));
+    // Cancelled once the grace period is over: kills whatever still runs.
+    let hard_stop = CancellationToken::new();
+    let mut jobs = JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = permits.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+        };
+        match claim(&ctx).await {
+            Some(claim) => {
+                let ctx = ctx.clone();
+                let cancel = hard_stop.child_token();
+                let hard_stop = hard_stop.clone();
+                jobs.spawn(async move {
+                    job::process(&ctx, claim, cancel, &hard_stop).await;
+                    drop(permit);
+                });
+            }
+            None => {
+                drop(permit);
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = ctx.wake.notified() => {}
+                    _ = tokio::time::sleep(POLL_INTERVAL) => {}
+                }
+            }
+        }
+        // Reap finished tasks so the set does not grow without bound.
+        while jobs.try_join_next().is_some() {}
+    }
+
+    tracing::info!(running = jobs.len(), grace = ?ctx.shutdown_grace, "worker stopping");
+    let drained = tokio::time::timeout(ctx.shutdown_grace, async { while jobs.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(running = jobs.len(), "grace period over: stopping running jobs and handing them back");
+        hard_stop.cancel();
+        while jobs.join_next().await.is_some() {}
+    }
+    tracing::info!("worker stopped");
+}
+
+/// Work files of worker processes on this machine that died without
+/// cleaning up (kill -9, power loss). Each process works in
+/// `work/<pid>/`, so a live neighbour's files are never touched.
+async fn remove_dead_work_dirs(own: &std::path::Path) {
+    let Some(parent) = own.parent() else { return };
+    let Ok(mut entries) = tokio::fs::read_dir(parent).await else { return };
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let dead = match name.parse::<u32>() {
+            Ok(pid) => pid == std::process::id() || !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            Err(_) => false,
+        };
+        if dead {
+            let _ = tokio::fs::remove_dir_all(entry.path()).await;
+        }
+    }
+}
+
+async fn claim(ctx: &WorkerContext) -> Option<crate::queue::Claim> {
+    if let Err(e) = ctx.queue.reap_expired().await {
+        tracing::warn!(error = %e, "could not recover expired leases");
+    }
+    match ctx.queue.claim(&ctx.id, ctx.lease).await {
+        Ok(claim) => claim,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not claim a job");
+            None
+        }
+    }
+}
