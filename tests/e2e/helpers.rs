@@ -1,0 +1,211 @@
+//! Shared by the end-to-end tests: a real server on port 0 with a fresh data
+//! directory, clip generation with ffmpeg's lavfi sources, and ffprobe checks.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use vidpipe::config::{Config, ToolArgs, Tools};
+use vidpipe::startup::{Application, Role};
+
+pub struct TestApp {
+    pub base: String,
+    pub data_dir: tempfile::TempDir,
+    pub client: reqwest::Client,
+    shutdown: CancellationToken,
+    handle: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(h) = self.handle.take() {
+            h.abort();
+        }
+    }
+}
+
+pub fn tools() -> Tools {
+    Tools::check(&ToolArgs { ffmpeg: "ffmpeg".into(), ffprobe: "ffprobe".into() })
+        .expect("ffmpeg and ffprobe must be installed (apt-get install -y ffmpeg)")
+}
+
+pub fn test_config(data_dir: &Path) -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: data_dir.to_path_buf(),
+        database_url: format!("sqlite://{}", data_dir.join("vidpipe.db").display()),
+        concurrency: 1,
+        max_upload_bytes: 64 << 20,
+        ladder: "240,360,720".parse().unwrap(),
+        public_base_url: None,
+        job_timeout: Duration::from_secs(600),
+        stall_timeout: Duration::from_secs(60),
+        lease: Duration::from_secs(10),
+        attempts: 3,
+        backoff: Duration::from_millis(200),
+        shutdown_grace: Duration::from_secs(5),
+        tools: tools(),
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    // Logs show with `cargo test -- --nocapture`.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "vidpipe=info".into()))
+        .with_test_writer()
+        .try_init();
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(data_dir.path());
+    adjust(&mut config);
+    let app = Application::build(config, Role::Serve).await.expect("app builds");
+    let base = format!("http://{}", app.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    let handle = tokio::spawn(async move {
+        app.run_until_stopped(stop).await.unwrap();
+    });
+    TestApp { base, data_dir, client: reqwest::Client::new(), shutdown, handle: Some(handle) }
+}
+
+/// Generates a test clip: testsrc2 video (with motion) and, if `audio`, a sine.
+pub fn clip(dir: &Path, name: &str, size: &str, rate: &str, seconds: u32, audio: bool) -> PathBuf {
+    let out = dir.join(name);
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!("testsrc2=size={size}:rate={rate}:duration={seconds}"));
+    if audio {
+        cmd.args(["-f", "lavfi", "-i"]).arg(format!("sine=frequency=440:sample_rate=44100:duration={seconds}"));
+        cmd.args(["-c:a", "aac"]);
+    }
+    cmd.args(["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]).arg(&out);
+    let status = cmd.status().expect("ffmpeg runs");
+    assert!(status.success(), "could not generate {name}");
+    out
+}
+
+impl TestApp {
+    pub async fn upload_file(&self, path: &Path, course: &str, topic: &str) -> reqwest::Response {
+        let bytes = tokio::fs::read(path).await.unwrap();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let form = reqwest::multipart::Form::new()
+            .text("courseId", course.to_string())
+            .text("nameOfTopic", topic.to_string())
+            .part("uploadedFile", reqwest::multipart::Part::bytes(bytes).file_name(name));
+        self.client.post(format!("{}/api/upload", self.base)).multipart(form).send().await.unwrap()
+    }
+
+    /// Uploads and returns the lecture id, asserting the 202 contract.
+    pub async fn upload_ok(&self, path: &Path) -> String {
+        let response = self.upload_file(path, "course-1", "topic").await;
+        assert_eq!(response.status(), 202);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["processingStatus"], "pending");
+        assert_eq!(body["lectureId"], body["jobId"]);
+        assert!(body["queuePosition"].is_u64(), "{body}");
+        body["lectureId"].as_str().unwrap().to_string()
+    }
+
+    pub async fn lecture(&self, id: &str) -> Value {
+        self.client.get(format!("{}/api/lectures/{id}", self.base)).send().await.unwrap().json().await.unwrap()
+    }
+
+    /// Polls until the lecture reaches `status`, failing on any other final one.
+    pub async fn wait_for(&self, id: &str, status: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let doc = self.lecture(id).await;
+            let now = doc["processingStatus"].as_str().unwrap_or_default().to_string();
+            if now == status {
+                return doc;
+            }
+            assert!(now != "completed" && now != "failed", "lecture ended {now}, expected {status}: {doc}");
+            assert!(Instant::now() < deadline, "lecture not {status} within {within:?}: {doc}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn uploads_dir(&self) -> PathBuf {
+        self.data_dir.path().join("uploads")
+    }
+}
+
+/// Polls `check` until it holds or the deadline passes.
+pub async fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}: not true within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Files under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(files_under(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// What ffprobe sees in one HLS rendition (an index.m3u8 URL).
+#[derive(Debug)]
+pub struct Probed {
+    pub width: u32,
+    pub height: u32,
+    pub duration: f64,
+    pub has_audio: bool,
+    pub keyframes: Vec<f64>,
+}
+
+/// Async, because the server it reads from runs on the test's runtime.
+pub async fn ffprobe_rendition(url: &str) -> Probed {
+    let out = tokio::process::Command::new("ffprobe")
+        .args(["-v", "error", "-print_format", "json", "-show_format", "-show_streams", url])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "ffprobe {url}: {}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let streams = v["streams"].as_array().unwrap();
+    let video = streams.iter().find(|s| s["codec_type"] == "video").expect("a video stream");
+    let keys = tokio::process::Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-skip_frame", "nokey", "-show_entries", "frame=pts_time", "-of", "csv=p=0", url])
+        .output()
+        .await
+        .unwrap();
+    let keyframes = String::from_utf8_lossy(&keys.stdout)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse::<f64>().ok())
+        .collect();
+    Probed {
+        width: video["width"].as_u64().unwrap() as u32,
+        height: video["height"].as_u64().unwrap() as u32,
+        duration: v["format"]["duration"].as_str().unwrap().parse().unwrap(),
+        has_audio: streams.iter().any(|s| s["codec_type"] == "audio"),
+        keyframes,
+    }
+}
+
+/// `(attributes, uri)` of every variant in a master playlist.
+pub fn variants(master: &str) -> Vec<(String, String)> {
+    let lines: Vec<&str> = master.lines().collect();
+    lines
+        .windows(2)
+        .filter(|w| w[0].starts_with("#EXT-X-STREAM-INF:"))
+        .map(|w| (w[0].trim_start_matches("#EXT-X-STREAM-INF:").to_string(), w[1].to_string()))
+        .collect()
+}

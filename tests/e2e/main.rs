@@ -1,0 +1,6 @@
+//! End-to-end tests: the real server, real ffmpeg, real SQLite.
+
+mod helpers;
+mod ladder;
+mod lifecycle;
+mod rejections;

@@ -1,0 +1,268 @@
+//! One conformance suite for every queue backend, run against the real
+//! servers. Each backend instantiates `conformance!` with its own setup; an
+//! assertion that one backend cannot meet is a bug in that backend, never a
+//! reason to weaken the suite.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use vidpipe::db::Database;
+use vidpipe::domain::{now_ms, JobState};
+use vidpipe::queue::{Backoff, EnqueueOptions, FailOutcome, Queue, SqlQueue};
+
+const BACKOFF: Duration = Duration::from_millis(300);
+const LEASE: Duration = Duration::from_secs(30);
+
+fn opts(priority: i64, max_attempts: u32) -> EnqueueOptions {
+    EnqueueOptions { priority, delay: Duration::ZERO, max_attempts }
+}
+
+async fn state(q: &dyn Queue, id: &str) -> JobState {
+    q.get(id).await.unwrap().expect("job exists").state
+}
+
+/// Claims until a job comes back or the deadline passes.
+async fn claim_within(q: &dyn Queue, within: Duration) -> Option<vidpipe::queue::Claim> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(c) = q.claim("w", LEASE).await.unwrap() {
+            return Some(c);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn state_transitions(q: Arc<dyn Queue>) {
+    q.enqueue("a", &opts(0, 3)).await.unwrap();
+    assert_eq!(state(&*q, "a").await, JobState::Waiting);
+    assert_eq!(q.counts().await.unwrap().waiting, 1);
+    let claim = q.claim("w1", LEASE).await.unwrap().expect("claimable");
+    assert_eq!((claim.job_id.as_str(), claim.attempt), ("a", 1));
+    let job = q.get("a").await.unwrap().unwrap();
+    assert_eq!((job.state, job.worker_id.as_deref()), (JobState::Active, Some("w1")));
+    assert!(q.heartbeat(&claim, LEASE, 42.0).await.unwrap());
+    assert_eq!(q.get("a").await.unwrap().unwrap().progress, 42.0);
+    assert!(q.complete(&claim).await.unwrap());
+    assert_eq!(state(&*q, "a").await, JobState::Completed);
+    assert!(!q.complete(&claim).await.unwrap(), "completing twice is refused");
+    assert!(q.claim("w1", LEASE).await.unwrap().is_none());
+    let counts = q.counts().await.unwrap();
+    assert_eq!((counts.completed, counts.waiting, counts.active), (1, 0, 0));
+}
+
+pub async fn retries_back_off_exponentially_then_fail(q: Arc<dyn Queue>) {
+    q.enqueue("a", &opts(0, 3)).await.unwrap();
+    let mut last_delay = 0;
+    for attempt in 1..=3u32 {
+        let claim = claim_within(&*q, Duration::from_secs(5)).await.expect("claimable again after backoff");
+        assert_eq!(claim.attempt, attempt);
+        let before = now_ms();
+        match q.fail(&claim, "w", &format!("boom {attempt}"), true).await.unwrap() {
+            FailOutcome::RetryAt(at) => {
+                assert!(attempt < 3);
+                let delay = at - before;
+                let nominal = BACKOFF.as_millis() as i64 * (1 << (attempt - 1));
+                assert!(delay >= nominal * 8 / 10 - 5 && delay <= nominal * 12 / 10 + 5, "attempt {attempt}: delay {delay} ms, nominal {nominal}");
+                assert!(delay > last_delay, "delays grow");
+                last_delay = delay;
+                assert_eq!(state(&*q, "a").await, JobState::Delayed);
+                assert!(q.claim("w", LEASE).await.unwrap().is_none(), "not before its time");
+            }
+            FailOutcome::Failed => assert_eq!(attempt, 3),
+            other => panic!("{other:?}"),
+        }
+    }
+    let job = q.get("a").await.unwrap().unwrap();
+    assert_eq!((job.state, job.attempts), (JobState::Failed, 3));
+    assert_eq!(job.errors.iter().map(|e| e.error.as_str()).collect::<Vec<_>>(), ["boom 1", "boom 2", "boom 3"]);
+    assert_eq!(job.last_error.as_deref(), Some("boom 3"));
+}
+
+pub async fn permanent_failures_do_not_retry(q: Arc<dyn Queue>) {
+    q.enqueue("a", &opts(0, 5)).await.unwrap();
+    let claim = q.claim("w", LEASE).await.unwrap().unwrap();
+    assert_eq!(q.fail(&claim, "w", "not a video", false).await.unwrap(), FailOutcome::Failed);
+    let job = q.get("a").await.unwrap().unwrap();
+    assert_eq!((job.state, job.attempts), (JobState::Failed, 1));
+    assert!(q.retry("a").await.unwrap(), "a failed job can be retried");
+    let job = q.get("a").await.unwrap().unwrap();
+    assert_eq!((job.state, job.attempts), (JobState::Waiting, 0));
+    assert!(!q.retry("a").await.unwrap(), "only failed or cancelled jobs");
+}
+
+pub async fn expired_leases_are_recovered_and_count_an_attempt(q: Arc<dyn Queue>) {
+    q.enqueue("a", &opts(0, 2)).await.unwrap();
+    let dead = q.claim("dead", Duration::from_millis(200)).await.unwrap().unwrap();
+    assert_eq!(q.reap_expired().await.unwrap(), 0, "lease still valid");
+    assert!(q.claim("other", LEASE).await.unwrap().is_none(), "no second claim while the lease is valid");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(q.reap_expired().await.unwrap(), 1);
+    let second = q.claim("other", LEASE).await.unwrap().expect("claimable after expiry");
+    assert_eq!(second.attempt, 2);
+    assert!(!q.heartbeat(&dead, LEASE, 10.0).await.unwrap(), "the dead worker's lease is gone");
+    assert!(!q.complete(&dead).await.unwrap(), "the dead worker cannot complete");
+    assert_eq!(q.fail(&dead, "dead", "late", true).await.unwrap(), FailOutcome::LeaseLost);
+    assert!(q.complete(&second).await.unwrap());
+
+    // Out of attempts: an expired lease fails the job instead.
+    q.enqueue("b", &opts(0, 1)).await.unwrap();
+    let _lost = q.claim("dead", Duration::from_millis(100)).await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(q.reap_expired().await.unwrap(), 1);
+    let job = q.get("b").await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Failed);
+    assert!(job.last_error.unwrap().contains("lease"));
+}
+
+pub async fn heartbeats_keep_the_lease(q: Arc<dyn Queue>) {
+    q.enqueue("a", &opts(0, 3)).await.unwrap();
+    let lease = Duration::from_millis(400);
+    let claim = q.claim("w", lease).await.unwrap().unwrap();
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(q.heartbeat(&claim, lease, 1.0).await.unwrap());
+        assert_eq!(q.reap_expired().await.unwrap(), 0);
+    }
+    assert!(q.claim("w2", lease).await.unwrap().is_none());
+}
+
+pub async fn release_hands_back_without_charging_an_attempt(q: Arc<dyn Queue>) {
+    q.enqueue("a", &opts(0, 3)).await.unwrap();
+    let claim = q.claim("w", LEASE).await.unwrap().unwrap();
+    q.release(&claim).await.unwrap();
+    let job = q.get("a").await.unwrap().unwrap();
+    assert_eq!((job.state, job.attempts), (JobState::Waiting, 0));
+    assert_eq!(q.claim("w2", LEASE).await.unwrap().unwrap().attempt, 1);
+}
+
+pub async fn cancel_and_pause(q: Arc<dyn Queue>) {
+    q.enqueue("waiting", &opts(0, 3)).await.unwrap();
+    assert!(q.cancel("waiting").await.unwrap());
+    assert_eq!(state(&*q, "waiting").await, JobState::Cancelled);
+    assert!(q.claim("w", LEASE).await.unwrap().is_none());
+
+    q.enqueue("active", &opts(0, 3)).await.unwrap();
+    let claim = q.claim("w", LEASE).await.unwrap().unwrap();
+    assert!(q.cancel("active").await.unwrap());
+    assert!(!q.heartbeat(&claim, LEASE, 5.0).await.unwrap(), "the worker learns of the cancel");
+    assert!(!q.complete(&claim).await.unwrap());
+    assert!(!q.cancel("active").await.unwrap(), "already cancelled");
+    assert!(q.retry("active").await.unwrap());
+
+    q.set_paused(true).await.unwrap();
+    assert!(q.is_paused().await.unwrap());
+    assert!(q.claim("w", LEASE).await.unwrap().is_none(), "paused: nothing is claimed");
+    q.set_paused(false).await.unwrap();
+    assert!(q.claim("w", LEASE).await.unwrap().is_some());
+}
+
+pub async fn priority_then_fifo_and_delays(q: Arc<dyn Queue>) {
+    for (id, priority) in [("j1", 5), ("j2", 0), ("j3", 5), ("j4", 0), ("j5", -1)] {
+        q.enqueue(id, &opts(priority, 3)).await.unwrap();
+    }
+    assert_eq!(q.position("j5").await.unwrap(), Some(0));
+    assert_eq!(q.position("j3").await.unwrap(), Some(4));
+    let mut order = Vec::new();
+    while let Some(c) = q.claim("w", LEASE).await.unwrap() {
+        order.push(c.job_id);
+    }
+    assert_eq!(order, ["j5", "j2", "j4", "j1", "j3"]);
+
+    q.enqueue("later", &EnqueueOptions { priority: 0, delay: Duration::from_millis(300), max_attempts: 3 }).await.unwrap();
+    assert_eq!(state(&*q, "later").await, JobState::Delayed);
+    assert!(q.claim("w", LEASE).await.unwrap().is_none());
+    let claim = claim_within(&*q, Duration::from_secs(5)).await.expect("claimable once due");
+    assert_eq!(claim.job_id, "later");
+}
+
+pub async fn no_double_claim_under_concurrency(q: Arc<dyn Queue>) {
+    const JOBS: usize = 2000;
+    const WORKERS: usize = 8;
+    for i in 0..JOBS {
+        q.enqueue(&format!("job-{i:05}"), &opts(0, 3)).await.unwrap();
+    }
+    let completed = Arc::new(Mutex::new(Vec::new()));
+    let mut workers = Vec::new();
+    for w in 0..WORKERS {
+        let q = q.clone();
+        let completed = completed.clone();
+        workers.push(tokio::spawn(async move {
+            let name = format!("worker-{w}");
+            while let Some(claim) = q.claim(&name, LEASE).await.unwrap() {
+                assert!(q.complete(&claim).await.unwrap(), "{} completed by its only holder", claim.job_id);
+                completed.lock().unwrap().push(claim.job_id);
+            }
+        }));
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    let completed = completed.lock().unwrap();
+    let unique: HashSet<&String> = completed.iter().collect();
+    assert_eq!(completed.len(), JOBS, "each job completed exactly once");
+    assert_eq!(unique.len(), JOBS);
+    assert_eq!(q.counts().await.unwrap().completed, JOBS as u64);
+}
+
+macro_rules! conformance {
+    ($backend:ident, $setup:path) => {
+        mod $backend {
+            use super::*;
+            conformance!(@tests $setup;
+                state_transitions,
+                retries_back_off_exponentially_then_fail,
+                permanent_failures_do_not_retry,
+                expired_leases_are_recovered_and_count_an_attempt,
+                heartbeats_keep_the_lease,
+                release_hands_back_without_charging_an_attempt,
+                cancel_and_pause,
+                priority_then_fifo_and_delays,
+                no_double_claim_under_concurrency
+            );
+        }
+    };
+    (@tests $setup:path; $($name:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let Some((queue, _guard)) = $setup().await else { return };
+                super::$name(queue).await;
+            }
+        )*
+    };
+}
+
+/// SQLite in a fresh file per test.
+async fn sqlite() -> Option<(Arc<dyn Queue>, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::connect(&format!("sqlite://{}", dir.path().join("q.db").display())).await.unwrap();
+    Some((Arc::new(SqlQueue::new(db, Backoff { base: BACKOFF })), dir))
+}
+
+/// PostgreSQL in a fresh database per test, on the server named by
+/// VIDPIPE_TEST_POSTGRES_URL (default: the local one). Unreachable: a
+/// failure in CI, a loud skip elsewhere.
+async fn postgres() -> Option<(Arc<dyn Queue>, ())> {
+    let admin_url = std::env::var("VIDPIPE_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    sqlx::any::install_default_drivers();
+    let admin = match sqlx::AnyPool::connect(&admin_url).await {
+        Ok(pool) => pool,
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!("SKIPPED: PostgreSQL at {admin_url} unreachable ({e}); set VIDPIPE_TEST_POSTGRES_URL");
+            return None;
+        }
+        Err(e) => panic!("PostgreSQL at {admin_url} unreachable in CI: {e}"),
+    };
+    let name = format!("vidpipe_test_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.unwrap();
+    let (base, _) = admin_url.rsplit_once('/').unwrap();
+    let db = Database::connect(&format!("{base}/{name}")).await.unwrap();
+    Some((Arc::new(SqlQueue::new(db, Backoff { base: BACKOFF })), ()))
+}
+
+conformance!(sqlite_backend, super::sqlite);
+conformance!(postgres_backend, super::postgres);
