@@ -43,7 +43,8 @@ pub async fn upload(State(app): State<AppState>, headers: HeaderMap, form: Multi
     file.keep();
     app.wake.notify_one();
 
-    let position = app.queue.position(id.as_str()).await.unwrap_or(None);
+    // Jobs ahead of this one; 0 if a worker already took it.
+    let position = app.queue.position(id.as_str()).await?.unwrap_or(0);
     tracing::info!(lecture = %id, "upload accepted");
     Ok((
         StatusCode::ACCEPTED,
