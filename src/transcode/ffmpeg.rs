@@ -72,15 +72,20 @@ pub async fn run(
     cancel: &CancellationToken,
     progress: &watch::Sender<f64>,
 ) -> Result<(), FfmpegError> {
-    let mut child = Command::new(ffmpeg)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(FfmpegError::Spawn)?;
+    let mut command = Command::new(ffmpeg);
+    command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).kill_on_drop(true);
+    // If vidpipe itself dies (kill -9, OOM), no drop or signal handler runs:
+    // the kernel kills ffmpeg instead of leaving an orphan encoding for nobody.
+    // SAFETY: prctl is async-signal-safe and touches only the child.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().map_err(FfmpegError::Spawn)?;
     let mut guard = GroupGuard { pgid: child.id().map(|id| id as i32) };
     let stderr_tail = tokio::spawn(tail(child.stderr.take().expect("stderr is piped")));
     let mut lines = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();

@@ -10,10 +10,16 @@ use tokio_util::sync::CancellationToken;
 use vidpipe::config::{Config, ToolArgs, Tools};
 use vidpipe::startup::{Application, Role};
 
-pub struct TestApp {
+/// A client of one vidpipe API.
+pub struct Api {
     pub base: String,
-    pub data_dir: tempfile::TempDir,
     pub client: reqwest::Client,
+}
+
+/// An in-process server on port 0 with its own data directory.
+pub struct TestApp {
+    pub api: Api,
+    pub data_dir: tempfile::TempDir,
     shutdown: CancellationToken,
     handle: Option<tokio::task::JoinHandle<()>>,
 }
@@ -71,7 +77,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let handle = tokio::spawn(async move {
         app.run_until_stopped(stop).await.unwrap();
     });
-    TestApp { base, data_dir, client: reqwest::Client::new(), shutdown, handle: Some(handle) }
+    TestApp { api: Api { base, client: reqwest::Client::new() }, data_dir, shutdown, handle: Some(handle) }
 }
 
 /// Generates a test clip: testsrc2 video (with motion) and, if `audio`, a sine.
@@ -90,7 +96,24 @@ pub fn clip(dir: &Path, name: &str, size: &str, rate: &str, seconds: u32, audio:
     out
 }
 
+impl std::ops::Deref for TestApp {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
 impl TestApp {
+    pub fn uploads_dir(&self) -> PathBuf {
+        self.data_dir.path().join("uploads")
+    }
+}
+
+impl Api {
+    pub fn new(base: String) -> Api {
+        Api { base, client: reqwest::Client::new() }
+    }
+
     pub async fn upload_file(&self, path: &Path, course: &str, topic: &str) -> reqwest::Response {
         let bytes = tokio::fs::read(path).await.unwrap();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
@@ -131,8 +154,8 @@ impl TestApp {
         }
     }
 
-    pub fn uploads_dir(&self) -> PathBuf {
-        self.data_dir.path().join("uploads")
+    pub async fn job(&self, id: &str) -> Value {
+        self.client.get(format!("{}/api/jobs/{id}", self.base)).send().await.unwrap().json().await.unwrap()
     }
 }
 
@@ -208,4 +231,62 @@ pub fn variants(master: &str) -> Vec<(String, String)> {
         .filter(|w| w[0].starts_with("#EXT-X-STREAM-INF:"))
         .map(|w| (w[0].trim_start_matches("#EXT-X-STREAM-INF:").to_string(), w[1].to_string()))
         .collect()
+}
+
+/// A `vidpipe` process started from the built binary, killed when dropped.
+pub struct Process {
+    pub child: std::process::Child,
+}
+
+impl Process {
+    pub fn start(role: &str, data_dir: &Path, env: &[(&str, String)]) -> Process {
+        let log = std::fs::File::create(data_dir.join(format!("{role}-{}.log", uuid_like()))).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vidpipe"));
+        cmd.arg(role).env("VIDPIPE_DATA_DIR", data_dir).stdout(log.try_clone().unwrap()).stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Process { child: cmd.spawn().unwrap() }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: sends a signal to our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn uuid_like() -> String {
+    format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits until an API at `base` answers its health check.
+pub async fn wait_until_up(client: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = client.get(format!("{base}/api/health")).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{base} did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

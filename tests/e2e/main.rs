@@ -4,3 +4,4 @@ mod helpers;
 mod ladder;
 mod lifecycle;
 mod rejections;
+mod reliability;

@@ -1,0 +1,170 @@
+//! Nothing is lost: workers killed mid-transcode, SIGTERM, hung ffmpeg, and
+//! a burst of uploads.
+
+use std::time::{Duration, Instant};
+
+use crate::helpers::*;
+
+/// Polls the job until `check` accepts it.
+async fn wait_job(api: &Api, id: &str, within: Duration, what: &str, check: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let job = api.job(id).await;
+        if check(&job) {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}: {job}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn assert_plays(api: &Api, id: &str) {
+    let doc = api.lecture(id).await;
+    let master = doc["videoLink"].as_str().expect("videoLink");
+    let out = tokio::process::Command::new("ffprobe").args(["-v", "error", "-show_entries", "stream=width", "-of", "csv=p=0", master]).output().await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!out.stdout.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_transcode_loses_its_job_to_another_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let port = free_port();
+    let lease = 3;
+    let env = [("VIDPIPE_LISTEN", format!("127.0.0.1:{port}")), ("VIDPIPE_LEASE", format!("{lease}s"))];
+    let _api = Process::start("api", data, &env);
+    let api = Api::new(format!("http://127.0.0.1:{port}"));
+    wait_until_up(&api.client, &api.base).await;
+    let mut first = Process::start("worker", data, &env);
+    let clip = clip(data, "long.mp4", "1280x720", "30", 30, true);
+    let id = api.upload_ok(&clip).await;
+
+    let job = wait_job(&api, &id, Duration::from_secs(60), "claimed", |j| j["state"] == "active" && j["progress"].as_f64().unwrap() > 0.0).await;
+    assert!(job["worker"].as_str().unwrap().ends_with(&format!(":{}", first.pid())), "{job}");
+    // The second worker starts only now, so the first one surely holds the job.
+    let second = Process::start("worker", data, &env);
+    first.child.kill().unwrap(); // SIGKILL: no cleanup runs
+    first.child.wait().unwrap();
+    let killed_at = Instant::now();
+
+    let job = wait_job(&api, &id, Duration::from_secs(lease + 10), "taken over", |j| {
+        j["state"] == "active" && j["worker"].as_str().unwrap().ends_with(&format!(":{}", second.pid()))
+    })
+    .await;
+    assert_eq!(job["attempts"], 2, "the lost attempt counts: {job}");
+    eprintln!("taken over {:?} after kill -9", killed_at.elapsed());
+    // The killed worker's ffmpeg died with it (no orphan still encoding).
+    let orphan_dir = format!("work/{}/", first.pid());
+    eventually("orphan ffmpeg gone", Duration::from_secs(5), || {
+        std::fs::read_dir("/proc").unwrap().flatten().all(|p| {
+            std::fs::read(p.path().join("cmdline")).map(|c| !String::from_utf8_lossy(&c).contains(&orphan_dir)).unwrap_or(true)
+        })
+    })
+    .await;
+
+    api.wait_for(&id, "completed", Duration::from_secs(180)).await;
+    assert_plays(&api, &id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_transcode_exits_within_grace_and_the_job_resumes_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let port = free_port();
+    let grace = 2;
+    let env = [("VIDPIPE_LISTEN", format!("127.0.0.1:{port}")), ("VIDPIPE_SHUTDOWN_GRACE", format!("{grace}s"))];
+    let mut server = Process::start("serve", data, &env);
+    let api = Api::new(format!("http://127.0.0.1:{port}"));
+    wait_until_up(&api.client, &api.base).await;
+    let clip = clip(data, "long.mp4", "1280x720", "30", 30, true);
+    let id = api.upload_ok(&clip).await;
+    wait_job(&api, &id, Duration::from_secs(60), "running", |j| j["state"] == "active" && j["progress"].as_f64().unwrap() > 0.0).await;
+
+    server.signal(libc::SIGTERM);
+    let signalled = Instant::now();
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(signalled.elapsed() < Duration::from_secs(grace + 5), "still running {:?} after SIGTERM", signalled.elapsed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+    eprintln!("exited {:?} after SIGTERM (grace {grace}s)", signalled.elapsed());
+
+    let _restarted = Process::start("serve", data, &env);
+    wait_until_up(&api.client, &api.base).await;
+    let doc = api.wait_for(&id, "completed", Duration::from_secs(180)).await;
+    assert_eq!(doc["attempts"], 1, "handing back on shutdown charges no attempt: {doc}");
+    assert_plays(&api, &id).await;
+}
+
+#[tokio::test]
+async fn a_hung_ffmpeg_is_killed_by_the_stall_watchdog_retried_then_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    // Behaves like ffmpeg, except that the encode hangs without output, as
+    // ffmpeg does on a source that stops delivering data.
+    let fake = dir.path().join("hanging-ffmpeg");
+    std::fs::write(&fake, "#!/bin/sh\ncase \"$*\" in *var_stream_map*) exec sleep 300;; esac\nexec ffmpeg \"$@\"\n").unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let app = spawn_app_with(|c| {
+        c.tools.ffmpeg = fake.clone();
+        c.stall_timeout = Duration::from_secs(1);
+        c.attempts = 2;
+        c.backoff = Duration::from_millis(100);
+    })
+    .await;
+    let clip = clip(dir.path(), "ok.mp4", "320x240", "30", 2, false);
+    let id = app.upload_ok(&clip).await;
+    let doc = app.wait_for(&id, "failed", Duration::from_secs(60)).await;
+    assert!(doc["processingError"].as_str().unwrap().contains("stalled"), "{doc}");
+    assert_eq!(doc["attempts"], 2, "retried once: {doc}");
+    let job = app.job(&id).await;
+    let errors = job["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2, "{job}");
+    assert!(errors.iter().all(|e| e["error"].as_str().unwrap().contains("stalled")), "{job}");
+    assert!(files_under(&app.data_dir.path().join("media")).is_empty(), "a failed job publishes nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_concurrent_uploads_all_complete_once() {
+    let app = spawn_app_with(|c| {
+        c.concurrency = 2;
+        c.ladder = "240".parse().unwrap();
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let clip = clip(dir.path(), "small.mp4", "160x120", "15", 1, false);
+    let uploads = (0..100).map(|i| {
+        let api = Api::new(app.base.clone());
+        let clip = clip.clone();
+        async move {
+            let response = api.upload_file(&clip, "burst", &format!("topic {i}")).await;
+            assert_eq!(response.status(), 202);
+            let body: serde_json::Value = response.json().await.unwrap();
+            body["lectureId"].as_str().unwrap().to_string()
+        }
+    });
+    let ids = futures::future::join_all(uploads).await;
+    let unique: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), 100, "every upload got its own lecture");
+
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let health: serde_json::Value = app.client.get(format!("{}/api/health/queue", app.base)).send().await.unwrap().json().await.unwrap();
+        if health["queue"]["completed"] == 100 {
+            break;
+        }
+        assert_eq!(health["queue"]["failed"], 0, "{health}");
+        assert!(Instant::now() < deadline, "{health}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for id in &ids {
+        let doc = app.lecture(id).await;
+        assert_eq!(doc["processingStatus"], "completed");
+        assert_eq!(doc["attempts"], 1, "run exactly once: {doc}");
+    }
+    let list: serde_json::Value = app.client.get(format!("{}/api/lectures?courseId=burst&limit=100", app.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list["total"], 100);
+}
