@@ -75,6 +75,11 @@ pub struct ServiceArgs {
     #[arg(long, env = "VIDPIPE_LEASE", default_value = "30s", value_parser = parse_duration)]
     pub lease: Duration,
 
+    /// How often an idle worker polls the queue. New jobs wake workers at
+    /// once in `serve` and on PostgreSQL (LISTEN/NOTIFY); polling is the fallback.
+    #[arg(long, env = "VIDPIPE_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+
     /// Attempts per job before it fails for good.
     #[arg(long, env = "VIDPIPE_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub attempts: u32,
@@ -130,6 +135,7 @@ pub struct Config {
     pub job_timeout: Duration,
     pub stall_timeout: Duration,
     pub lease: Duration,
+    pub poll_interval: Duration,
     pub attempts: u32,
     pub backoff: Duration,
     pub shutdown_grace: Duration,
@@ -184,6 +190,7 @@ impl Config {
             job_timeout: args.job_timeout,
             stall_timeout: args.stall_timeout,
             lease: args.lease,
+            poll_interval: args.poll_interval,
             attempts: args.attempts,
             backoff: args.backoff,
             shutdown_grace: args.shutdown_grace,

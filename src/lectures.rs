@@ -97,7 +97,7 @@ impl LectureStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        SqlQueue::enqueue_on(&mut tx, new.id.as_str(), job).await?;
+        SqlQueue::enqueue_on(&mut tx, self.db.dialect, new.id.as_str(), job).await?;
         tx.commit().await?;
         Ok(Lecture {
             id: new.id,

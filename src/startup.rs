@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError, TranscodeArgs, Tools};
-use crate::db::Database;
+use crate::db::{Database, Dialect};
 use crate::http::{self, AppState};
 use crate::ingest::{probe, Ingest};
 use crate::lectures::LectureStore;
@@ -42,6 +42,8 @@ pub enum StartupError {
 }
 
 pub struct Application {
+    /// Set when workers should LISTEN for new jobs on PostgreSQL.
+    notify_url: Option<String>,
     listener: Option<TcpListener>,
     state: AppState,
     worker: Option<Arc<WorkerContext>>,
@@ -51,6 +53,7 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config, role: Role) -> Result<Application, StartupError> {
         let db = Database::connect(&config.database_url).await?;
+        let notify_url = (db.dialect == Dialect::Postgres && role != Role::Api).then(|| config.database_url.clone());
         let queue: Arc<dyn Queue> = Arc::new(SqlQueue::new(db.clone(), Backoff { base: config.backoff }));
         let lectures = LectureStore::new(db);
 
@@ -87,6 +90,7 @@ impl Application {
                 ladder: config.ladder.clone(),
                 work_dir: config.work_dir().join(std::process::id().to_string()),
                 lease: config.lease,
+                poll_interval: config.poll_interval,
                 concurrency: config.concurrency,
                 shutdown_grace: config.shutdown_grace,
                 running: running.clone(),
@@ -108,7 +112,7 @@ impl Application {
             worker_concurrency: worker.as_ref().map(|w| w.concurrency),
             media_root: Some(media_root),
         };
-        Ok(Application { listener, state, worker, public_base_url })
+        Ok(Application { notify_url, listener, state, worker, public_base_url })
     }
 
     /// The bound address, if this process serves HTTP.
@@ -123,6 +127,9 @@ impl Application {
     /// Runs until `shutdown` is cancelled; then the API stops accepting, the
     /// worker drains (see `worker`), and this returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
+        if let Some(url) = self.notify_url {
+            tokio::spawn(worker::listen_for_jobs(url, self.state.wake.clone(), shutdown.clone()));
+        }
         let worker = self.worker.map(|ctx| tokio::spawn(worker::run(ctx, shutdown.clone())));
         if let Some(listener) = self.listener {
             tracing::info!(addr = %listener.local_addr().map_err(StartupError::Serve)?, "listening");

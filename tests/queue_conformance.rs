@@ -211,7 +211,6 @@ pub async fn no_double_claim_under_concurrency(q: Arc<dyn Queue>) {
 macro_rules! conformance {
     ($backend:ident, $setup:path) => {
         mod $backend {
-            use super::*;
             conformance!(@tests $setup;
                 state_transitions,
                 retries_back_off_exponentially_then_fail,

@@ -36,7 +36,7 @@ impl SqlQueue {
 
     /// Inserts a job on an open connection or transaction, so that callers
     /// can enqueue in the same transaction as the record the job is for.
-    pub async fn enqueue_on(conn: &mut AnyConnection, id: &str, options: &EnqueueOptions) -> Result<(), QueueError> {
+    pub async fn enqueue_on(conn: &mut AnyConnection, dialect: Dialect, id: &str, options: &EnqueueOptions) -> Result<(), QueueError> {
         let now = now_ms();
         let delay_ms = options.delay.as_millis() as i64;
         let state = if delay_ms > 0 { JobState::Delayed } else { JobState::Waiting };
@@ -52,7 +52,7 @@ impl SqlQueue {
         .bind(now)
         .execute(&mut *conn)
         .await?;
-        Ok(())
+        notify(conn, dialect).await
     }
 
     /// Completes a job on an open transaction, so the caller can store the
@@ -92,6 +92,18 @@ impl SqlQueue {
     }
 }
 
+/// PostgreSQL channel on which idle workers wait for new work.
+pub const JOBS_CHANNEL: &str = "vidpipe_jobs";
+
+/// Wakes idle PostgreSQL workers (`LISTEN vidpipe_jobs`). Inside a
+/// transaction the notification is delivered at commit, with the job.
+async fn notify(conn: &mut AnyConnection, dialect: Dialect) -> Result<(), QueueError> {
+    if dialect == Dialect::Postgres {
+        sqlx::query(&format!("NOTIFY {JOBS_CHANNEL}")).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 fn job_from_row(row: &AnyRow) -> Result<JobRecord, QueueError> {
     let state: String = row.try_get("state")?;
     let errors: String = row.try_get("errors")?;
@@ -118,7 +130,7 @@ fn job_from_row(row: &AnyRow) -> Result<JobRecord, QueueError> {
 impl Queue for SqlQueue {
     async fn enqueue(&self, id: &str, options: &EnqueueOptions) -> Result<(), QueueError> {
         let mut conn = self.db.pool.acquire().await?;
-        SqlQueue::enqueue_on(&mut conn, id, options).await
+        SqlQueue::enqueue_on(&mut conn, self.db.dialect, id, options).await
     }
 
     async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<Claim>, QueueError> {
@@ -260,6 +272,9 @@ impl Queue for SqlQueue {
         .bind(id)
         .execute(&self.db.pool)
         .await?;
+        if done.rows_affected() == 1 {
+            notify(&mut *self.db.pool.acquire().await?, self.db.dialect).await?;
+        }
         Ok(done.rows_affected() == 1)
     }
 
@@ -336,6 +351,9 @@ impl Queue for SqlQueue {
         .bind(paused as i64)
         .execute(&self.db.pool)
         .await?;
+        if !paused {
+            notify(&mut *self.db.pool.acquire().await?, self.db.dialect).await?;
+        }
         Ok(())
     }
 

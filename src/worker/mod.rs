@@ -25,9 +25,6 @@ use crate::queue::Queue;
 use crate::transcode::plan::Ladder;
 use crate::transcode::Transcoder;
 
-/// How often an idle worker looks for work when nothing wakes it.
-const POLL_INTERVAL: Duration = Duration::from_secs(1);
-
 /// Wakes idle workers in this process when a job is enqueued.
 pub type Wake = Arc<Notify>;
 
@@ -75,6 +72,8 @@ pub struct WorkerContext {
     /// This process's own work directory, `<data-dir>/work/<pid>`.
     pub work_dir: PathBuf,
     pub lease: Duration,
+    /// How often an idle worker looks for work when nothing wakes it.
+    pub poll_interval: Duration,
     pub concurrency: usize,
     pub shutdown_grace: Duration,
     pub running: RunningJobs,
@@ -115,7 +114,7 @@ pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = ctx.wake.notified() => {}
-                    _ = tokio::time::sleep(POLL_INTERVAL) => {}
+                    _ = tokio::time::sleep(ctx.poll_interval) => {}
                 }
             }
         }
@@ -147,6 +146,38 @@ async fn remove_dead_work_dirs(own: &std::path::Path) {
         };
         if dead {
             let _ = tokio::fs::remove_dir_all(entry.path()).await;
+        }
+    }
+}
+
+/// Turns PostgreSQL `NOTIFY vidpipe_jobs` into wake-ups, so workers in
+/// other processes than the API start new jobs at once. Polling remains the
+/// fallback while the listener reconnects.
+pub async fn listen_for_jobs(database_url: String, wake: Wake, shutdown: CancellationToken) {
+    use sqlx::postgres::PgListener;
+    while !shutdown.is_cancelled() {
+        let mut listener = match PgListener::connect(&database_url).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot LISTEN for jobs; polling only, retrying in 5s");
+                tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(Duration::from_secs(5)) => continue }
+            }
+        };
+        if let Err(e) = listener.listen(crate::queue::sql::JOBS_CHANNEL).await {
+            tracing::warn!(error = %e, "LISTEN failed");
+            continue;
+        }
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                received = listener.recv() => match received {
+                    Ok(_) => wake.notify_one(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "job notifications interrupted; reconnecting");
+                        break;
+                    }
+                },
+            }
         }
     }
 }

@@ -168,3 +168,34 @@ async fn a_hundred_concurrent_uploads_all_complete_once() {
     let list: serde_json::Value = app.client.get(format!("{}/api/lectures?courseId=burst&limit=100", app.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!(list["total"], 100);
 }
+
+/// `vidpipe api` and `vidpipe worker` as separate processes on PostgreSQL:
+/// the idle worker is woken by NOTIFY, not by its (here, one-minute) poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_and_worker_processes_share_postgres_and_workers_wake_on_notify() {
+    let Some(database_url) = postgres_database().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let port = free_port();
+    let env = [
+        ("VIDPIPE_LISTEN", format!("127.0.0.1:{port}")),
+        ("DATABASE_URL", database_url),
+        ("VIDPIPE_POLL_INTERVAL", "60s".to_string()),
+    ];
+    let _api = Process::start("api", data, &env);
+    let api = Api::new(format!("http://127.0.0.1:{port}"));
+    wait_until_up(&api.client, &api.base).await;
+    let worker = Process::start("worker", data, &env);
+    let clip = clip(data, "short.mp4", "320x240", "30", 2, true);
+    // The first job may be found by the worker's start-up poll; after it,
+    // the worker sleeps for a minute unless notified.
+    let first = api.upload_ok(&clip).await;
+    api.wait_for(&first, "completed", Duration::from_secs(120)).await;
+    let id = api.upload_ok(&clip).await;
+    let uploaded = Instant::now();
+    let job = wait_job(&api, &id, Duration::from_secs(5), "woken by NOTIFY", |j| j["state"] != "waiting").await;
+    eprintln!("claimed {:?} after upload", uploaded.elapsed());
+    assert!(job["worker"].as_str().unwrap_or_default().ends_with(&format!(":{}", worker.pid())) || job["state"] == "completed", "{job}");
+    api.wait_for(&id, "completed", Duration::from_secs(120)).await;
+    assert_plays(&api, &id).await;
+}
