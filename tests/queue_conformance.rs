@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use vidpipe::db::Database;
 use vidpipe::domain::{now_ms, JobState};
-use vidpipe::queue::{Backoff, EnqueueOptions, FailOutcome, Queue, SqlQueue};
+use vidpipe::queue::{Backoff, EnqueueOptions, FailOutcome, Queue, RedisQueue, SqlQueue};
 
 const BACKOFF: Duration = Duration::from_millis(300);
 const LEASE: Duration = Duration::from_secs(30);
@@ -263,5 +263,21 @@ async fn postgres() -> Option<(Arc<dyn Queue>, ())> {
     Some((Arc::new(SqlQueue::new(db, Backoff { base: BACKOFF })), ()))
 }
 
+/// Redis at VIDPIPE_TEST_REDIS_URL (default: the local one), under a key
+/// prefix of its own per test.
+async fn redis() -> Option<(Arc<dyn Queue>, ())> {
+    let url = std::env::var("VIDPIPE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("vidpipe-test-{}", uuid::Uuid::new_v4().simple());
+    match RedisQueue::connect(&url, &prefix, Backoff { base: BACKOFF }).await {
+        Ok(q) => Some((Arc::new(q), ())),
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!("SKIPPED: Redis at {url} unreachable ({e}); set VIDPIPE_TEST_REDIS_URL");
+            None
+        }
+        Err(e) => panic!("Redis at {url} unreachable in CI: {e}"),
+    }
+}
+
 conformance!(sqlite_backend, super::sqlite);
+conformance!(redis_backend, super::redis);
 conformance!(postgres_backend, super::postgres);

@@ -11,6 +11,7 @@
 //! - a job whose lease expired is claimable again and its attempt counts;
 //! - handing a job back on shutdown (`release`) charges no attempt.
 
+pub mod redis;
 pub mod sql;
 
 use std::time::Duration;
@@ -20,6 +21,7 @@ use serde::Serialize;
 
 use crate::domain::JobState;
 
+pub use self::redis::RedisQueue;
 pub use sql::SqlQueue;
 
 /// How a job is enqueued.
@@ -113,6 +115,8 @@ pub struct Counts {
 pub enum QueueError {
     #[error("queue database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("Redis queue error: {0}")]
+    Redis(String),
     #[error("queue data is corrupt: {0}")]
     Corrupt(String),
 }
