@@ -47,6 +47,14 @@ pub struct ServiceArgs {
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
 
+    /// Queue in Redis instead of the database: redis://HOST:PORT[/DB]. Lecture records stay in the database.
+    #[arg(long, env = "VIDPIPE_QUEUE_URL", value_parser = parse_redis_url)]
+    pub queue_url: Option<String>,
+
+    /// How often a worker checks that every unfinished lecture has a job (re-enqueueing lost ones).
+    #[arg(long, env = "VIDPIPE_RECONCILE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub reconcile_interval: Duration,
+
     /// Jobs this process transcodes at once.
     #[arg(long, env = "VIDPIPE_CONCURRENCY", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
@@ -127,6 +135,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub database_url: String,
+    pub queue_url: Option<String>,
+    pub reconcile_interval: Duration,
     pub concurrency: usize,
     pub max_upload_bytes: u64,
     pub ladder: Ladder,
@@ -183,6 +193,8 @@ impl Config {
             listen: args.listen,
             data_dir,
             database_url,
+            queue_url: args.queue_url,
+            reconcile_interval: args.reconcile_interval,
             concurrency: args.concurrency as usize,
             max_upload_bytes: args.max_upload_bytes,
             ladder: args.ladder,
@@ -262,6 +274,14 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 
 fn parse_ladder(s: &str) -> Result<Ladder, String> {
     s.parse::<Ladder>().map_err(|e| e.0)
+}
+
+fn parse_redis_url(s: &str) -> Result<String, String> {
+    if s.starts_with("redis://") || s.starts_with("rediss://") {
+        Ok(s.to_string())
+    } else {
+        Err(format!("`{s}` is not a Redis URL; write redis://HOST:PORT (or rediss:// for TLS)"))
+    }
 }
 
 fn parse_base_url(s: &str) -> Result<String, String> {

@@ -1,10 +1,13 @@
 //! Lecture records: what was uploaded, and where its published video is.
 //!
 //! A lecture's status, progress and errors are not stored here: they are its
-//! job's (same id), read through the queue. Creating a lecture enqueues its
-//! job in the same transaction, and completing the job stores the result in
-//! the same transaction, so a lecture can never be "pending" with no job nor
-//! "completed" with no video.
+//! job's (same id), read through the queue. With a SQL queue, creating a
+//! lecture enqueues its job in the same transaction, and completing the job
+//! stores the result in the same transaction, so a lecture can never be
+//! "pending" with no job nor "completed" with no video. With a Redis queue the
+//! two writes are apart; the worker's reconciler re-enqueues any unfinished
+//! lecture whose job is missing, and job ids are lecture ids, so that is
+//! idempotent.
 
 use std::path::PathBuf;
 
@@ -14,7 +17,7 @@ use sqlx::Row;
 
 use crate::db::Database;
 use crate::domain::{now_ms, LectureId};
-use crate::queue::{Claim, EnqueueOptions, QueueError, SqlQueue};
+use crate::queue::{Claim, EnqueueOptions, Queue, QueueError, SqlQueue};
 
 #[derive(Debug, Clone)]
 pub struct Lecture {
@@ -28,6 +31,8 @@ pub struct Lecture {
     pub has_thumbnail: bool,
     pub renditions: Vec<RenditionSummary>,
     pub duration_seconds: Option<f64>,
+    /// Set when the job failed for good; survives the job record.
+    pub failed_error: Option<String>,
     pub no_of_views: i64,
     pub no_of_likes: i64,
     pub comments: serde_json::Value,
@@ -71,18 +76,23 @@ pub enum LectureStoreError {
 #[derive(Debug, Clone)]
 pub struct LectureStore {
     db: Database,
+    /// True when jobs live in this database (a SQL queue), so lecture and job
+    /// writes can share transactions.
+    jobs_here: bool,
 }
 
 const COLUMNS: &str = "id, course_id, name_of_topic, source_path, original_filename, published_prefix, has_thumbnail, \
-     renditions, duration_seconds, no_of_views, no_of_likes, comments, created_at, updated_at";
+     renditions, duration_seconds, failed_error, no_of_views, no_of_likes, comments, created_at, updated_at";
 
 impl LectureStore {
-    pub fn new(db: Database) -> LectureStore {
-        LectureStore { db }
+    pub fn new(db: Database, jobs_here: bool) -> LectureStore {
+        LectureStore { db, jobs_here }
     }
 
-    /// Stores the lecture and enqueues its job, in one transaction.
-    pub async fn create_with_job(&self, new: NewLecture, job: &EnqueueOptions) -> Result<Lecture, LectureStoreError> {
+    /// Stores the lecture and enqueues its job: in one transaction with a SQL
+    /// queue; otherwise the lecture first, so a failed enqueue leaves a
+    /// lecture the reconciler will enqueue, never a job without a lecture.
+    pub async fn create_with_job(&self, new: NewLecture, job: &EnqueueOptions, queue: &dyn Queue) -> Result<Lecture, LectureStoreError> {
         let now = now_ms();
         let mut tx = self.db.pool.begin().await?;
         sqlx::query(
@@ -97,8 +107,15 @@ impl LectureStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        SqlQueue::enqueue_on(&mut tx, self.db.dialect, new.id.as_str(), job).await?;
-        tx.commit().await?;
+        if self.jobs_here {
+            SqlQueue::enqueue_on(&mut tx, self.db.dialect, new.id.as_str(), job).await?;
+            tx.commit().await?;
+        } else {
+            tx.commit().await?;
+            if let Err(e) = queue.enqueue(new.id.as_str(), job).await {
+                tracing::warn!(lecture = %new.id, error = %e, "enqueue failed; the reconciler will enqueue it");
+            }
+        }
         Ok(Lecture {
             id: new.id,
             course_id: new.course_id,
@@ -109,6 +126,7 @@ impl LectureStore {
             has_thumbnail: false,
             renditions: Vec::new(),
             duration_seconds: None,
+            failed_error: None,
             no_of_views: 0,
             no_of_likes: 0,
             comments: serde_json::Value::Array(Vec::new()),
@@ -145,9 +163,9 @@ impl LectureStore {
         Ok((lectures, total as u64))
     }
 
-    /// Stores the result and completes the job in one transaction. `false`:
-    /// the claim's lease was lost, nothing was stored.
-    pub async fn complete(&self, claim: &Claim, published: &Published) -> Result<bool, LectureStoreError> {
+    /// Stores the result and completes the job, in one transaction with a
+    /// SQL queue. `false`: the claim's lease was lost first.
+    pub async fn complete(&self, claim: &Claim, published: &Published, queue: &dyn Queue) -> Result<bool, LectureStoreError> {
         let mut tx = self.db.pool.begin().await?;
         sqlx::query(
             "UPDATE lectures SET published_prefix = $1, has_thumbnail = $2, renditions = $3, duration_seconds = $4, \
@@ -161,12 +179,42 @@ impl LectureStore {
         .bind(&claim.job_id)
         .execute(&mut *tx)
         .await?;
+        if !self.jobs_here {
+            // The result is stored before the job is marked done: a crash in
+            // between re-runs the job, it never loses the video.
+            tx.commit().await?;
+            return Ok(queue.complete(claim).await?);
+        }
         if !SqlQueue::complete_on(&mut tx, claim).await? {
             tx.rollback().await?;
             return Ok(false);
         }
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Records (or with `None`, clears) the lecture's final failure.
+    pub async fn set_failed(&self, id: &str, error: Option<&str>) -> Result<(), LectureStoreError> {
+        sqlx::query("UPDATE lectures SET failed_error = $1, updated_at = $2 WHERE id = $3")
+            .bind(error.map(str::to_string))
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Lectures that are neither published nor failed for good: each must
+    /// have a live job. Oldest first, `limit` at a time after `after`.
+    pub async fn unfinished_ids(&self, after: &str, limit: u32) -> Result<Vec<String>, LectureStoreError> {
+        let rows = sqlx::query(
+            "SELECT id FROM lectures WHERE published_prefix IS NULL AND failed_error IS NULL AND id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit as i64)
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.iter().map(|r| r.try_get::<String, _>("id")).collect::<Result<_, _>>().map_err(Into::into)
     }
 
     /// Deletes the lecture and its job in one transaction.
@@ -193,6 +241,7 @@ fn lecture_from_row(row: &AnyRow) -> Result<Lecture, sqlx::Error> {
         has_thumbnail: row.try_get::<i64, _>("has_thumbnail")? != 0,
         renditions: serde_json::from_str(&renditions).map_err(|e| sqlx::Error::Decode(e.into()))?,
         duration_seconds: row.try_get("duration_seconds")?,
+        failed_error: row.try_get("failed_error")?,
         no_of_views: row.try_get("no_of_views")?,
         no_of_likes: row.try_get("no_of_likes")?,
         comments: serde_json::from_str(&comments).map_err(|e| sqlx::Error::Decode(e.into()))?,

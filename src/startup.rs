@@ -14,7 +14,10 @@ use crate::http::{self, AppState};
 use crate::ingest::{probe, Ingest};
 use crate::lectures::LectureStore;
 use crate::publish::{LocalStorage, Storage};
-use crate::queue::{Backoff, Queue, SqlQueue};
+use crate::queue::{Backoff, Queue, QueueError, RedisQueue, SqlQueue};
+
+/// Key prefix of vidpipe's Redis queue.
+const REDIS_PREFIX: &str = "vidpipe";
 use crate::transcode::ffmpeg::Watchdog;
 use crate::transcode::plan::Plan;
 use crate::transcode::{self, Transcoder};
@@ -35,6 +38,8 @@ pub enum StartupError {
     Config(#[from] ConfigError),
     #[error("cannot open the database ({0}); check DATABASE_URL")]
     Database(#[from] sqlx::Error),
+    #[error("cannot use the queue: {0}; check VIDPIPE_QUEUE_URL")]
+    Queue(#[from] QueueError),
     #[error("cannot listen on {addr}: {source}; choose another --listen / VIDPIPE_LISTEN")]
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("server error: {0}")]
@@ -53,9 +58,14 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config, role: Role) -> Result<Application, StartupError> {
         let db = Database::connect(&config.database_url).await?;
-        let notify_url = (db.dialect == Dialect::Postgres && role != Role::Api).then(|| config.database_url.clone());
-        let queue: Arc<dyn Queue> = Arc::new(SqlQueue::new(db.clone(), Backoff { base: config.backoff }));
-        let lectures = LectureStore::new(db);
+        let notify_url = (db.dialect == Dialect::Postgres && config.queue_url.is_none() && role != Role::Api)
+            .then(|| config.database_url.clone());
+        let backoff = Backoff { base: config.backoff };
+        let queue: Arc<dyn Queue> = match &config.queue_url {
+            Some(url) => Arc::new(RedisQueue::connect(url, REDIS_PREFIX, backoff).await?),
+            None => Arc::new(SqlQueue::new(db.clone(), backoff)),
+        };
+        let lectures = LectureStore::new(db, config.queue_url.is_none());
 
         let listener = match role {
             Role::Worker => None,
@@ -91,6 +101,8 @@ impl Application {
                 work_dir: config.work_dir().join(std::process::id().to_string()),
                 lease: config.lease,
                 poll_interval: config.poll_interval,
+                reconcile_interval: config.reconcile_interval,
+                max_attempts: config.attempts,
                 concurrency: config.concurrency,
                 shutdown_grace: config.shutdown_grace,
                 running: running.clone(),

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::domain::{rfc3339, JobState, ProcessingStatus};
+use crate::domain::{rfc3339, ProcessingStatus};
 use crate::lectures::{Lecture, RenditionSummary};
 use crate::publish::Storage;
 use crate::queue::JobRecord;
@@ -33,15 +33,21 @@ pub struct LectureDocument {
 }
 
 impl LectureDocument {
-    /// `job` is `None` only if the job row is gone (a lecture mid-deletion);
-    /// such a lecture shows as failed rather than pending forever.
+    /// `job` is `None` when the job record is gone: cleaned after it
+    /// finished, or lost with a Redis queue's data. The lecture's own record
+    /// then tells: published means completed, a stored failure means failed,
+    /// anything else is pending until the reconciler re-enqueues it.
     pub fn new(lecture: Lecture, job: Option<&JobRecord>, storage: &dyn Storage) -> LectureDocument {
-        let state = job.map_or(JobState::Failed, |j| j.state);
-        let status = state.processing_status();
+        let status = match job {
+            Some(j) => j.state.processing_status(),
+            None if lecture.published_prefix.is_some() => ProcessingStatus::Completed,
+            None if lecture.failed_error.is_some() => ProcessingStatus::Failed,
+            None => ProcessingStatus::Pending,
+        };
         let completed = status == ProcessingStatus::Completed;
         let link = |file: &str| lecture.published_prefix.as_ref().map(|p| storage.url(&format!("{p}/{file}")));
         let processing_error = match (job, status) {
-            (None, _) => Some("the lecture's job is missing".to_string()),
+            (None, _) => lecture.failed_error.clone(),
             (Some(j), ProcessingStatus::Failed) => j.last_error.clone(),
             // A pending job that already failed once shows why it is retrying.
             (Some(j), ProcessingStatus::Pending) => j.last_error.clone(),

@@ -43,6 +43,7 @@ pub async fn retry(State(app): State<AppState>, Path(raw): Path<String>) -> Resu
     if !app.queue.retry(&job.id).await? {
         return Err(ApiError::Conflict(format!("job is {}; only failed or cancelled jobs can be retried", job.state)));
     }
+    app.lectures.set_failed(&job.id, None).await?;
     app.wake.notify_one();
     Ok(Json(job_json(&load(&app, &raw).await?)))
 }
@@ -52,6 +53,8 @@ pub async fn cancel(State(app): State<AppState>, Path(raw): Path<String>) -> Res
     if !app.queue.cancel(&job.id).await? {
         return Err(ApiError::Conflict(format!("job is already {}", job.state)));
     }
+    // Kept on the lecture, so a lost job record does not bring it back.
+    app.lectures.set_failed(&job.id, Some("cancelled")).await?;
     app.running.stop(&job.id, STOP_WAIT).await;
     Ok(Json(job_json(&load(&app, &raw).await?)))
 }

@@ -38,7 +38,7 @@ pub async fn upload(State(app): State<AppState>, headers: HeaderMap, form: Multi
         original_filename: upload.original_filename,
     };
     let options = EnqueueOptions { priority: upload.priority, delay: std::time::Duration::ZERO, max_attempts: app.max_attempts };
-    app.lectures.create_with_job(new, &options).await?;
+    app.lectures.create_with_job(new, &options, app.queue.as_ref()).await?;
     // Committed: the lecture owns the file now.
     file.keep();
     app.wake.notify_one();

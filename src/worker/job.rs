@@ -64,7 +64,7 @@ pub(super) async fn process(ctx: &WorkerContext, claim: Claim, cancel: Cancellat
     heartbeat.abort();
 
     let keep_published = match result {
-        Ok(published) => match ctx.lectures.complete(&claim, &published).await {
+        Ok(published) => match ctx.lectures.complete(&claim, &published, ctx.queue.as_ref()).await {
             Ok(true) => {
                 tracing::info!(job = %id, "job completed");
                 remove_other_attempts(ctx, &id, tag).await;
@@ -98,7 +98,12 @@ pub(super) async fn process(ctx: &WorkerContext, claim: Claim, cancel: Cancellat
             let message = e.to_string();
             match ctx.queue.fail(&claim, &ctx.id, &message, e.retryable()).await {
                 Ok(FailOutcome::RetryAt(at)) => tracing::warn!(job = %id, error = %message, retry_at = at, "attempt failed; will retry"),
-                Ok(FailOutcome::Failed) => tracing::error!(job = %id, error = %message, "job failed"),
+                Ok(FailOutcome::Failed) => {
+                    tracing::error!(job = %id, error = %message, "job failed");
+                    if let Err(e) = ctx.lectures.set_failed(&id, Some(&message)).await {
+                        tracing::warn!(job = %id, error = %e, "could not store the failure on the lecture");
+                    }
+                }
                 Ok(FailOutcome::LeaseLost) => tracing::warn!(job = %id, error = %message, "attempt failed after its lease was lost"),
                 Err(qe) => tracing::error!(job = %id, error = %qe, "could not record the failure; the lease will expire"),
             }

@@ -74,6 +74,10 @@ pub struct WorkerContext {
     pub lease: Duration,
     /// How often an idle worker looks for work when nothing wakes it.
     pub poll_interval: Duration,
+    /// How often the reconciler looks for unfinished lectures without a job.
+    pub reconcile_interval: Duration,
+    /// Attempts of jobs the reconciler enqueues.
+    pub max_attempts: u32,
     pub concurrency: usize,
     pub shutdown_grace: Duration,
     pub running: RunningJobs,
@@ -90,6 +94,7 @@ pub fn worker_id() -> String {
 pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) {
     tracing::info!(worker = %ctx.id, concurrency = ctx.concurrency, "worker started");
     remove_dead_work_dirs(&ctx.work_dir).await;
+    let reconciler = tokio::spawn(reconcile_forever(ctx.clone(), shutdown.clone()));
     let permits = Arc::new(Semaphore::new(ctx.concurrency));
     // Cancelled once the grace period is over: kills whatever still runs.
     let hard_stop = CancellationToken::new();
@@ -129,7 +134,45 @@ pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) {
         hard_stop.cancel();
         while jobs.join_next().await.is_some() {}
     }
+    reconciler.abort();
     tracing::info!("worker stopped");
+}
+
+/// Re-enqueues every unfinished lecture whose job is missing (a queue that
+/// lost its data, a crash between a lecture write and a Redis enqueue).
+/// Job ids are lecture ids, so racing reconcilers enqueue a job once.
+pub async fn reconcile(ctx: &WorkerContext) -> Result<usize, String> {
+    const PAGE: u32 = 500;
+    let mut after = String::new();
+    let mut enqueued = 0;
+    loop {
+        let ids = ctx.lectures.unfinished_ids(&after, PAGE).await.map_err(|e| e.to_string())?;
+        let Some(last) = ids.last() else { return Ok(enqueued) };
+        after = last.clone();
+        let live: std::collections::HashSet<String> =
+            ctx.queue.get_many(&ids).await.map_err(|e| e.to_string())?.into_iter().map(|j| j.id).collect();
+        for id in ids.iter().filter(|id| !live.contains(*id)) {
+            let options = crate::queue::EnqueueOptions { priority: 0, delay: Duration::ZERO, max_attempts: ctx.max_attempts };
+            ctx.queue.enqueue(id, &options).await.map_err(|e| e.to_string())?;
+            tracing::warn!(lecture = %id, "lecture had no job; re-enqueued");
+            enqueued += 1;
+        }
+        if enqueued > 0 {
+            ctx.wake.notify_one();
+        }
+    }
+}
+
+async fn reconcile_forever(ctx: Arc<WorkerContext>, shutdown: CancellationToken) {
+    loop {
+        if let Err(e) = reconcile(&ctx).await {
+            tracing::warn!(error = %e, "reconciliation failed; will try again");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(ctx.reconcile_interval) => {}
+        }
+    }
 }
 
 /// Work files of worker processes on this machine that died without

@@ -43,6 +43,8 @@ pub fn test_config(data_dir: &Path) -> Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: data_dir.to_path_buf(),
         database_url: format!("sqlite://{}", data_dir.join("vidpipe.db").display()),
+        queue_url: None,
+        reconcile_interval: Duration::from_secs(30),
         concurrency: 1,
         max_upload_bytes: 64 << 20,
         ladder: "240,360,720".parse().unwrap(),
@@ -310,4 +312,58 @@ pub async fn postgres_database() -> Option<String> {
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.unwrap();
     let (base, _) = admin_url.rsplit_once('/').unwrap();
     Some(format!("{base}/{name}"))
+}
+
+/// A private redis-server on a free port, without persistence, so a restart
+/// loses every key (as Redis does when it runs without persistence).
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl RedisServer {
+    pub fn start() -> Option<RedisServer> {
+        let mut server = RedisServer { port: free_port(), child: None };
+        if !server.restart() {
+            if std::env::var_os("CI").is_some() {
+                panic!("redis-server is needed in CI (it ships with the machine's Redis)");
+            }
+            eprintln!("SKIPPED: redis-server not found");
+            return None;
+        }
+        Some(server)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (SIGKILL) and starts an empty one on the same port.
+    pub fn restart(&mut self) -> bool {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let spawned = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn();
+        let Ok(child) = spawned else { return false };
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

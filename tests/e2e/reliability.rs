@@ -199,3 +199,38 @@ async fn api_and_worker_processes_share_postgres_and_workers_wake_on_notify() {
     api.wait_for(&id, "completed", Duration::from_secs(120)).await;
     assert_plays(&api, &id).await;
 }
+
+/// Redis loses every key. Lectures stay in SQL, and the reconciler
+/// re-enqueues every unfinished one; finished ones keep their outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_that_loses_its_data_strands_nothing() {
+    let Some(mut redis) = RedisServer::start() else { return };
+    let url = redis.url();
+    let app = spawn_app_with(|c| {
+        c.queue_url = Some(url);
+        c.reconcile_interval = Duration::from_secs(1);
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let clip = clip(dir.path(), "short.mp4", "320x240", "30", 2, true);
+    let done = app.upload_ok(&clip).await;
+    app.wait_for(&done, "completed", Duration::from_secs(120)).await;
+
+    let pause = app.client.post(format!("{}/api/queue/pause", app.base)).send().await.unwrap();
+    assert_eq!(pause.status(), 200);
+    let mut pending = Vec::new();
+    for _ in 0..3 {
+        pending.push(app.upload_ok(&clip).await);
+    }
+    for id in &pending {
+        assert_eq!(app.lecture(id).await["processingStatus"], "pending");
+    }
+
+    redis.restart();
+    for id in &pending {
+        app.wait_for(id, "completed", Duration::from_secs(120)).await;
+    }
+    let doc = app.lecture(&done).await;
+    assert_eq!(doc["processingStatus"], "completed", "a finished lecture keeps its outcome: {doc}");
+    assert!(doc["videoLink"].is_string());
+}
