@@ -208,6 +208,31 @@ pub async fn no_double_claim_under_concurrency(q: Arc<dyn Queue>) {
     assert_eq!(q.counts().await.unwrap().completed, JOBS as u64);
 }
 
+pub async fn list_and_clean(q: Arc<dyn Queue>) {
+    for id in ["a", "b", "c"] {
+        q.enqueue(id, &opts(0, 1)).await.unwrap();
+    }
+    let first = q.claim("w", LEASE).await.unwrap().unwrap();
+    assert!(q.complete(&first).await.unwrap());
+    let second = q.claim("w", LEASE).await.unwrap().unwrap();
+    assert_eq!(q.fail(&second, "w", "bad", false).await.unwrap(), FailOutcome::Failed);
+    let ids = |jobs: Vec<vidpipe::queue::JobRecord>| jobs.into_iter().map(|j| j.id).collect::<Vec<_>>();
+    assert_eq!(ids(q.list(JobState::Completed, 10, 0).await.unwrap()), ["a"]);
+    assert_eq!(ids(q.list(JobState::Failed, 10, 0).await.unwrap()), ["b"]);
+    assert_eq!(ids(q.list(JobState::Waiting, 10, 0).await.unwrap()), ["c"]);
+    assert!(q.list(JobState::Waiting, 10, 1).await.unwrap().is_empty(), "paging");
+
+    let an_hour_ago = now_ms() - 3_600_000;
+    assert!(q.clean(JobState::Completed, an_hour_ago).await.unwrap().is_empty(), "recent jobs stay");
+    let soon = now_ms() + 1_000;
+    assert_eq!(q.clean(JobState::Completed, soon).await.unwrap(), ["a"]);
+    assert!(q.get("a").await.unwrap().is_none());
+    assert_eq!(q.clean(JobState::Failed, soon).await.unwrap(), ["b"]);
+    assert!(q.clean(JobState::Waiting, soon).await.unwrap().is_empty(), "unfinished jobs are never cleaned");
+    let counts = q.counts().await.unwrap();
+    assert_eq!((counts.completed, counts.failed, counts.waiting), (0, 0, 1));
+}
+
 macro_rules! conformance {
     ($backend:ident, $setup:path) => {
         mod $backend {
@@ -220,6 +245,7 @@ macro_rules! conformance {
                 release_hands_back_without_charging_an_attempt,
                 cancel_and_pause,
                 priority_then_fifo_and_delays,
+                list_and_clean,
                 no_double_claim_under_concurrency
             );
         }

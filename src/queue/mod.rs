@@ -168,4 +168,11 @@ pub trait Queue: Send + Sync + 'static {
     async fn set_paused(&self, paused: bool) -> Result<(), QueueError>;
 
     async fn is_paused(&self) -> Result<bool, QueueError>;
+
+    /// Jobs in `state`, most recently changed first.
+    async fn list(&self, state: JobState, limit: u32, offset: u64) -> Result<Vec<JobRecord>, QueueError>;
+
+    /// Removes jobs in a final `state` that finished before `before_ms`;
+    /// returns their ids.
+    async fn clean(&self, state: JobState, before_ms: i64) -> Result<Vec<String>, QueueError>;
 }

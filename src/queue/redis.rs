@@ -197,6 +197,15 @@ unlist(id)
 return redis.call('DEL', jkey(id))
 "#;
 
+const CLEAN: &str = r#"
+local ids = redis.call('ZRANGEBYSCORE', P .. ':' .. ARGV[2], '-inf', '(' .. ARGV[3])
+for _, id in ipairs(ids) do
+  unlist(id)
+  redis.call('DEL', jkey(id))
+end
+return ids
+"#;
+
 const POSITION: &str = r#"
 local id = ARGV[2]
 local rank = redis.call('ZRANK', P .. ':waiting', id)
@@ -224,6 +233,7 @@ struct Scripts {
     cancel: Script,
     retry: Script,
     remove: Script,
+    clean: Script,
     position: Script,
     counts: Script,
 }
@@ -242,6 +252,7 @@ impl Scripts {
             cancel: s(CANCEL),
             retry: s(RETRY),
             remove: s(REMOVE),
+            clean: s(CLEAN),
             position: s(POSITION),
             counts: s(COUNTS),
         }
@@ -419,6 +430,9 @@ impl Queue for RedisQueue {
     }
 
     async fn get_many(&self, ids: &[String]) -> Result<Vec<JobRecord>, QueueError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
         for id in ids {
             pipe.cmd("HGETALL").arg(format!("{}:job:{id}", self.prefix));
@@ -452,5 +466,30 @@ impl Queue for RedisQueue {
     async fn is_paused(&self) -> Result<bool, QueueError> {
         let value: Option<String> = redis::cmd("GET").arg(format!("{}:paused", self.prefix)).query_async(&mut self.conn.clone()).await?;
         Ok(value.as_deref() == Some("1"))
+    }
+
+    async fn list(&self, state: JobState, limit: u32, offset: u64) -> Result<Vec<JobRecord>, QueueError> {
+        let (start, stop) = (offset as i64, offset as i64 + limit as i64 - 1);
+        // Runnable sets are kept in claim order; finished ones newest first.
+        let command = match state {
+            JobState::Waiting | JobState::Delayed | JobState::Active => "ZRANGE",
+            JobState::Completed | JobState::Failed | JobState::Cancelled => "ZREVRANGE",
+        };
+        let ids: Vec<String> = redis::cmd(command)
+            .arg(format!("{}:{}", self.prefix, state.as_str()))
+            .arg(start)
+            .arg(stop)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let mut jobs = self.get_many(&ids).await?;
+        let order: HashMap<&String, usize> = ids.iter().enumerate().map(|(i, id)| (id, i)).collect();
+        jobs.sort_by_key(|j| order.get(&j.id).copied().unwrap_or(usize::MAX));
+        Ok(jobs)
+    }
+
+    async fn clean(&self, state: JobState, before_ms: i64) -> Result<Vec<String>, QueueError> {
+        let ids: Vec<String> =
+            self.call(&self.scripts.clean).arg(state.as_str()).arg(before_ms).invoke_async(&mut self.conn.clone()).await?;
+        Ok(ids)
     }
 }

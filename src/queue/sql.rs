@@ -364,4 +364,25 @@ impl Queue for SqlQueue {
             None => false,
         })
     }
+
+    async fn list(&self, state: JobState, limit: u32, offset: u64) -> Result<Vec<JobRecord>, QueueError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE state = $1 ORDER BY updated_at DESC, id LIMIT $2 OFFSET $3"
+        ))
+        .bind(state.as_str())
+        .bind(limit as i64)
+        .bind(offset as i64)
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn clean(&self, state: JobState, before_ms: i64) -> Result<Vec<String>, QueueError> {
+        let rows = sqlx::query("DELETE FROM jobs WHERE state = $1 AND finished_at < $2 RETURNING id")
+            .bind(state.as_str())
+            .bind(before_ms)
+            .fetch_all(&self.db.pool)
+            .await?;
+        rows.iter().map(|r| r.try_get::<String, _>("id").map_err(QueueError::from)).collect()
+    }
 }
