@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::domain::{JobState, ProcessingStatus};
 use crate::transcode::plan::Ladder;
 
 #[derive(Debug, Parser)]
@@ -30,6 +31,96 @@ pub enum Command {
     Worker(ServiceArgs),
     /// Probe, plan, encode and package one file, with no server and no queue.
     Transcode(TranscodeArgs),
+    /// Inspect and operate the job queue.
+    Queue {
+        #[command(subcommand)]
+        action: QueueAction,
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        service: ServiceArgs,
+    },
+    /// List and delete lectures.
+    Lectures {
+        #[command(subcommand)]
+        action: LecturesAction,
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        service: ServiceArgs,
+    },
+    /// Check ffmpeg, the database, the queue and storage, and run a tiny transcode.
+    Doctor {
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        service: ServiceArgs,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct OutputArgs {
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum QueueAction {
+    /// Jobs per state, and whether the queue is paused.
+    Status,
+    /// Jobs in one state.
+    List {
+        #[arg(long, value_parser = parse_job_state, default_value = "failed")]
+        state: JobState,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long, default_value_t = 1)]
+        page: u32,
+    },
+    /// Requeue a failed or cancelled job, or every failed one.
+    Retry {
+        #[arg(required_unless_present = "all_failed")]
+        id: Option<String>,
+        #[arg(long, conflicts_with = "id")]
+        all_failed: bool,
+    },
+    /// Cancel a job; a running ffmpeg is stopped at the worker's next heartbeat.
+    Cancel { id: String },
+    /// Stop claiming new jobs everywhere (running jobs finish).
+    Pause,
+    /// Claim jobs again.
+    Resume,
+    /// Remove finished job records (lectures keep their outcome).
+    Clean {
+        #[arg(long, default_value = "24h", value_parser = parse_age)]
+        completed_older_than: Duration,
+        #[arg(long, default_value = "7d", value_parser = parse_age)]
+        failed_older_than: Duration,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum LecturesAction {
+    /// Lectures, newest first.
+    List {
+        #[arg(long, value_parser = parse_status)]
+        status: Option<ProcessingStatus>,
+        #[arg(long)]
+        course_id: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Delete one lecture, or every lecture with a status older than a time.
+    Delete {
+        #[arg(required_unless_present = "status")]
+        id: Option<String>,
+        #[arg(long, value_parser = parse_status, conflicts_with = "id")]
+        status: Option<ProcessingStatus>,
+        /// With --status: only lectures created longer ago than this.
+        #[arg(long, value_parser = parse_age, default_value = "0s", requires = "status")]
+        older_than: Duration,
+    },
 }
 
 /// Settings shared by `serve`, `api` and `worker`.
@@ -249,6 +340,19 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("must be longer than zero".into());
     }
     Ok(d)
+}
+
+/// An age, where zero ("any age") makes sense.
+fn parse_age(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("{e}; write an age such as 0s, 12h or 7d"))
+}
+
+fn parse_job_state(s: &str) -> Result<JobState, String> {
+    s.parse().map_err(|e: crate::domain::InvalidValue| e.0)
+}
+
+fn parse_status(s: &str) -> Result<ProcessingStatus, String> {
+    s.parse().map_err(|e: crate::domain::InvalidValue| e.0)
 }
 
 /// Bytes, with an optional unit: `1048576`, `500MB`, `2GiB`.

@@ -71,6 +71,8 @@ pub enum LectureStoreError {
     Database(#[from] sqlx::Error),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error("storage error: {0}")]
+    Storage(String),
 }
 
 #[derive(Debug, Clone)]
@@ -248,4 +250,27 @@ fn lecture_from_row(row: &AnyRow) -> Result<Lecture, sqlx::Error> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
+}
+
+/// Removes a lecture and everything it owns: its job (cancelled first, so a
+/// worker elsewhere stops at its next heartbeat and removes what it was
+/// publishing), its records, its source file and its published files.
+pub async fn remove_lecture(
+    lectures: &LectureStore,
+    queue: &dyn Queue,
+    storage: &dyn crate::publish::Storage,
+    lecture: &Lecture,
+) -> Result<(), LectureStoreError> {
+    let id = lecture.id.as_str();
+    queue.cancel(id).await?;
+    lectures.delete(&lecture.id).await?;
+    // A SQL job went with the lecture's transaction; a Redis one goes now.
+    queue.remove(id).await?;
+    storage.delete_prefix(id).await.map_err(|e| LectureStoreError::Storage(e.to_string()))?;
+    if let Err(e) = tokio::fs::remove_file(&lecture.source_path).await {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(lecture = %id, error = %e, "could not remove the source file");
+        }
+    }
+    Ok(())
 }

@@ -12,7 +12,7 @@
 //! Beside them: [`domain`] (types that cannot hold invalid values),
 //! [`lectures`] (lecture records), [`db`] (SQLite/PostgreSQL), [`http`]
 //! (routes and the API error type), [`config`] (flags and env vars) and
-//! [`startup`] (wiring).
+//! [`startup`] (wiring), [`operator`] (`vidpipe queue|lectures|doctor`).
 
 pub mod config;
 pub mod db;
@@ -20,6 +20,7 @@ pub mod domain;
 pub mod http;
 pub mod ingest;
 pub mod lectures;
+pub mod operator;
 pub mod publish;
 pub mod queue;
 pub mod startup;

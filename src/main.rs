@@ -4,6 +4,7 @@
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use vidpipe::config::{Cli, Command, Config};
+use vidpipe::operator;
 use vidpipe::startup::{self, Application, Role};
 
 #[tokio::main]
@@ -20,6 +21,9 @@ async fn main() -> std::process::ExitCode {
         Command::Api(args) => serve(args, Role::Api).await,
         Command::Worker(args) => serve(args, Role::Worker).await,
         Command::Transcode(args) => startup::transcode_file(args).await,
+        Command::Queue { action, output, service } => operator::queue_command(action, output.json, service).await,
+        Command::Lectures { action, output, service } => operator::lectures_command(action, output.json, service).await,
+        Command::Doctor { output, service } => operator::doctor(output.json, service).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

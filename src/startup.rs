@@ -46,6 +46,31 @@ pub enum StartupError {
     Serve(std::io::Error),
 }
 
+/// The stores every role and operator command needs.
+pub struct Backends {
+    pub db: Database,
+    pub queue: Arc<dyn Queue>,
+    pub lectures: LectureStore,
+}
+
+impl Backends {
+    pub async fn connect(config: &Config) -> Result<Backends, StartupError> {
+        let db = Database::connect(&config.database_url).await?;
+        let backoff = Backoff { base: config.backoff };
+        let queue: Arc<dyn Queue> = match &config.queue_url {
+            Some(url) => Arc::new(RedisQueue::connect(url, REDIS_PREFIX, backoff).await?),
+            None => Arc::new(SqlQueue::new(db.clone(), backoff)),
+        };
+        let lectures = LectureStore::new(db.clone(), config.queue_url.is_none());
+        Ok(Backends { db, queue, lectures })
+    }
+}
+
+/// Where published files go, with links under `public_base_url`.
+pub fn storage(config: &Config, public_base_url: &str) -> Arc<dyn Storage> {
+    Arc::new(LocalStorage::new(config.media_dir(), format!("{public_base_url}/media")))
+}
+
 pub struct Application {
     /// Set when workers should LISTEN for new jobs on PostgreSQL.
     notify_url: Option<String>,
@@ -57,15 +82,9 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config, role: Role) -> Result<Application, StartupError> {
-        let db = Database::connect(&config.database_url).await?;
+        let Backends { db, queue, lectures } = Backends::connect(&config).await?;
         let notify_url = (db.dialect == Dialect::Postgres && config.queue_url.is_none() && role != Role::Api)
             .then(|| config.database_url.clone());
-        let backoff = Backoff { base: config.backoff };
-        let queue: Arc<dyn Queue> = match &config.queue_url {
-            Some(url) => Arc::new(RedisQueue::connect(url, REDIS_PREFIX, backoff).await?),
-            None => Arc::new(SqlQueue::new(db.clone(), backoff)),
-        };
-        let lectures = LectureStore::new(db, config.queue_url.is_none());
 
         let listener = match role {
             Role::Worker => None,
@@ -81,9 +100,8 @@ impl Application {
             (None, Some(l)) => format!("http://{}", l.local_addr().map_err(StartupError::Serve)?),
             (None, None) => format!("http://{}", config.listen),
         };
-        let local = LocalStorage::new(config.media_dir(), format!("{public_base_url}/media"));
-        let media_root = local.root().to_path_buf();
-        let storage: Arc<dyn Storage> = Arc::new(local);
+        let storage = storage(&config, &public_base_url);
+        let media_root = config.media_dir();
 
         let running = RunningJobs::default();
         let wake: Wake = Arc::default();

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use super::{ApiError, AppState, STOP_WAIT};
 use crate::domain::LectureId;
+use crate::lectures::remove_lecture;
 use crate::status::LectureDocument;
 
 pub fn parse_id(raw: &str) -> Result<LectureId, ApiError> {
@@ -57,16 +58,10 @@ pub async fn list(State(app): State<AppState>, Query(q): Query<ListQuery>) -> Re
 pub async fn delete(State(app): State<AppState>, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&raw)?;
     let lecture = app.lectures.get(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no lecture with id `{raw}`")))?;
-    // A worker elsewhere sees the cancellation at its next heartbeat and
-    // removes what it published; one in this process is stopped right now.
+    // A job running in this process is stopped right now, before its files
+    // are removed; one elsewhere stops at its next heartbeat.
     app.queue.cancel(id.as_str()).await?;
     app.running.stop(id.as_str(), STOP_WAIT).await;
-    app.lectures.delete(&id).await?;
-    app.storage.delete_prefix(id.as_str()).await.map_err(|e| ApiError::Internal(e.to_string()))?;
-    if let Err(e) = tokio::fs::remove_file(&lecture.source_path).await {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(lecture = %id, error = %e, "could not remove the source file");
-        }
-    }
+    remove_lecture(&app.lectures, app.queue.as_ref(), app.storage.as_ref(), &lecture).await?;
     Ok(Json(json!({ "message": "Lecture deleted", "lectureId": id.as_str() })))
 }

@@ -3,5 +3,6 @@
 mod helpers;
 mod ladder;
 mod lifecycle;
+mod operator;
 mod rejections;
 mod reliability;

@@ -1,0 +1,370 @@
+//! Operator commands: `vidpipe queue ...`, `vidpipe lectures ...` and
+//! `vidpipe doctor`. They replace the seed system's scripts (queue status,
+//! processing status, delete failed/stuck lectures, clean failed jobs, system
+//! test), print a table for people or JSON with `--json`, and act through the
+//! same stores as the server, so they follow the same rules.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::config::{Config, LecturesAction, QueueAction, ServiceArgs, Tools};
+use crate::domain::{now_ms, rfc3339, JobState, LectureId};
+use crate::lectures::remove_lecture;
+use crate::queue::{JobRecord, Queue};
+use crate::startup::{self, Backends};
+use crate::status::LectureDocument;
+
+/// Prints rows under headers, columns padded to their widest cell.
+fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(headers.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+fn print_json(value: &Value) {
+    println!("{}", serde_json::to_string_pretty(value).expect("JSON prints"));
+}
+
+fn job_row(job: &JobRecord) -> Vec<String> {
+    vec![
+        job.id.clone(),
+        job.state.to_string(),
+        format!("{}/{}", job.attempts, job.max_attempts),
+        format!("{:.0}%", job.progress),
+        job.worker_id.clone().unwrap_or_default(),
+        rfc3339(job.updated_at),
+        job.last_error.clone().unwrap_or_default(),
+    ]
+}
+
+const JOB_HEADERS: [&str; 7] = ["ID", "STATE", "ATTEMPTS", "PROGRESS", "WORKER", "UPDATED", "LAST ERROR"];
+
+fn job_json(job: &JobRecord) -> Value {
+    json!({
+        "id": job.id, "state": job.state.as_str(), "attempts": job.attempts, "maxAttempts": job.max_attempts,
+        "progress": job.progress, "worker": job.worker_id, "lastError": job.last_error, "errors": job.errors,
+        "updatedAt": rfc3339(job.updated_at),
+    })
+}
+
+async fn connect(args: ServiceArgs) -> Result<(Config, Backends), String> {
+    let config = Config::from_args(args).map_err(|e| e.to_string())?;
+    let backends = Backends::connect(&config).await.map_err(|e| e.to_string())?;
+    Ok((config, backends))
+}
+
+/// Every job in `state`, all pages.
+async fn all_jobs(queue: &dyn Queue, state: JobState) -> Result<Vec<JobRecord>, String> {
+    let mut jobs = Vec::new();
+    loop {
+        let page = queue.list(state, 500, jobs.len() as u64).await.map_err(|e| e.to_string())?;
+        let done = page.len() < 500;
+        jobs.extend(page);
+        if done {
+            return Ok(jobs);
+        }
+    }
+}
+
+pub async fn queue_command(action: QueueAction, json_out: bool, args: ServiceArgs) -> Result<(), String> {
+    let (_, Backends { queue, lectures, .. }) = connect(args).await?;
+    let q = queue.as_ref();
+    let err = |e: crate::queue::QueueError| e.to_string();
+    match action {
+        QueueAction::Status => {
+            let counts = q.counts().await.map_err(err)?;
+            let paused = q.is_paused().await.map_err(err)?;
+            if json_out {
+                print_json(&json!({ "paused": paused, "counts": counts }));
+            } else {
+                let c = &counts;
+                let rows: Vec<Vec<String>> = [
+                    ("waiting", c.waiting),
+                    ("active", c.active),
+                    ("delayed", c.delayed),
+                    ("completed", c.completed),
+                    ("failed", c.failed),
+                    ("cancelled", c.cancelled),
+                ]
+                .iter()
+                .map(|(s, n)| vec![s.to_string(), n.to_string()])
+                .collect();
+                print_table(&["STATE", "JOBS"], &rows);
+                println!("queue is {}", if paused { "PAUSED" } else { "running" });
+            }
+        }
+        QueueAction::List { state, limit, page } => {
+            let jobs = q.list(state, limit, (page.max(1) as u64 - 1) * limit as u64).await.map_err(err)?;
+            if json_out {
+                print_json(&Value::Array(jobs.iter().map(job_json).collect()));
+            } else {
+                print_table(&JOB_HEADERS, &jobs.iter().map(job_row).collect::<Vec<_>>());
+            }
+        }
+        QueueAction::Retry { id, all_failed } => {
+            let ids = match id {
+                Some(id) => vec![id],
+                None if all_failed => all_jobs(q, JobState::Failed).await?.into_iter().map(|j| j.id).collect(),
+                None => Vec::new(),
+            };
+            let mut retried = Vec::new();
+            for id in ids {
+                if q.retry(&id).await.map_err(err)? {
+                    lectures.set_failed(&id, None).await.map_err(|e| e.to_string())?;
+                    retried.push(id);
+                } else {
+                    eprintln!("{id}: not failed or cancelled, left alone");
+                }
+            }
+            report(json_out, "retried", &retried);
+        }
+        QueueAction::Cancel { id } => {
+            if !q.cancel(&id).await.map_err(err)? {
+                return Err(format!("{id}: no waiting, delayed or active job with this id"));
+            }
+            lectures.set_failed(&id, Some("cancelled")).await.map_err(|e| e.to_string())?;
+            report(json_out, "cancelled", &[id]);
+        }
+        QueueAction::Pause | QueueAction::Resume => {
+            let paused = matches!(action, QueueAction::Pause);
+            q.set_paused(paused).await.map_err(err)?;
+            if json_out {
+                print_json(&json!({ "paused": paused }));
+            } else {
+                println!("queue {}", if paused { "paused" } else { "resumed" });
+            }
+        }
+        QueueAction::Clean { completed_older_than, failed_older_than } => {
+            let cutoff = |age: Duration| now_ms() - age.as_millis() as i64;
+            // A failed lecture keeps its reason after its job record goes.
+            for state in [JobState::Failed, JobState::Cancelled] {
+                for job in all_jobs(q, state).await? {
+                    if job.finished_at.is_some_and(|t| t < cutoff(failed_older_than)) {
+                        let reason = job.last_error.as_deref().unwrap_or("failed");
+                        lectures.set_failed(&job.id, Some(reason)).await.map_err(|e| e.to_string())?;
+                    }
+                }
+            }
+            let completed = q.clean(JobState::Completed, cutoff(completed_older_than)).await.map_err(err)?;
+            let mut failed = q.clean(JobState::Failed, cutoff(failed_older_than)).await.map_err(err)?;
+            failed.extend(q.clean(JobState::Cancelled, cutoff(failed_older_than)).await.map_err(err)?);
+            if json_out {
+                print_json(&json!({ "completed": completed, "failed": failed }));
+            } else {
+                println!("removed {} completed and {} failed/cancelled job records", completed.len(), failed.len());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn report(json_out: bool, verb: &str, ids: &[String]) {
+    if json_out {
+        print_json(&json!({ verb: ids }));
+    } else {
+        for id in ids {
+            println!("{verb} {id}");
+        }
+        println!("{} job(s) {verb}", ids.len());
+    }
+}
+
+pub async fn lectures_command(action: LecturesAction, json_out: bool, args: ServiceArgs) -> Result<(), String> {
+    let (config, Backends { queue, lectures, .. }) = connect(args).await?;
+    let base = config.public_base_url.clone().unwrap_or_else(|| format!("http://{}", config.listen));
+    let storage = startup::storage(&config, &base);
+    let e = |e: crate::lectures::LectureStoreError| e.to_string();
+    match action {
+        LecturesAction::List { status, course_id, limit } => {
+            let mut docs = Vec::new();
+            let mut offset = 0;
+            while docs.len() < limit as usize {
+                let (page, _) = lectures.list(course_id.as_deref(), 100, offset).await.map_err(e)?;
+                if page.is_empty() {
+                    break;
+                }
+                offset += page.len() as u64;
+                let ids: Vec<String> = page.iter().map(|l| l.id.to_string()).collect();
+                let jobs = queue.get_many(&ids).await.map_err(|e| e.to_string())?;
+                for lecture in page {
+                    let job = jobs.iter().find(|j| j.id == lecture.id.as_str());
+                    let doc = LectureDocument::new(lecture, job, storage.as_ref());
+                    if status.is_none_or(|s| s == doc.processing_status) {
+                        docs.push(doc);
+                    }
+                }
+            }
+            docs.truncate(limit as usize);
+            if json_out {
+                print_json(&serde_json::to_value(&docs).expect("documents serialize"));
+            } else {
+                let rows: Vec<Vec<String>> = docs
+                    .iter()
+                    .map(|d| {
+                        vec![
+                            d.id.clone(),
+                            d.course_id.clone(),
+                            d.name_of_topic.clone(),
+                            d.processing_status.as_str().to_string(),
+                            format!("{}%", d.progress),
+                            d.attempts.to_string(),
+                            d.created_at.clone(),
+                            d.processing_error.clone().unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                print_table(&["ID", "COURSE", "TOPIC", "STATUS", "PROGRESS", "ATTEMPTS", "CREATED", "ERROR"], &rows);
+            }
+        }
+        LecturesAction::Delete { id, status, older_than } => {
+            let mut doomed = Vec::new();
+            if let Some(id) = id {
+                let id: LectureId = id.parse().map_err(|e: crate::domain::InvalidValue| e.0)?;
+                doomed.push(lectures.get(&id).await.map_err(e)?.ok_or_else(|| format!("no lecture with id {id}"))?);
+            } else if let Some(status) = status {
+                let cutoff = now_ms() - older_than.as_millis() as i64;
+                let mut offset = 0;
+                loop {
+                    let (page, _) = lectures.list(None, 100, offset).await.map_err(e)?;
+                    if page.is_empty() {
+                        break;
+                    }
+                    offset += page.len() as u64;
+                    let ids: Vec<String> = page.iter().map(|l| l.id.to_string()).collect();
+                    let jobs = queue.get_many(&ids).await.map_err(|e| e.to_string())?;
+                    for lecture in page {
+                        let job = jobs.iter().find(|j| j.id == lecture.id.as_str());
+                        let shown = LectureDocument::new(lecture.clone(), job, storage.as_ref()).processing_status;
+                        if shown == status && lecture.created_at < cutoff {
+                            doomed.push(lecture);
+                        }
+                    }
+                }
+            }
+            let mut deleted = Vec::new();
+            for lecture in &doomed {
+                remove_lecture(&lectures, queue.as_ref(), storage.as_ref(), lecture).await.map_err(e)?;
+                deleted.push(lecture.id.to_string());
+            }
+            if json_out {
+                print_json(&json!({ "deleted": deleted }));
+            } else {
+                println!("deleted {} lecture(s)", deleted.len());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs every check, reports each, and fails if any failed.
+pub async fn doctor(json_out: bool, args: ServiceArgs) -> Result<(), String> {
+    let mut results: Vec<(&str, Result<String, String>)> = Vec::new();
+    let tools = Tools::check(&args.tools).map_err(|e| e.to_string());
+    results.push(("ffmpeg", tools.clone().and_then(|t| ffmpeg_version(&t))));
+    match Config::from_args(args) {
+        Err(e) => results.push(("config", Err(e.to_string()))),
+        Ok(config) => {
+            results.push(("config", Ok(format!("data dir {}", config.data_dir.display()))));
+            match Backends::connect(&config).await {
+                Err(e) => results.push(("database+queue", Err(e.to_string()))),
+                Ok(backends) => {
+                    results.push(("database", Ok(config.database_url.split('@').next_back().unwrap_or_default().to_string())));
+                    let counts = backends.queue.counts().await.map_err(|e| e.to_string());
+                    results.push(("queue", counts.map(|c| format!("{} waiting, {} active, {} failed", c.waiting, c.active, c.failed))));
+                    let base = config.public_base_url.clone().unwrap_or_else(|| format!("http://{}", config.listen));
+                    let storage = startup::storage(&config, &base);
+                    let key = format!("doctor-{}", uuid::Uuid::new_v4().simple());
+                    let stored = async {
+                        storage.put_bytes(&format!("{key}/check.txt"), b"vidpipe doctor".to_vec()).await?;
+                        storage.delete_prefix(&key).await
+                    }
+                    .await;
+                    results.push(("storage", stored.map(|_| "write and delete ok".to_string()).map_err(|e| e.to_string())));
+                }
+            }
+            results.push(("transcode", tiny_transcode(&config).await));
+        }
+    }
+    let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+    if json_out {
+        let checks: Vec<Value> = results
+            .iter()
+            .map(|(name, r)| match r {
+                Ok(detail) => json!({ "check": name, "ok": true, "detail": detail }),
+                Err(detail) => json!({ "check": name, "ok": false, "detail": detail }),
+            })
+            .collect();
+        print_json(&json!({ "ok": failed == 0, "checks": checks }));
+    } else {
+        let rows: Vec<Vec<String>> = results
+            .iter()
+            .map(|(name, r)| match r {
+                Ok(detail) => vec!["ok".into(), name.to_string(), detail.clone()],
+                Err(detail) => vec!["FAIL".into(), name.to_string(), detail.clone()],
+            })
+            .collect();
+        print_table(&["", "CHECK", "DETAIL"], &rows);
+    }
+    if failed == 0 {
+        Ok(())
+    } else {
+        Err(format!("{failed} check(s) failed"))
+    }
+}
+
+fn ffmpeg_version(tools: &Tools) -> Result<String, String> {
+    let out = std::process::Command::new(&tools.ffmpeg).arg("-version").output().map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().to_string())
+}
+
+/// Encodes a generated one-second clip through the real pipeline.
+async fn tiny_transcode(config: &Config) -> Result<String, String> {
+    use crate::transcode::{ffmpeg::Watchdog, plan::Plan, Transcoder};
+    let dir = tempfile_dir(config)?;
+    let result = async {
+        let clip = dir.join("clip.mp4");
+        let made = tokio::process::Command::new(&config.tools.ffmpeg)
+            .args(["-v", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=1", "-f", "lavfi", "-i"])
+            .args(["sine=duration=1", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-y"])
+            .arg(&clip)
+            .status()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !made.success() {
+            return Err("ffmpeg could not generate a test clip (is libx264 available?)".to_string());
+        }
+        let media = crate::ingest::probe::probe(&config.tools.ffprobe, &clip).await.map_err(|e| e.to_string())?;
+        let plan = Plan::new(&media, &config.ladder);
+        let transcoder = Transcoder {
+            tools: config.tools.clone(),
+            watchdog: Watchdog { timeout: Duration::from_secs(60), stall: Duration::from_secs(30) },
+        };
+        let (tx, _rx) = tokio::sync::watch::channel(0.0);
+        let out = dir.join("out");
+        let cancel = tokio_util::sync::CancellationToken::new();
+        transcoder.encode(&media, &plan, &clip, &out, &cancel, &tx).await.map_err(|e| e.to_string())?;
+        crate::transcode::write_master_and_vod(&plan, &out).await.map_err(|e| e.to_string())?;
+        Ok(format!("{} rendition(s) encoded", plan.renditions.len()))
+    }
+    .await;
+    let _ = tokio::fs::remove_dir_all(&dir).await;
+    result
+}
+
+fn tempfile_dir(config: &Config) -> Result<std::path::PathBuf, String> {
+    let dir = config.work_dir().join(format!("doctor-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(dir)
+}

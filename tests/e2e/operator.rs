@@ -1,0 +1,84 @@
+//! The operator commands, run as a person would, against a live server's data.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+async fn eventually_errors(app: &TestApp, id: &str, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while app.job(id).await["errors"].as_array().unwrap().len() < n {
+        assert!(std::time::Instant::now() < deadline, "no second attempt");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn vidpipe(app: &TestApp, args: &[&str]) -> (bool, Value, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vidpipe"))
+        .args(args)
+        .arg("--json")
+        .env("VIDPIPE_DATA_DIR", app.data_dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let value = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+    (out.status.success(), value, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_and_lecture_commands_find_retry_and_delete_failed_work() {
+    let dir = tempfile::tempdir().unwrap();
+    // An ffmpeg whose encode always fails, so the job fails for good.
+    let broken = dir.path().join("broken-ffmpeg");
+    std::fs::write(&broken, "#!/bin/sh\ncase \"$*\" in *var_stream_map*) echo 'encoder exploded' >&2; exit 1;; esac\nexec ffmpeg \"$@\"\n").unwrap();
+    std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let app = spawn_app_with(|c| {
+        c.tools.ffmpeg = broken.clone();
+        c.attempts = 1;
+    })
+    .await;
+    let clip = clip(dir.path(), "ok.mp4", "320x240", "30", 2, false);
+    let id = app.upload_ok(&clip).await;
+    let doc = app.wait_for(&id, "failed", Duration::from_secs(60)).await;
+    assert!(doc["processingError"].as_str().unwrap().contains("encoder exploded"), "{doc}");
+
+    let (ok, status, err) = vidpipe(&app, &["queue", "status"]);
+    assert!(ok, "{err}");
+    assert_eq!(status["counts"]["failed"], 1, "{status}");
+
+    let (ok, failed, err) = vidpipe(&app, &["queue", "list", "--state", "failed"]);
+    assert!(ok, "{err}");
+    assert_eq!(failed[0]["id"], id.as_str(), "{failed}");
+    assert!(failed[0]["errors"][0]["error"].as_str().unwrap().contains("encoder exploded"));
+
+    let (ok, listed, err) = vidpipe(&app, &["lectures", "list", "--status", "failed"]);
+    assert!(ok, "{err}");
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+
+    let (ok, retried, err) = vidpipe(&app, &["queue", "retry", "--all-failed"]);
+    assert!(ok, "{err}");
+    assert_eq!(retried["retried"][0], id.as_str());
+    // It runs again and fails again: the encoder is still broken.
+    eventually_errors(&app, &id, 2).await;
+    app.wait_for(&id, "failed", Duration::from_secs(60)).await;
+    assert_eq!(app.job(&id).await["errors"].as_array().unwrap().len(), 2);
+
+    let (ok, deleted, err) = vidpipe(&app, &["lectures", "delete", "--status", "failed", "--older-than", "0s"]);
+    assert!(ok, "{err}");
+    assert_eq!(deleted["deleted"][0], id.as_str());
+    let response = app.client.get(format!("{}/api/lectures/{id}", app.base)).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    assert!(files_under(&app.uploads_dir()).is_empty());
+
+    let (ok, report, err) = vidpipe(&app, &["doctor"]);
+    assert!(ok, "{err} {report}");
+    assert_eq!(report["ok"], true);
+    let checks: Vec<&str> = report["checks"].as_array().unwrap().iter().map(|c| c["check"].as_str().unwrap()).collect();
+    for check in ["ffmpeg", "database", "queue", "storage", "transcode"] {
+        assert!(checks.contains(&check), "{report}");
+    }
+
+    let (ok, _, err) = vidpipe(&app, &["queue", "list", "--state", "running"]);
+    assert!(!ok && err.contains("one of waiting"), "{err}");
+}
