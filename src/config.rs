@@ -216,6 +216,9 @@ pub struct TranscodeArgs {
     /// Rendition heights of the HLS ladder, comma separated.
     #[arg(long, env = "VIDPIPE_LADDER", default_value = "240,360,720", value_parser = parse_ladder)]
     pub ladder: Ladder,
+    /// Print the ladder's ffmpeg command (a JSON array of arguments) instead of running it.
+    #[arg(long)]
+    pub print_command: bool,
     #[command(flatten)]
     pub tools: ToolArgs,
 }

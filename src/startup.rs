@@ -184,6 +184,13 @@ pub async fn transcode_file(args: TranscodeArgs) -> Result<(), String> {
     let input = args.input.canonicalize().map_err(|e| format!("{}: {e}", args.input.display()))?;
     let media = probe::probe(&tools.ffprobe, &input).await.map_err(|e| format!("{}: {e}", input.display()))?;
     let plan = Plan::new(&media, &args.ladder);
+    if args.print_command {
+        let out = std::path::absolute(&args.out).map_err(|e| e.to_string())?;
+        let mut argv = vec![tools.ffmpeg.to_string_lossy().into_owned()];
+        argv.extend(transcode::command::ladder_args(&media, &plan, &input, &out).iter().map(|a| a.to_string_lossy().into_owned()));
+        println!("{}", serde_json::to_string(&argv).expect("argv serializes"));
+        return Ok(());
+    }
     for r in &plan.renditions {
         eprintln!("rendition {}: {}x{}, {} bit/s", r.name(), r.width(), r.height(), r.bandwidth());
     }
