@@ -34,6 +34,33 @@ async fn load(app: &AppState, raw: &str) -> Result<JobRecord, ApiError> {
     app.queue.get(id.as_str()).await?.ok_or_else(|| ApiError::NotFound(format!("no job with id `{raw}`")))
 }
 
+#[derive(Debug, serde::Deserialize)]
+pub struct ListQuery {
+    state: String,
+    page: Option<u32>,
+    limit: Option<u32>,
+}
+
+/// `GET /api/jobs?state=failed&page=1&limit=20`: jobs in one state.
+pub async fn list(State(app): State<AppState>, axum::extract::Query(q): axum::extract::Query<ListQuery>) -> Result<Json<Value>, ApiError> {
+    let state: crate::domain::JobState = q.state.parse().map_err(|e: crate::domain::InvalidValue| ApiError::BadRequest(e.0))?;
+    let (page, limit) = (q.page.unwrap_or(1), q.limit.unwrap_or(20));
+    if page == 0 || !(1..=100).contains(&limit) {
+        return Err(ApiError::BadRequest("`page` starts at 1 and `limit` is 1 to 100".into()));
+    }
+    let jobs = app.queue.list(state, limit, (page as u64 - 1) * limit as u64).await?;
+    let counts = app.queue.counts().await?;
+    let total = match state {
+        crate::domain::JobState::Waiting => counts.waiting,
+        crate::domain::JobState::Active => counts.active,
+        crate::domain::JobState::Delayed => counts.delayed,
+        crate::domain::JobState::Completed => counts.completed,
+        crate::domain::JobState::Failed => counts.failed,
+        crate::domain::JobState::Cancelled => counts.cancelled,
+    };
+    Ok(Json(json!({ "jobs": jobs.iter().map(job_json).collect::<Vec<_>>(), "page": page, "limit": limit, "total": total })))
+}
+
 pub async fn get(State(app): State<AppState>, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
     Ok(Json(job_json(&load(&app, &raw).await?)))
 }

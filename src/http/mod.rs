@@ -52,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/upload", post(upload::upload).layer(DefaultBodyLimit::disable()))
         .route("/api/lectures", get(lectures::list))
         .route("/api/lectures/{id}", get(lectures::get).delete(lectures::delete))
+        .route("/api/jobs", get(jobs::list))
         .route("/api/jobs/{id}", get(jobs::get))
         .route("/api/jobs/{id}/retry", post(jobs::retry))
         .route("/api/jobs/{id}/cancel", post(jobs::cancel))

@@ -52,6 +52,11 @@ async fn queue_and_lecture_commands_find_retry_and_delete_failed_work() {
     assert_eq!(failed[0]["id"], id.as_str(), "{failed}");
     assert!(failed[0]["errors"][0]["error"].as_str().unwrap().contains("encoder exploded"));
 
+    let jobs: Value = app.client.get(format!("{}/api/jobs?state=failed", app.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!((jobs["total"].as_u64(), jobs["jobs"][0]["id"].as_str()), (Some(1), Some(id.as_str())), "{jobs}");
+    let bad = app.client.get(format!("{}/api/jobs?state=stuck", app.base)).send().await.unwrap();
+    assert_eq!(bad.status(), 400);
+
     let (ok, listed, err) = vidpipe(&app, &["lectures", "list", "--status", "failed"]);
     assert!(ok, "{err}");
     assert_eq!(listed.as_array().unwrap().len(), 1);
