@@ -28,6 +28,8 @@ pub struct Lecture {
     pub original_filename: Option<String>,
     /// Storage prefix of the published attempt, once completed.
     pub published_prefix: Option<String>,
+    /// Storage prefix of a running attempt that is already playable.
+    pub playable_prefix: Option<String>,
     pub has_thumbnail: bool,
     pub renditions: Vec<RenditionSummary>,
     pub duration_seconds: Option<f64>,
@@ -84,7 +86,7 @@ pub struct LectureStore {
 }
 
 const COLUMNS: &str = "id, course_id, name_of_topic, source_path, original_filename, published_prefix, has_thumbnail, \
-     renditions, duration_seconds, failed_error, no_of_views, no_of_likes, comments, created_at, updated_at";
+     renditions, duration_seconds, failed_error, playable_prefix, no_of_views, no_of_likes, comments, created_at, updated_at";
 
 impl LectureStore {
     pub fn new(db: Database, jobs_here: bool) -> LectureStore {
@@ -125,6 +127,7 @@ impl LectureStore {
             source_path: new.source_path,
             original_filename: new.original_filename,
             published_prefix: None,
+            playable_prefix: None,
             has_thumbnail: false,
             renditions: Vec::new(),
             duration_seconds: None,
@@ -171,7 +174,7 @@ impl LectureStore {
         let mut tx = self.db.pool.begin().await?;
         sqlx::query(
             "UPDATE lectures SET published_prefix = $1, has_thumbnail = $2, renditions = $3, duration_seconds = $4, \
-                 updated_at = $5 WHERE id = $6",
+                 playable_prefix = NULL, updated_at = $5 WHERE id = $6",
         )
         .bind(&published.prefix)
         .bind(published.has_thumbnail as i64)
@@ -193,6 +196,29 @@ impl LectureStore {
         }
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Marks the lecture playable from `prefix` while its job runs.
+    pub async fn set_playable(&self, id: &str, prefix: &str) -> Result<(), LectureStoreError> {
+        sqlx::query("UPDATE lectures SET playable_prefix = $1, updated_at = $2 WHERE id = $3")
+            .bind(prefix)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Withdraws the early link if it still points at `prefix` (an attempt
+    /// that is about to remove its files), leaving a newer attempt's alone.
+    pub async fn clear_playable(&self, id: &str, prefix: &str) -> Result<(), LectureStoreError> {
+        sqlx::query("UPDATE lectures SET playable_prefix = NULL, updated_at = $1 WHERE id = $2 AND playable_prefix = $3")
+            .bind(now_ms())
+            .bind(id)
+            .bind(prefix)
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
     }
 
     /// Records (or with `None`, clears) the lecture's final failure.
@@ -240,6 +266,7 @@ fn lecture_from_row(row: &AnyRow) -> Result<Lecture, sqlx::Error> {
         source_path: PathBuf::from(row.try_get::<String, _>("source_path")?),
         original_filename: row.try_get("original_filename")?,
         published_prefix: row.try_get("published_prefix")?,
+        playable_prefix: row.try_get("playable_prefix")?,
         has_thumbnail: row.try_get::<i64, _>("has_thumbnail")? != 0,
         renditions: serde_json::from_str(&renditions).map_err(|e| sqlx::Error::Decode(e.into()))?,
         duration_seconds: row.try_get("duration_seconds")?,

@@ -18,6 +18,9 @@ pub struct LectureDocument {
     pub name_of_topic: String,
     pub processing_status: ProcessingStatus,
     pub progress: u32,
+    /// True once the video can be played: completed, or processing with the
+    /// first segment of every rendition published (progressive publishing).
+    pub playable: bool,
     pub processing_error: Option<String>,
     pub job_id: String,
     pub attempts: u32,
@@ -46,6 +49,12 @@ impl LectureDocument {
         };
         let completed = status == ProcessingStatus::Completed;
         let link = |file: &str| lecture.published_prefix.as_ref().map(|p| storage.url(&format!("{p}/{file}")));
+        // Early playback: only while a worker is producing the video.
+        let early = lecture
+            .playable_prefix
+            .as_ref()
+            .filter(|_| status == ProcessingStatus::Processing)
+            .map(|p| storage.url(&format!("{p}/{MASTER_PLAYLIST}")));
         let processing_error = match (job, status) {
             (None, _) => lecture.failed_error.clone(),
             (Some(j), ProcessingStatus::Failed) => j.last_error.clone(),
@@ -63,7 +72,8 @@ impl LectureDocument {
             progress: if completed { 100 } else { job.map_or(0.0, |j| j.progress).floor() as u32 },
             processing_error,
             attempts: job.map_or(0, |j| j.attempts),
-            video_link: if completed { link(MASTER_PLAYLIST) } else { None },
+            playable: completed || early.is_some(),
+            video_link: if completed { link(MASTER_PLAYLIST) } else { early },
             thumbnail_link: if completed && lecture.has_thumbnail { link(THUMBNAIL) } else { None },
             renditions: if completed { lecture.renditions } else { Vec::new() },
             duration_seconds: lecture.duration_seconds,

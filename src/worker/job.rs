@@ -111,6 +111,10 @@ pub(super) async fn process(ctx: &WorkerContext, claim: Claim, cancel: Cancellat
         }
     };
     if !keep_published {
+        // Withdraw an early link before removing what it points at.
+        if let Err(e) = ctx.lectures.clear_playable(&id, &prefix).await {
+            tracing::warn!(job = %id, error = %e, "could not withdraw the early playback link");
+        }
         if let Err(e) = ctx.storage.delete_prefix(&prefix).await {
             tracing::warn!(job = %id, error = %e, "could not remove this attempt's published files");
         }
