@@ -201,7 +201,7 @@ pub async fn no_double_claim_under_concurrency(q: Arc<dyn Queue>) {
     for w in workers {
         w.await.unwrap();
     }
-    let completed = completed.lock().unwrap();
+    let completed = std::mem::take(&mut *completed.lock().unwrap());
     let unique: HashSet<&String> = completed.iter().collect();
     assert_eq!(completed.len(), JOBS, "each job completed exactly once");
     assert_eq!(unique.len(), JOBS);

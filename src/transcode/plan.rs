@@ -41,7 +41,7 @@ impl FromStr for Ladder {
             let height: u32 = part.trim_end_matches('p').parse().map_err(|_| {
                 InvalidValue(format!("ladder rung `{part}` is not a height; write e.g. 240,360,720"))
             })?;
-            if !(Ladder::MIN_RUNG..=Ladder::MAX_RUNG).contains(&height) || height % 2 != 0 {
+            if !(Ladder::MIN_RUNG..=Ladder::MAX_RUNG).contains(&height) || !height.is_multiple_of(2) {
                 return Err(InvalidValue(format!(
                     "ladder rung {height} must be an even height between {} and {}",
                     Ladder::MIN_RUNG,
@@ -86,7 +86,7 @@ impl FrameRate {
     pub fn output(self) -> FrameRate {
         let mut rate = self;
         while rate.as_f64() > Self::MAX_FPS + 0.01 {
-            rate = if rate.num % 2 == 0 {
+            rate = if rate.num.is_multiple_of(2) {
                 FrameRate { num: rate.num / 2, den: rate.den }
             } else {
                 FrameRate { num: rate.num, den: rate.den * 2 }
