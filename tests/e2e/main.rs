@@ -4,5 +4,6 @@ mod helpers;
 mod ladder;
 mod lifecycle;
 mod operator;
+mod progressive;
 mod rejections;
 mod reliability;
