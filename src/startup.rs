@@ -8,12 +8,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ConfigError, TranscodeArgs, Tools};
+use crate::config::{Config, ConfigError, StorageConfig, TranscodeArgs, Tools};
 use crate::db::Database;
 use crate::http::{self, AppState};
 use crate::ingest::{probe, Ingest};
 use crate::lectures::LectureStore;
-use crate::publish::{LocalStorage, Storage};
+use crate::publish::{LocalStorage, S3Storage, Storage};
 use crate::queue::{Backoff, Queue, SqlQueue};
 use crate::transcode::ffmpeg::Watchdog;
 use crate::transcode::plan::Plan;
@@ -37,6 +37,9 @@ pub enum StartupError {
     Database(#[from] sqlx::Error),
     #[error("cannot listen on {addr}: {source}; choose another --listen / VIDPIPE_LISTEN")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    /// One line that says what is wrong with the storage and what to fix.
+    #[error("{0}")]
+    Storage(String),
     #[error("server error: {0}")]
     Serve(std::io::Error),
 }
@@ -68,9 +71,20 @@ impl Application {
             (None, Some(l)) => format!("http://{}", l.local_addr().map_err(StartupError::Serve)?),
             (None, None) => format!("http://{}", config.listen),
         };
-        let local = LocalStorage::new(config.media_dir(), format!("{public_base_url}/media"));
-        let media_root = local.root().to_path_buf();
-        let storage: Arc<dyn Storage> = Arc::new(local);
+        let (storage, media_root): (Arc<dyn Storage>, _) = match &config.storage {
+            StorageConfig::Local => {
+                let local = LocalStorage::new(config.media_dir(), format!("{public_base_url}/media"));
+                let root = local.root().to_path_buf();
+                (Arc::new(local), Some(root))
+            }
+            StorageConfig::S3(s3) => {
+                let s3 = S3Storage::new(s3.clone(), &public_base_url).map_err(|e| StartupError::Storage(e.to_string()))?;
+                // Bad credentials or a missing bucket fail here, not on the first upload.
+                s3.check().await.map_err(|e| StartupError::Storage(e.to_string()))?;
+                tracing::info!(endpoint = %s3.config().endpoint_display(), bucket = %s3.config().bucket, "publishing to S3");
+                (Arc::new(s3), None)
+            }
+        };
 
         let running = RunningJobs::default();
         let wake: Wake = Arc::default();
@@ -106,7 +120,7 @@ impl Application {
             running,
             wake,
             worker_concurrency: worker.as_ref().map(|w| w.concurrency),
-            media_root: Some(media_root),
+            media_root,
         };
         Ok(Application { listener, state, worker, public_base_url })
     }
