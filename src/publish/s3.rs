@@ -190,17 +190,16 @@ impl S3Storage {
             retry_timeout: budget,
         };
         // The budget, not a count, bounds the retries of one request.
-        let store = Self::builder(&config)
+        let store = Self::builder(&config, ClientOptions::new().with_connect_timeout(Duration::from_secs(5)))
             .with_retry(retry(config.retry_budget, usize::MAX))
-            .with_client_options(ClientOptions::new().with_connect_timeout(Duration::from_secs(5)))
             .build()
             .map_err(|e| StorageError::Remote(format!("S3 configuration: {}", one_line(&e.to_string()))))?;
-        let probe = Self::builder(&config)
-            .with_retry(retry(Duration::from_secs(3), 2))
-            .with_client_options(
-                ClientOptions::new().with_connect_timeout(Duration::from_secs(3)).with_timeout(Duration::from_secs(10)),
-            )
-            .build()
+        let probe = Self::builder(
+            &config,
+            ClientOptions::new().with_connect_timeout(Duration::from_secs(3)).with_timeout(Duration::from_secs(10)),
+        )
+        .with_retry(retry(Duration::from_secs(3), 2))
+        .build()
             .map_err(|e| StorageError::Remote(format!("S3 configuration: {}", one_line(&e.to_string()))))?;
         let links = match (config.signed_url_ttl, &config.public_base_url) {
             (Some(ttl), _) => Links::Signed { api_base: api_base.trim_end_matches('/').to_string(), ttl },
@@ -215,7 +214,7 @@ impl S3Storage {
         Ok(S3Storage { store: Arc::new(store), probe: Arc::new(probe), config: Arc::new(config), links })
     }
 
-    fn builder(config: &S3Config) -> AmazonS3Builder {
+    fn builder(config: &S3Config, client: ClientOptions) -> AmazonS3Builder {
         // Explicit keys: nothing else from the environment may change the
         // request. No keys: the environment (session tokens, instance roles).
         let mut builder = match (&config.access_key_id, &config.secret_access_key) {
@@ -224,7 +223,9 @@ impl S3Storage {
             }
             _ => AmazonS3Builder::from_env(),
         };
+        // Client options first: `with_allow_http` below is one of them.
         builder = builder
+            .with_client_options(client)
             .with_bucket_name(&config.bucket)
             .with_region(&config.region)
             .with_virtual_hosted_style_request(config.virtual_hosted_style);
