@@ -141,15 +141,27 @@ impl Failure {
         use object_store::Error as E;
         match self {
             Failure::Local(_) => true,
-            Failure::Store(e) => matches!(
-                e,
+            Failure::Store(
                 E::PermissionDenied { .. }
-                    | E::Unauthenticated { .. }
-                    | E::NotFound { .. }
-                    | E::InvalidPath { .. }
-                    | E::NotSupported { .. }
-                    | E::NotImplemented { .. }
-            ),
+                | E::Unauthenticated { .. }
+                | E::NotFound { .. }
+                | E::InvalidPath { .. }
+                | E::NotSupported { .. }
+                | E::NotImplemented { .. },
+            ) => true,
+            // Listing wraps every HTTP failure as `Generic`; the status is
+            // only in the message. A 4xx other than 408/429 is an answer.
+            Failure::Store(e) => {
+                matches!(http_status(&e.to_string()), Some(status) if (400..500).contains(&status) && status != 408 && status != 429)
+            }
+        }
+    }
+
+    fn is_refusal(&self) -> bool {
+        match self {
+            Failure::Store(object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }) => true,
+            Failure::Store(e) => matches!(http_status(&e.to_string()), Some(401 | 403)),
+            Failure::Local(_) => false,
         }
     }
 }
@@ -157,9 +169,36 @@ impl Failure {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::Store(e) => write!(f, "{}", one_line(&e.to_string())),
+            Failure::Store(e) => write!(f, "{}", describe(e)),
             Failure::Local(e) => write!(f, "reading the local file: {e}"),
         }
+    }
+}
+
+/// The status in object_store's "non-2xx status code: 403 Forbidden".
+fn http_status(message: &str) -> Option<u16> {
+    let start = message.find("status code: ")? + "status code: ".len();
+    message[start..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+/// One line that a person can act on: the S3 error code and message when
+/// the server answered, else the request and its root cause (which
+/// object_store's own message leaves out, e.g. "Connection refused").
+fn describe(e: &object_store::Error) -> String {
+    let text = e.to_string();
+    if let (Some(status), Some(code)) = (http_status(&text), s3_code(&text)) {
+        let detail = xml_field(&text, "Message").map(|m| format!(": {m}")).unwrap_or_default();
+        return format!("HTTP {status} {code}{detail}");
+    }
+    let mut root: &dyn std::error::Error = e;
+    while let Some(source) = root.source() {
+        root = source;
+    }
+    let root = root.to_string();
+    if text.contains(&root) {
+        one_line(&text)
+    } else {
+        one_line(&format!("{text}: {root}"))
     }
 }
 
@@ -176,8 +215,13 @@ fn one_line(s: &str) -> String {
 
 /// The `<Code>` of an S3 error body, such as `SignatureDoesNotMatch`.
 fn s3_code(message: &str) -> Option<&str> {
-    let start = message.find("<Code>")? + "<Code>".len();
-    let end = message[start..].find("</Code>")? + start;
+    xml_field(message, "Code")
+}
+
+fn xml_field<'a>(message: &'a str, field: &str) -> Option<&'a str> {
+    let open = format!("<{field}>");
+    let start = message.find(&open)? + open.len();
+    let end = message[start..].find(&format!("</{field}>"))? + start;
     Some(&message[start..end])
 }
 
@@ -191,7 +235,7 @@ impl S3Storage {
         };
         // The budget, not a count, bounds the retries of one request.
         let store = Self::builder(&config, ClientOptions::new().with_connect_timeout(Duration::from_secs(5)))
-            .with_retry(retry(config.retry_budget, usize::MAX))
+            .with_retry(retry(config.retry_budget, 1_000))
             .build()
             .map_err(|e| StorageError::Remote(format!("S3 configuration: {}", one_line(&e.to_string()))))?;
         let probe = Self::builder(
@@ -280,11 +324,10 @@ impl S3Storage {
                 }
             }
             if failure.is_permanent() || started.elapsed() + delay > self.config.retry_budget {
-                let hint = match &failure {
-                    Failure::Store(object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }) => {
-                        "; check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the key's permissions"
-                    }
-                    _ => "",
+                let hint = if failure.is_refusal() {
+                    "; check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the key's permissions"
+                } else {
+                    ""
                 };
                 return Err(StorageError::Remote(format!(
                     "S3 {} (bucket `{}`): {what} of `{}` failed after {attempts} attempt{} in {:.1}s: {failure}{hint}",
@@ -355,7 +398,7 @@ impl S3Storage {
         }
         .await;
         let Err(error) = result else { return Ok(()) };
-        let message = one_line(&error.to_string());
+        let message = describe(&error);
         let code = s3_code(&error.to_string()).map(str::to_string);
         let line = match (&error, code.as_deref()) {
             (_, Some("NoSuchBucket")) | (object_store::Error::NotFound { .. }, None) => format!(
@@ -533,6 +576,7 @@ mod tests {
     fn error_codes_are_read_from_s3_bodies() {
         let body = "Server returned non-2xx status code: 403 Forbidden: <?xml?><Error><Code>SignatureDoesNotMatch</Code></Error>";
         assert_eq!(s3_code(body), Some("SignatureDoesNotMatch"));
+        assert_eq!(http_status(body), Some(403));
         assert_eq!(s3_code("connection refused"), None);
         assert_eq!(one_line("a\n  b\tc"), "a b c");
     }

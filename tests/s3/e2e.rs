@@ -139,16 +139,16 @@ async fn publishing_survives_the_s3_server_going_away_for_ten_seconds() {
 
     // Wait until publishing has begun, then pull the server away.
     let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
+    let published_before_outage = loop {
         let published = server.objects().await.iter().filter(|k| k.ends_with(".ts")).count();
         if published > 0 {
-            break;
+            break published;
         }
         let doc = app.lecture(&id).await;
         assert!(doc["processingStatus"] == "pending" || doc["processingStatus"] == "processing", "{doc}");
         assert!(Instant::now() < deadline, "no segment published within 120s: {doc}");
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    };
     server.stop();
     let stopped_at = Instant::now();
     let during = app.lecture(&id).await;
@@ -162,6 +162,8 @@ async fn publishing_survives_the_s3_server_going_away_for_ten_seconds() {
     eprintln!("S3 outage test: upload to completed in {:.1}s", started.elapsed().as_secs_f64());
     assert_eq!(doc["attempts"], 1, "the upload was retried, not the transcode: {doc}");
     assert_published_exactly(&server, &id, &doc).await;
+    let segments = server.objects().await.iter().filter(|k| k.ends_with(".ts")).count();
+    assert!(segments > published_before_outage, "publishing went on after the outage: {published_before_outage} then {segments}");
     let probed = ffprobe_rendition(doc["videoLink"].as_str().unwrap()).await;
     assert!((probed.duration - 40.0).abs() < 1.0, "the whole video plays: {probed:?}");
     eventually("work files removed", Duration::from_secs(5), || files_under(&app.data_dir.path().join("work")).is_empty()).await;
