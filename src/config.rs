@@ -189,7 +189,7 @@ pub enum StorageConfig {
     /// `<data-dir>/media`, served by the API at `/media`.
     #[default]
     Local,
-    S3(S3Config),
+    S3(Box<S3Config>),
 }
 
 /// The ffmpeg binaries, checked to exist.
@@ -317,7 +317,7 @@ impl StorageConfig {
                 )));
             }
         }
-        Ok(StorageConfig::S3(S3Config {
+        Ok(StorageConfig::S3(Box::new(S3Config {
             bucket: bucket.to_string(),
             prefix: prefix.to_string(),
             endpoint,
@@ -330,7 +330,7 @@ impl StorageConfig {
             upload_concurrency: args.upload_concurrency as usize,
             retry_budget: args.s3_retry_budget,
             multipart_threshold: S3Config::DEFAULT_MULTIPART_THRESHOLD,
-        }))
+        })))
     }
 }
 

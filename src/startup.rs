@@ -78,7 +78,7 @@ impl Application {
                 (Arc::new(local), Some(root))
             }
             StorageConfig::S3(s3) => {
-                let s3 = S3Storage::new(s3.clone(), &public_base_url).map_err(|e| StartupError::Storage(e.to_string()))?;
+                let s3 = S3Storage::new(s3.as_ref().clone(), &public_base_url).map_err(|e| StartupError::Storage(e.to_string()))?;
                 // Bad credentials or a missing bucket fail here, not on the first upload.
                 s3.check().await.map_err(|e| StartupError::Storage(e.to_string()))?;
                 tracing::info!(endpoint = %s3.config().endpoint_display(), bucket = %s3.config().bucket, "publishing to S3");

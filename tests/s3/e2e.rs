@@ -17,7 +17,7 @@ fn s3_app_config(server: &S3Server, adjust: impl FnOnce(&mut S3Config)) -> Stora
     let mut s3 = server.config(PREFIX);
     s3.signed_url_ttl = Some(Duration::from_secs(600));
     adjust(&mut s3);
-    StorageConfig::S3(s3)
+    StorageConfig::S3(Box::new(s3))
 }
 
 /// The objects a completed lecture must have, from its own playlists:
