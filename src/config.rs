@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::domain::{JobState, ProcessingStatus};
+use crate::publish::s3::S3Config;
 use crate::transcode::plan::Ladder;
 
 #[derive(Debug, Parser)]
@@ -158,7 +159,8 @@ pub struct ServiceArgs {
     #[arg(long, env = "VIDPIPE_LADDER", default_value = "240,360,720", value_parser = parse_ladder)]
     pub ladder: Ladder,
 
-    /// Base of the links the API returns. [default: http://<listen>]
+    /// Base of the links the API returns (with S3 storage and no signing: of
+    /// the objects, e.g. a CDN or the bucket's public URL). [default: http://<listen>, or the bucket's URL]
     #[arg(long, env = "VIDPIPE_PUBLIC_BASE_URL", value_parser = parse_base_url)]
     pub public_base_url: Option<String>,
 
@@ -193,6 +195,50 @@ pub struct ServiceArgs {
 
     #[command(flatten)]
     pub tools: ToolArgs,
+
+    #[command(flatten)]
+    pub storage: StorageArgs,
+}
+
+/// Where published video goes. The `AWS_*` variables are the standard ones,
+/// so the same environment serves the AWS CLI and vidpipe.
+#[derive(Debug, Clone, Args)]
+pub struct StorageArgs {
+    /// Publish to an S3-compatible store, s3://BUCKET[/PREFIX]. [default: the local disk, <data-dir>/media]
+    #[arg(long, env = "VIDPIPE_STORAGE_URL")]
+    pub storage_url: Option<String>,
+
+    /// S3 endpoint for MinIO, Ceph, R2, GCS interop...; unset means AWS.
+    #[arg(long = "s3-endpoint", env = "AWS_ENDPOINT_URL")]
+    pub s3_endpoint: Option<String>,
+
+    /// S3 region (MinIO accepts any).
+    #[arg(long = "s3-region", env = "AWS_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+
+    /// S3 access key; unset: the environment's credential chain (instance roles...).
+    #[arg(long = "s3-access-key-id", env = "AWS_ACCESS_KEY_ID")]
+    pub s3_access_key_id: Option<String>,
+
+    /// S3 secret key.
+    #[arg(long = "s3-secret-access-key", env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_access_key: Option<String>,
+
+    /// Virtual-hosted-style requests (BUCKET.HOST) instead of path-style (HOST/BUCKET), which MinIO needs.
+    #[arg(long = "s3-virtual-hosted-style", env = "VIDPIPE_S3_VIRTUAL_HOSTED_STYLE")]
+    pub s3_virtual_hosted_style: bool,
+
+    /// Keep the bucket private: videoLink goes through the API, which hands out presigned URLs valid this long.
+    #[arg(long, env = "VIDPIPE_SIGNED_URL_TTL", value_parser = parse_duration)]
+    pub signed_url_ttl: Option<Duration>,
+
+    /// Files uploaded to S3 at once while publishing.
+    #[arg(long, env = "VIDPIPE_UPLOAD_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub upload_concurrency: u16,
+
+    /// How long uploads of one file keep being retried while S3 fails, before the attempt fails (and is retried later).
+    #[arg(long, env = "VIDPIPE_S3_RETRY_BUDGET", default_value = "2m", value_parser = parse_duration)]
+    pub s3_retry_budget: Duration,
 }
 
 /// Where the ffmpeg binaries are.
@@ -244,6 +290,16 @@ pub struct Config {
     pub backoff: Duration,
     pub shutdown_grace: Duration,
     pub tools: Tools,
+    pub storage: StorageConfig,
+}
+
+/// The storage backend, validated.
+#[derive(Debug, Clone, Default)]
+pub enum StorageConfig {
+    /// `<data-dir>/media`, served by the API at `/media`.
+    #[default]
+    Local,
+    S3(Box<S3Config>),
 }
 
 /// The ffmpeg binaries, checked to exist.
@@ -283,6 +339,7 @@ impl Config {
                 args.lease
             )));
         }
+        let storage = StorageConfig::from_args(&args.storage, args.public_base_url.as_deref())?;
         Ok(Config {
             listen: args.listen,
             data_dir,
@@ -301,6 +358,7 @@ impl Config {
             backoff: args.backoff,
             shutdown_grace: args.shutdown_grace,
             tools: Tools::check(&args.tools)?,
+            storage,
         })
     }
 
@@ -312,6 +370,80 @@ impl Config {
     }
     pub fn media_dir(&self) -> PathBuf {
         self.data_dir.join("media")
+    }
+}
+
+/// SigV4 presigned URLs live at most a week.
+const MAX_SIGNED_URL_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+impl StorageConfig {
+    fn from_args(args: &StorageArgs, public_base_url: Option<&str>) -> Result<StorageConfig, ConfigError> {
+        let Some(url) = args.storage_url.as_deref().map(str::trim).filter(|u| !u.is_empty()) else {
+            if args.signed_url_ttl.is_some() {
+                return Err(ConfigError(
+                    "VIDPIPE_SIGNED_URL_TTL / --signed-url-ttl needs S3 storage: set VIDPIPE_STORAGE_URL=s3://BUCKET/PREFIX, or unset it".into(),
+                ));
+            }
+            return Ok(StorageConfig::Local);
+        };
+        let Some(rest) = url.strip_prefix("s3://") else {
+            return Err(ConfigError(format!(
+                "VIDPIPE_STORAGE_URL / --storage-url `{url}` is not supported: use s3://BUCKET/PREFIX, or unset it for the local disk"
+            )));
+        };
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let bucket_ok = (3..=63).contains(&bucket.len())
+            && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        if !bucket_ok {
+            return Err(ConfigError(format!(
+                "VIDPIPE_STORAGE_URL `{url}`: `{bucket}` is not a bucket name (3 to 63 lower-case letters, digits, `-` and `.`)"
+            )));
+        }
+        let prefix = prefix.trim_matches('/');
+        if prefix.split('/').any(|part| part == "." || part == "..") || prefix.contains("//") {
+            return Err(ConfigError(format!("VIDPIPE_STORAGE_URL `{url}`: the prefix may not contain `.`, `..` or empty parts")));
+        }
+        let endpoint = match args.s3_endpoint.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
+            None => None,
+            Some(e) => {
+                let parsed = object_store::signer::Url::parse(e).ok().filter(|u| {
+                    matches!(u.scheme(), "http" | "https") && u.host_str().is_some() && u.path().trim_matches('/').is_empty()
+                });
+                if parsed.is_none() {
+                    return Err(ConfigError(format!(
+                        "AWS_ENDPOINT_URL / --s3-endpoint `{e}` must be an http(s) URL with no path, such as http://127.0.0.1:9000"
+                    )));
+                }
+                Some(e.trim_end_matches('/').to_string())
+            }
+        };
+        let (access_key_id, secret_access_key) = match (&args.s3_access_key_id, &args.s3_secret_access_key) {
+            (Some(id), Some(secret)) => (Some(id.clone()), Some(secret.clone())),
+            (None, None) => (None, None),
+            (Some(_), None) => return Err(ConfigError("AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not: set both or neither".into())),
+            (None, Some(_)) => return Err(ConfigError("AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not: set both or neither".into())),
+        };
+        if let Some(ttl) = args.signed_url_ttl {
+            if ttl > MAX_SIGNED_URL_TTL || ttl < Duration::from_secs(1) {
+                return Err(ConfigError(format!(
+                    "VIDPIPE_SIGNED_URL_TTL / --signed-url-ttl is {ttl:?}: S3 presigned URLs last from 1s to 7 days"
+                )));
+            }
+        }
+        Ok(StorageConfig::S3(Box::new(S3Config {
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+            endpoint,
+            region: args.s3_region.clone(),
+            access_key_id,
+            secret_access_key,
+            virtual_hosted_style: args.s3_virtual_hosted_style,
+            public_base_url: public_base_url.map(str::to_string),
+            signed_url_ttl: args.signed_url_ttl,
+            upload_concurrency: args.upload_concurrency as usize,
+            retry_budget: args.s3_retry_budget,
+            multipart_threshold: S3Config::DEFAULT_MULTIPART_THRESHOLD,
+        })))
     }
 }
 
@@ -420,6 +552,52 @@ mod tests {
         assert!(parse_duration("soon").unwrap_err().contains("30s"));
         assert_eq!(parse_base_url("https://cdn.example.com/").unwrap(), "https://cdn.example.com");
         assert!(parse_base_url("cdn.example.com").is_err());
+    }
+
+    fn storage(url: Option<&str>, adjust: impl FnOnce(&mut StorageArgs)) -> Result<StorageConfig, ConfigError> {
+        let mut args = StorageArgs {
+            storage_url: url.map(str::to_string),
+            s3_endpoint: Some("http://127.0.0.1:9000/".into()),
+            s3_region: "us-east-1".into(),
+            s3_access_key_id: Some("AK".into()),
+            s3_secret_access_key: Some("SK".into()),
+            s3_virtual_hosted_style: false,
+            signed_url_ttl: None,
+            upload_concurrency: 8,
+            s3_retry_budget: Duration::from_secs(120),
+        };
+        adjust(&mut args);
+        StorageConfig::from_args(&args, None)
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed_and_takes_the_aws_variables() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["vidpipe", "serve", "--storage-url", "s3://media/vod", "--s3-virtual-hosted-style"]).unwrap();
+        let Command::Serve(args) = cli.command else { panic!("serve") };
+        assert_eq!(args.storage.storage_url.as_deref(), Some("s3://media/vod"));
+        assert!(args.storage.s3_virtual_hosted_style);
+        assert_eq!(args.storage.upload_concurrency, 8);
+        let help = Cli::command().find_subcommand_mut("serve").unwrap().render_long_help().to_string();
+        assert!(help.contains("AWS_ENDPOINT_URL") && help.contains("VIDPIPE_SIGNED_URL_TTL"), "{help}");
+    }
+
+    #[test]
+    fn storage_urls_are_checked_and_name_the_variable() {
+        assert!(matches!(storage(None, |_| {}).unwrap(), StorageConfig::Local));
+        let StorageConfig::S3(s3) = storage(Some("s3://media-bucket/vod/lectures/"), |_| {}).unwrap() else { panic!() };
+        assert_eq!((s3.bucket.as_str(), s3.prefix.as_str()), ("media-bucket", "vod/lectures"));
+        assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert!(!s3.virtual_hosted_style, "path-style by default");
+        let err = |url: &str, adjust: fn(&mut StorageArgs)| storage(Some(url), adjust).unwrap_err().0;
+        assert!(err("gs://bucket", |_| {}).contains("VIDPIPE_STORAGE_URL"));
+        assert!(err("s3://", |_| {}).contains("not a bucket name"));
+        assert!(err("s3://bkt/../x", |_| {}).contains("prefix"));
+        assert!(err("s3://bucket", |a| a.s3_endpoint = Some("localhost:9000".into())).contains("AWS_ENDPOINT_URL"));
+        assert!(err("s3://bucket", |a| a.s3_secret_access_key = None).contains("AWS_SECRET_ACCESS_KEY is not"));
+        assert!(err("s3://bucket", |a| a.signed_url_ttl = Some(Duration::from_secs(8 * 86400))).contains("7 days"));
+        assert!(storage(None, |a| a.signed_url_ttl = Some(Duration::from_secs(60))).unwrap_err().0.contains("needs S3"));
     }
 
     #[test]

@@ -184,7 +184,7 @@ fn report(json_out: bool, verb: &str, ids: &[String]) {
 pub async fn lectures_command(action: LecturesAction, json_out: bool, args: ServiceArgs) -> Result<(), String> {
     let (config, Backends { queue, lectures, .. }) = connect(args).await?;
     let base = config.public_base_url.clone().unwrap_or_else(|| format!("http://{}", config.listen));
-    let storage = startup::storage(&config, &base);
+    let storage = startup::storage(&config, &base, false).await.map_err(|e| e.to_string())?;
     let e = |e: crate::lectures::LectureStoreError| e.to_string();
     match action {
         LecturesAction::List { status, course_id, limit } => {
@@ -284,14 +284,15 @@ pub async fn doctor(json_out: bool, args: ServiceArgs) -> Result<(), String> {
                     let counts = backends.queue.counts().await.map_err(|e| e.to_string());
                     results.push(("queue", counts.map(|c| format!("{} waiting, {} active, {} failed", c.waiting, c.active, c.failed))));
                     let base = config.public_base_url.clone().unwrap_or_else(|| format!("http://{}", config.listen));
-                    let storage = startup::storage(&config, &base);
-                    let key = format!("doctor-{}", uuid::Uuid::new_v4().simple());
                     let stored = async {
-                        storage.put_bytes(&format!("{key}/check.txt"), b"vidpipe doctor".to_vec()).await?;
-                        storage.delete_prefix(&key).await
+                        // For S3 this lists, writes and deletes, and names what is wrong.
+                        let storage = startup::storage(&config, &base, true).await.map_err(|e| e.to_string())?;
+                        let key = format!("doctor-{}", uuid::Uuid::new_v4().simple());
+                        storage.put_bytes(&format!("{key}/check.txt"), b"vidpipe doctor".to_vec()).await.map_err(|e| e.to_string())?;
+                        storage.delete_prefix(&key).await.map_err(|e| e.to_string())
                     }
                     .await;
-                    results.push(("storage", stored.map(|_| "write and delete ok".to_string()).map_err(|e| e.to_string())));
+                    results.push(("storage", stored.map(|_| "write and delete ok".to_string())));
                 }
             }
             results.push(("transcode", tiny_transcode(&config).await));

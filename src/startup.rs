@@ -8,12 +8,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ConfigError, TranscodeArgs, Tools};
+use crate::config::{Config, ConfigError, StorageConfig, TranscodeArgs, Tools};
 use crate::db::{Database, Dialect};
 use crate::http::{self, AppState};
 use crate::ingest::{probe, Ingest};
 use crate::lectures::LectureStore;
-use crate::publish::{LocalStorage, Storage};
+use crate::publish::{LocalStorage, S3Storage, Storage};
 use crate::queue::{Backoff, Queue, QueueError, RedisQueue, SqlQueue};
 
 /// Key prefix of vidpipe's Redis queue.
@@ -42,6 +42,9 @@ pub enum StartupError {
     Queue(#[from] QueueError),
     #[error("cannot listen on {addr}: {source}; choose another --listen / VIDPIPE_LISTEN")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    /// One line that says what is wrong with the storage and what to fix.
+    #[error("{0}")]
+    Storage(String),
     #[error("server error: {0}")]
     Serve(std::io::Error),
 }
@@ -66,9 +69,21 @@ impl Backends {
     }
 }
 
-/// Where published files go, with links under `public_base_url`.
-pub fn storage(config: &Config, public_base_url: &str) -> Arc<dyn Storage> {
-    Arc::new(LocalStorage::new(config.media_dir(), format!("{public_base_url}/media")))
+/// Where published files go, with links under `public_base_url`. With
+/// `check`, an S3 store is tried (list, write, delete) and a problem is
+/// reported in one line that says what to fix.
+pub async fn storage(config: &Config, public_base_url: &str, check: bool) -> Result<Arc<dyn Storage>, StartupError> {
+    match &config.storage {
+        StorageConfig::Local => Ok(Arc::new(LocalStorage::new(config.media_dir(), format!("{public_base_url}/media")))),
+        StorageConfig::S3(s3) => {
+            let s3 = S3Storage::new(s3.as_ref().clone(), public_base_url).map_err(|e| StartupError::Storage(e.to_string()))?;
+            if check {
+                s3.check().await.map_err(|e| StartupError::Storage(e.to_string()))?;
+                tracing::info!(endpoint = %s3.config().endpoint_display(), bucket = %s3.config().bucket, "publishing to S3");
+            }
+            Ok(Arc::new(s3))
+        }
+    }
 }
 
 pub struct Application {
@@ -100,8 +115,9 @@ impl Application {
             (None, Some(l)) => format!("http://{}", l.local_addr().map_err(StartupError::Serve)?),
             (None, None) => format!("http://{}", config.listen),
         };
-        let storage = storage(&config, &public_base_url);
-        let media_root = config.media_dir();
+        // Bad credentials or a missing bucket fail here, not on the first upload.
+        let storage = storage(&config, &public_base_url, true).await?;
+        let media_root = matches!(config.storage, StorageConfig::Local).then(|| config.media_dir());
 
         let running = RunningJobs::default();
         let wake: Wake = Arc::default();
@@ -140,7 +156,7 @@ impl Application {
             running,
             wake,
             worker_concurrency: worker.as_ref().map(|w| w.concurrency),
-            media_root: Some(media_root),
+            media_root,
         };
         Ok(Application { notify_url, listener, state, worker, public_base_url })
     }

@@ -15,21 +15,8 @@ pub fn routes(root: PathBuf) -> Router {
     Router::new().nest_service("/media", ServeDir::new(root)).layer(middleware::from_fn(hls_headers))
 }
 
-/// (Content-Type, Cache-Control) by file extension. Playlists change while a
-/// job runs and must be refetched; segments never change once published.
-fn headers_for(path: &str) -> Option<(&'static str, &'static str)> {
-    let ext = path.rsplit_once('.').map(|(_, ext)| ext)?;
-    Some(match ext {
-        "m3u8" => ("application/vnd.apple.mpegurl", "public, max-age=2"),
-        "ts" => ("video/mp2t", "public, max-age=31536000, immutable"),
-        "m4s" | "mp4" => ("video/mp4", "public, max-age=31536000, immutable"),
-        "jpg" | "jpeg" => ("image/jpeg", "public, max-age=86400"),
-        _ => return None,
-    })
-}
-
 async fn hls_headers(request: Request, next: Next) -> Response {
-    let kind = headers_for(request.uri().path());
+    let kind = crate::publish::object_headers(request.uri().path());
     let mut response = next.run(request).await;
     if response.status().is_success() {
         let headers = response.headers_mut();

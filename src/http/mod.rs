@@ -8,6 +8,7 @@ mod error;
 mod jobs;
 mod lectures;
 mod media;
+mod playback;
 mod upload;
 
 use std::path::PathBuf;
@@ -39,7 +40,7 @@ pub struct AppState {
     pub wake: Wake,
     /// Concurrency of the worker in this process; `None` in `vidpipe api`.
     pub worker_concurrency: Option<usize>,
-    /// Served at `/media` when storage is the local disk.
+    /// Served at `/media` when storage is the local disk; `None` otherwise.
     pub media_root: Option<PathBuf>,
 }
 
@@ -53,6 +54,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/lectures", get(lectures::list))
         .route("/api/lectures/{id}", get(lectures::get).delete(lectures::delete))
         .route("/api/jobs", get(jobs::list))
+        .route("/api/lectures/{id}/master.m3u8", get(playback::master))
+        .route("/api/lectures/{id}/thumbnail.jpg", get(playback::thumbnail))
+        .route("/api/lectures/{id}/{rendition}/index.m3u8", get(playback::media))
         .route("/api/jobs/{id}", get(jobs::get))
         .route("/api/jobs/{id}/retry", post(jobs::retry))
         .route("/api/jobs/{id}/cancel", post(jobs::cancel))

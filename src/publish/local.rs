@@ -84,6 +84,14 @@ impl Storage for LocalStorage {
         }
     }
 
+    async fn get_bytes(&self, key: &str) -> Result<Vec<u8>, StorageError> {
+        match tokio::fs::read(self.path(key)).await {
+            Ok(bytes) => Ok(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StorageError::NotFound(key.to_string())),
+            Err(e) => Err(io_error(key)(e)),
+        }
+    }
+
     async fn list_children(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
         let mut names = Vec::new();
         let mut entries = match tokio::fs::read_dir(self.path(prefix)).await {

@@ -8,25 +8,41 @@
 //!
 //! Each attempt publishes under its own prefix (`<lecture>/<attempt tag>/`),
 //! so a duplicate or stale attempt can never overwrite a published video.
+//!
+//! Two backends implement [`Storage`]: [`LocalStorage`] (the default, served
+//! by the API at `/media`) and [`S3Storage`] (any S3-compatible store).
 
 pub mod local;
+pub mod s3;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 
 use crate::transcode::command::{MASTER_PLAYLIST, MEDIA_PLAYLIST, THUMBNAIL};
 use crate::transcode::plan::Plan;
 use crate::transcode::playlist;
 
 pub use local::LocalStorage;
+pub use s3::S3Storage;
+
+/// Uploads a publisher runs at once unless configured otherwise.
+pub const DEFAULT_UPLOAD_CONCURRENCY: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("storage I/O error on {key}: {source}")]
     Io { key: String, source: std::io::Error },
+    /// A remote store failed; the message names the endpoint, the key and
+    /// the last error, so it can stand alone in a job's `processingError`.
+    #[error("{0}")]
+    Remote(String),
+    /// The key does not exist.
+    #[error("no object at {0}")]
+    NotFound(String),
 }
 
 /// Where published files go. Keys are `/`-separated relative paths.
@@ -39,8 +55,33 @@ pub trait Storage: Send + Sync + 'static {
     async fn delete_prefix(&self, prefix: &str) -> Result<(), StorageError>;
     /// The names directly under `prefix/` (one level, like a directory).
     async fn list_children(&self, prefix: &str) -> Result<Vec<String>, StorageError>;
-    /// The public URL of `key`.
+    /// The object at `key`, whole. Used for playlists, which are small.
+    async fn get_bytes(&self, key: &str) -> Result<Vec<u8>, StorageError>;
+    /// The URL clients use for `key` (the base of `videoLink`).
     fn url(&self, key: &str) -> String;
+    /// An expiring URL that grants a GET of `key`, when this storage is
+    /// private and hands out signed links; `None` when [`Storage::url`] is
+    /// already readable by anyone.
+    async fn presigned_url(&self, _key: &str) -> Result<Option<String>, StorageError> {
+        Ok(None)
+    }
+    /// How many files a [`Publisher`] uploads at once.
+    fn upload_concurrency(&self) -> usize {
+        DEFAULT_UPLOAD_CONCURRENCY
+    }
+}
+
+/// `(Content-Type, Cache-Control)` of a published file, by extension.
+/// Segments never change once published; playlists are refetched soon.
+pub fn object_headers(key: &str) -> Option<(&'static str, &'static str)> {
+    let ext = key.rsplit_once('.').map(|(_, ext)| ext)?;
+    Some(match ext {
+        "m3u8" => ("application/vnd.apple.mpegurl", "public, max-age=2"),
+        "ts" => ("video/mp2t", "public, max-age=31536000, immutable"),
+        "m4s" | "mp4" => ("video/mp4", "public, max-age=31536000, immutable"),
+        "jpg" | "jpeg" => ("image/jpeg", "public, max-age=86400"),
+        _ => return None,
+    })
 }
 
 /// Publishes one attempt's output directory under `prefix`.
@@ -61,9 +102,13 @@ impl Publisher {
     }
 
     /// Publishes every segment the media playlists list and that has not
-    /// been published yet.
+    /// been published yet, [`Storage::upload_concurrency`] at a time.
+    ///
+    /// On failure every started upload is still awaited (so a multipart
+    /// upload can abort itself) and the ones that succeeded are remembered;
+    /// then the first error is returned.
     pub async fn sweep(&mut self, plan: &Plan) -> Result<usize, StorageError> {
-        let mut count = 0;
+        let mut pending = Vec::new();
         for rendition in &plan.renditions {
             let dir = self.out_dir.join(rendition.name());
             let Ok(text) = tokio::fs::read_to_string(dir.join(MEDIA_PLAYLIST)).await else { continue };
@@ -77,12 +122,30 @@ impl Publisher {
                     // Listed but not renamed into place yet: next sweep.
                     continue;
                 }
-                self.storage.put_file(&key, &path).await?;
-                self.published.insert(key);
-                count += 1;
+                pending.push((key, path));
             }
         }
-        Ok(count)
+        let storage = &self.storage;
+        let mut uploads = futures::stream::iter(pending)
+            .map(|(key, path)| async move { storage.put_file(&key, &path).await.map(|()| key) })
+            .buffer_unordered(self.storage.upload_concurrency().max(1));
+        let mut count = 0;
+        let mut first_error = None;
+        while let Some(result) = uploads.next().await {
+            match result {
+                Ok(key) => {
+                    self.published.insert(key);
+                    count += 1;
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(count),
+        }
     }
 
     /// After ffmpeg succeeded: the remaining segments, the media playlists
@@ -112,4 +175,13 @@ impl Publisher {
     pub fn thumbnail_key(&self) -> String {
         format!("{}/{}", self.prefix, THUMBNAIL)
     }
+}
+
+/// The API route that serves a published key (`<lecture>/<attempt>/<file>`)
+/// when objects are private: `/api/lectures/<lecture>/<file>`. The route
+/// looks the attempt up itself, so links survive a re-publish.
+pub fn playback_route(key: &str) -> Option<String> {
+    let mut parts = key.splitn(3, '/');
+    let (lecture, _attempt, file) = (parts.next()?, parts.next()?, parts.next()?);
+    (!lecture.is_empty() && !file.is_empty()).then(|| format!("/api/lectures/{lecture}/{file}"))
 }

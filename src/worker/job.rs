@@ -148,15 +148,36 @@ async fn attempt(
 
     let has_thumbnail = ctx.transcoder.thumbnail(&media, &plan, &lecture.source_path, work, cancel).await?;
     let mut publisher = Publisher::new(ctx.storage.clone(), prefix.to_string(), work.to_path_buf());
-    let encode = ctx.transcoder.encode(&media, &plan, &lecture.source_path, work, cancel, progress);
-    tokio::pin!(encode);
-    // Ship segments while ffmpeg writes the next ones.
-    loop {
-        tokio::select! {
-            result = &mut encode => { result?; break; }
-            _ = tokio::time::sleep(PUBLISH_INTERVAL) => { publisher.sweep(&plan).await?; }
+    // Ship segments while ffmpeg writes the next ones. Encoding and
+    // publishing are polled side by side: a sweep that waits out a storage
+    // outage must not starve the ffmpeg watchdog (it would see a stall).
+    // A publishing failure stops ffmpeg through `stop_encode`.
+    let stop_encode = cancel.child_token();
+    let encoded = CancellationToken::new();
+    let encode = async {
+        let result = ctx.transcoder.encode(&media, &plan, &lecture.source_path, work, &stop_encode, progress).await;
+        encoded.cancel();
+        result
+    };
+    let publish = async {
+        loop {
+            tokio::select! {
+                _ = encoded.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(PUBLISH_INTERVAL) => {}
+            }
+            tokio::select! {
+                swept = publisher.sweep(&plan) => if let Err(e) = swept {
+                    stop_encode.cancel();
+                    return Err(e);
+                },
+                // Deleted or shutting down: what was published is removed.
+                _ = cancel.cancelled() => return Ok(()),
+            }
         }
-    }
+    };
+    let (encoded_result, published_result) = tokio::join!(encode, publish);
+    published_result?;
+    encoded_result?;
     publisher.finish(&plan).await?;
     Ok(Published {
         prefix: prefix.to_string(),

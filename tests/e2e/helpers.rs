@@ -57,6 +57,7 @@ pub fn test_config(data_dir: &Path) -> Config {
         backoff: Duration::from_millis(200),
         shutdown_grace: Duration::from_secs(5),
         tools: tools(),
+        storage: Default::default(),
     }
 }
 
