@@ -25,13 +25,15 @@ use crate::lectures::Lecture;
 use crate::publish::StorageError;
 use crate::transcode::command::{MASTER_PLAYLIST, MEDIA_PLAYLIST, THUMBNAIL};
 
-/// The published prefix of a lecture whose video is complete.
+/// The prefix to play from: the completed video, or while the job runs the
+/// attempt that is already playable (progressive publishing).
 async fn published(app: &AppState, raw: &str) -> Result<(Lecture, String), ApiError> {
     let id = parse_id(raw)?;
     let lecture = app.lectures.get(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no lecture with id `{raw}`")))?;
     let prefix = lecture
         .published_prefix
         .clone()
+        .or_else(|| lecture.playable_prefix.clone())
         .ok_or_else(|| ApiError::NotFound(format!("lecture `{raw}` has no published video yet")))?;
     Ok((lecture, prefix))
 }

@@ -2,9 +2,14 @@
 //!
 //! ffmpeg lists a segment in its (EVENT) media playlist only once the segment
 //! is complete, so the [`Publisher`] ships every listed segment as soon as it
-//! appears and the upload overlaps the encode. At the end it publishes the
-//! media playlists (rewritten to VOD), the thumbnail, and the master playlist
-//! last: a master that exists points at a complete ladder.
+//! appears and the upload overlaps the encode. After the segments a playlist
+//! lists are stored, the playlist itself is published as it is (EVENT, no
+//! ENDLIST), and once every rendition has one, the master: from then on the
+//! video plays while it is still being encoded, and a player that starts
+//! early keeps reloading the playlists to the end. At the end the media
+//! playlists are rewritten to VOD (with ENDLIST) and the thumbnail published.
+//! The master lists the whole ladder from the start, and a playlist is
+//! published only after every segment it names.
 //!
 //! Each attempt publishes under its own prefix (`<lecture>/<attempt tag>/`),
 //! so a duplicate or stale attempt can never overwrite a published video.
@@ -15,7 +20,7 @@
 pub mod local;
 pub mod s3;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -89,12 +94,24 @@ pub struct Publisher {
     storage: Arc<dyn Storage>,
     prefix: String,
     out_dir: PathBuf,
+    /// Keys of the segments already stored.
     published: HashSet<String>,
+    /// The media playlist text last published, per rendition.
+    playlists: HashMap<String, String>,
+    master_published: bool,
+}
+
+/// What one sweep did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Sweep {
+    pub segments: usize,
+    /// The master was published in this sweep: the video is now playable.
+    pub became_playable: bool,
 }
 
 impl Publisher {
     pub fn new(storage: Arc<dyn Storage>, prefix: String, out_dir: PathBuf) -> Publisher {
-        Publisher { storage, prefix, out_dir, published: HashSet::new() }
+        Publisher { storage, prefix, out_dir, published: HashSet::new(), playlists: HashMap::new(), master_published: false }
     }
 
     pub fn prefix(&self) -> &str {
@@ -107,11 +124,13 @@ impl Publisher {
     /// On failure every started upload is still awaited (so a multipart
     /// upload can abort itself) and the ones that succeeded are remembered;
     /// then the first error is returned.
-    pub async fn sweep(&mut self, plan: &Plan) -> Result<usize, StorageError> {
+    pub async fn sweep(&mut self, plan: &Plan) -> Result<Sweep, StorageError> {
         let mut pending = Vec::new();
+        let mut texts = Vec::new();
         for rendition in &plan.renditions {
             let dir = self.out_dir.join(rendition.name());
             let Ok(text) = tokio::fs::read_to_string(dir.join(MEDIA_PLAYLIST)).await else { continue };
+            texts.push((rendition.name().to_string(), text.clone()));
             for segment in playlist::segments(&text) {
                 let key = format!("{}/{}/{}", self.prefix, rendition.name(), segment);
                 if self.published.contains(&key) {
@@ -125,7 +144,8 @@ impl Publisher {
                 pending.push((key, path));
             }
         }
-        let storage = &self.storage;
+        let storage = self.storage.clone();
+        let storage = &storage;
         let mut uploads = futures::stream::iter(pending)
             .map(|(key, path)| async move { storage.put_file(&key, &path).await.map(|()| key) })
             .buffer_unordered(self.storage.upload_concurrency().max(1));
@@ -142,14 +162,39 @@ impl Publisher {
                 }
             }
         }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(count),
+        drop(uploads);
+        if let Some(e) = first_error {
+            return Err(e);
         }
+        let became_playable = self.publish_playlists(plan, texts).await?;
+        Ok(Sweep { segments: count, became_playable })
+    }
+
+    /// Publishes each media playlist whose segments are all stored, then the
+    /// master once every rendition has one. Returns whether the master was
+    /// published now.
+    async fn publish_playlists(&mut self, plan: &Plan, texts: Vec<(String, String)>) -> Result<bool, StorageError> {
+        for (name, text) in texts {
+            let segments = playlist::segments(&text);
+            let complete = segments.iter().all(|s| self.published.contains(&format!("{}/{name}/{s}", self.prefix)));
+            if segments.is_empty() || !complete || self.playlists.get(&name) == Some(&text) {
+                continue;
+            }
+            let key = format!("{}/{name}/{MEDIA_PLAYLIST}", self.prefix);
+            self.storage.put_bytes(&key, text.clone().into_bytes()).await?;
+            self.playlists.insert(name, text);
+        }
+        if self.master_published || !plan.renditions.iter().all(|r| self.playlists.contains_key(r.name())) {
+            return Ok(false);
+        }
+        self.storage.put_bytes(&self.master_key(), playlist::master(plan).into_bytes()).await?;
+        self.master_published = true;
+        Ok(true)
     }
 
     /// After ffmpeg succeeded: the remaining segments, the media playlists
-    /// as VOD, the thumbnail, and the master playlist last.
+    /// as VOD, the thumbnail, and the master playlist (again, or for the
+    /// first time for a video shorter than a segment).
     pub async fn finish(&mut self, plan: &Plan) -> Result<(), StorageError> {
         self.sweep(plan).await?;
         for rendition in &plan.renditions {

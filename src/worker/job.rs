@@ -166,9 +166,18 @@ async fn attempt(
                 _ = tokio::time::sleep(PUBLISH_INTERVAL) => {}
             }
             tokio::select! {
-                swept = publisher.sweep(&plan) => if let Err(e) = swept {
-                    stop_encode.cancel();
-                    return Err(e);
+                swept = publisher.sweep(&plan) => match swept {
+                    Ok(sweep) if sweep.became_playable => {
+                        tracing::info!(job = %claim.job_id, "playable while encoding");
+                        if let Err(e) = ctx.lectures.set_playable(&claim.job_id, prefix).await {
+                            tracing::warn!(job = %claim.job_id, error = %e, "could not publish the early link");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        stop_encode.cancel();
+                        return Err(e);
+                    }
                 },
                 // Deleted or shutting down: what was published is removed.
                 _ = cancel.cancelled() => return Ok(()),
