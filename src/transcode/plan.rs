@@ -102,10 +102,18 @@ impl fmt::Display for FrameRate {
     }
 }
 
-/// Bits per pixel per frame that sets a rendition's peak bitrate (the VBV
-/// cap of capped CRF). CRF decides the quality; the cap keeps every variant
-/// inside a BANDWIDTH a player can rely on.
-const PEAK_BITS_PER_PIXEL: f64 = 0.1;
+/// Rate control is capped CRF: CRF sets the quality, a VBV cap (the peak
+/// bitrate) keeps every variant inside a BANDWIDTH a player can rely on.
+/// Smaller pictures get more bits per pixel and a lower CRF: each of their
+/// pixels covers more of the screen. The curves pass through the measured
+/// choice (ARCHITECTURE.md, "Encoder settings"): 720p CRF 16 capped at 0.1
+/// bit per pixel (2.8 Mbit/s at 30 fps), 360p CRF 13 / 0.18, 240p CRF 11 /
+/// 0.26, i.e. the old design's 800k/1400k/2800k as caps.
+const PEAK_BITS_PER_PIXEL_AT_720: f64 = 0.1;
+const BPP_EXPONENT: f64 = 0.87;
+const CRF_AT_720: f64 = 16.0;
+/// CRF points gained per tripling of the short side.
+const CRF_PER_TRIPLING: f64 = 5.0;
 const MIN_PEAK_BPS: u32 = 150_000;
 const MAX_PEAK_BPS: u32 = 20_000_000;
 /// HLS BANDWIDTH is the peak including MPEG-TS overhead.
@@ -119,6 +127,7 @@ pub struct Rendition {
     width: u32,
     height: u32,
     peak_video_bps: u32,
+    crf: u8,
     audio_bps: Option<u32>,
     level: H264Level,
 }
@@ -147,13 +156,16 @@ impl Rendition {
 
     fn sized(name: String, width: u32, height: u32, fps: FrameRate, has_audio: bool) -> Rendition {
         let pixels_per_second = width as f64 * height as f64 * fps.as_f64();
-        let peak = (pixels_per_second * PEAK_BITS_PER_PIXEL) as u32;
+        let scale = 720.0 / width.min(height).max(2) as f64;
+        let peak = (pixels_per_second * PEAK_BITS_PER_PIXEL_AT_720 * scale.powf(BPP_EXPONENT)) as u32;
+        let crf = (CRF_AT_720 - CRF_PER_TRIPLING * scale.log(3.0)).round().clamp(10.0, 23.0) as u8;
         let audio_bps = has_audio.then_some(if height.min(width) >= 720 { 128_000 } else { 96_000 });
         Rendition {
             name,
             width,
             height,
             peak_video_bps: peak.clamp(MIN_PEAK_BPS, MAX_PEAK_BPS),
+            crf,
             audio_bps,
             level: H264Level::for_picture(width, height, fps),
         }
@@ -170,6 +182,9 @@ impl Rendition {
     }
     pub fn peak_video_bps(&self) -> u32 {
         self.peak_video_bps
+    }
+    pub fn crf(&self) -> u8 {
+        self.crf
     }
     pub fn audio_bps(&self) -> Option<u32> {
         self.audio_bps
@@ -314,6 +329,8 @@ mod tests {
             assert!(r.codecs().ends_with(",mp4a.40.2"));
         }
         assert_eq!(plan.renditions[2].level(), H264Level(31));
+        let rates: Vec<(u8, u32)> = plan.renditions.iter().map(|r| (r.crf(), r.peak_video_bps() / 1000)).collect();
+        assert_eq!(rates, [(11, 797), (13, 1263), (16, 2764)], "CRF and peak kbit/s per rung");
         assert_eq!(plan.renditions[2].codecs(), "avc1.64001f,mp4a.40.2");
         let silent = Plan::new(&media(1920, 1080, false), &Ladder::default());
         assert!(silent.renditions.iter().all(|r| r.audio_bps().is_none() && !r.codecs().contains("mp4a")));
