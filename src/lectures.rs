@@ -221,6 +221,19 @@ impl LectureStore {
         Ok(())
     }
 
+    /// Forgets a completion result that points at `prefix`: its attempt lost
+    /// the job after storing it (possible only with a Redis queue) and is
+    /// about to remove those files.
+    pub async fn clear_published(&self, id: &str, prefix: &str) -> Result<(), LectureStoreError> {
+        sqlx::query("UPDATE lectures SET published_prefix = NULL, updated_at = $1 WHERE id = $2 AND published_prefix = $3")
+            .bind(now_ms())
+            .bind(id)
+            .bind(prefix)
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Records (or with `None`, clears) the lecture's final failure.
     pub async fn set_failed(&self, id: &str, error: Option<&str>) -> Result<(), LectureStoreError> {
         sqlx::query("UPDATE lectures SET failed_error = $1, updated_at = $2 WHERE id = $3")

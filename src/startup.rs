@@ -132,7 +132,7 @@ impl Application {
                     watchdog: Watchdog { timeout: config.job_timeout, stall: config.stall_timeout },
                 },
                 ladder: config.ladder.clone(),
-                work_dir: config.work_dir().join(std::process::id().to_string()),
+                work_dir: config.work_dir().join(worker::work_dir_name()),
                 lease: config.lease,
                 poll_interval: config.poll_interval,
                 reconcile_interval: config.reconcile_interval,

@@ -11,7 +11,7 @@ use vidpipe::db::Database;
 use vidpipe::domain::{now_ms, JobState};
 use vidpipe::queue::{Backoff, EnqueueOptions, FailOutcome, Queue, RedisQueue, SqlQueue};
 
-const BACKOFF: Duration = Duration::from_millis(300);
+const BACKOFF: Duration = Duration::from_millis(1000);
 const LEASE: Duration = Duration::from_secs(30);
 
 fn opts(priority: i64, max_attempts: u32) -> EnqueueOptions {
@@ -58,15 +58,18 @@ pub async fn retries_back_off_exponentially_then_fail(q: Arc<dyn Queue>) {
     q.enqueue("a", &opts(0, 3)).await.unwrap();
     let mut last_delay = 0;
     for attempt in 1..=3u32 {
-        let claim = claim_within(&*q, Duration::from_secs(5)).await.expect("claimable again after backoff");
+        let claim = claim_within(&*q, Duration::from_secs(10)).await.expect("claimable again after backoff");
         assert_eq!(claim.attempt, attempt);
         let before = now_ms();
-        match q.fail(&claim, "w", &format!("boom {attempt}"), true).await.unwrap() {
+        let outcome = q.fail(&claim, "w", &format!("boom {attempt}"), true).await.unwrap();
+        let after = now_ms();
+        match outcome {
             FailOutcome::RetryAt(at) => {
                 assert!(attempt < 3);
                 let delay = at - before;
                 let nominal = BACKOFF.as_millis() as i64 * (1 << (attempt - 1));
-                assert!(delay >= nominal * 8 / 10 - 5 && delay <= nominal * 12 / 10 + 5, "attempt {attempt}: delay {delay} ms, nominal {nominal}");
+                // ±20% jitter, measured from somewhere inside the call.
+                assert!(at >= after + nominal * 8 / 10 - (after - before) && delay <= nominal * 12 / 10 + (after - before), "attempt {attempt}: delay {delay} ms, nominal {nominal}");
                 assert!(delay > last_delay, "delays grow");
                 last_delay = delay;
                 assert_eq!(state(&*q, "a").await, JobState::Delayed);
@@ -96,11 +99,14 @@ pub async fn permanent_failures_do_not_retry(q: Arc<dyn Queue>) {
 
 pub async fn expired_leases_are_recovered_and_count_an_attempt(q: Arc<dyn Queue>) {
     q.enqueue("a", &opts(0, 2)).await.unwrap();
-    let dead = q.claim("dead", Duration::from_millis(200)).await.unwrap().unwrap();
+    let dead = q.claim("dead", Duration::from_millis(1500)).await.unwrap().unwrap();
     assert_eq!(q.reap_expired().await.unwrap(), 0, "lease still valid");
     assert!(q.claim("other", LEASE).await.unwrap().is_none(), "no second claim while the lease is valid");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(q.reap_expired().await.unwrap(), 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while q.reap_expired().await.unwrap() == 0 {
+        assert!(Instant::now() < deadline, "expired lease never reaped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let second = q.claim("other", LEASE).await.unwrap().expect("claimable after expiry");
     assert_eq!(second.attempt, 2);
     assert!(!q.heartbeat(&dead, LEASE, 10.0).await.unwrap(), "the dead worker's lease is gone");
@@ -111,8 +117,11 @@ pub async fn expired_leases_are_recovered_and_count_an_attempt(q: Arc<dyn Queue>
     // Out of attempts: an expired lease fails the job instead.
     q.enqueue("b", &opts(0, 1)).await.unwrap();
     let _lost = q.claim("dead", Duration::from_millis(100)).await.unwrap().unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(q.reap_expired().await.unwrap(), 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while q.reap_expired().await.unwrap() == 0 {
+        assert!(Instant::now() < deadline, "expired lease never reaped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let job = q.get("b").await.unwrap().unwrap();
     assert_eq!(job.state, JobState::Failed);
     assert!(job.last_error.unwrap().contains("lease"));
@@ -120,10 +129,11 @@ pub async fn expired_leases_are_recovered_and_count_an_attempt(q: Arc<dyn Queue>
 
 pub async fn heartbeats_keep_the_lease(q: Arc<dyn Queue>) {
     q.enqueue("a", &opts(0, 3)).await.unwrap();
-    let lease = Duration::from_millis(400);
+    let lease = Duration::from_millis(2000);
     let claim = q.claim("w", lease).await.unwrap().unwrap();
-    for _ in 0..8 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    // Renewed every 500 ms for three leases' worth of time.
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(q.heartbeat(&claim, lease, 1.0).await.unwrap());
         assert_eq!(q.reap_expired().await.unwrap(), 0);
     }
@@ -172,10 +182,10 @@ pub async fn priority_then_fifo_and_delays(q: Arc<dyn Queue>) {
     }
     assert_eq!(order, ["j5", "j2", "j4", "j1", "j3"]);
 
-    q.enqueue("later", &EnqueueOptions { priority: 0, delay: Duration::from_millis(300), max_attempts: 3 }).await.unwrap();
+    q.enqueue("later", &EnqueueOptions { priority: 0, delay: Duration::from_millis(1500), max_attempts: 3 }).await.unwrap();
     assert_eq!(state(&*q, "later").await, JobState::Delayed);
     assert!(q.claim("w", LEASE).await.unwrap().is_none());
-    let claim = claim_within(&*q, Duration::from_secs(5)).await.expect("claimable once due");
+    let claim = claim_within(&*q, Duration::from_secs(10)).await.expect("claimable once due");
     assert_eq!(claim.job_id, "later");
 }
 
@@ -212,15 +222,33 @@ pub async fn list_and_clean(q: Arc<dyn Queue>) {
     for id in ["a", "b", "c"] {
         q.enqueue(id, &opts(0, 1)).await.unwrap();
     }
-    let first = q.claim("w", LEASE).await.unwrap().unwrap();
-    assert!(q.complete(&first).await.unwrap());
-    let second = q.claim("w", LEASE).await.unwrap().unwrap();
-    assert_eq!(q.fail(&second, "w", "bad", false).await.unwrap(), FailOutcome::Failed);
+    // Waiting at the most urgent priority: its place in line must never be
+    // mistaken for an old finish time.
+    q.enqueue("urgent", &opts(-1000, 1)).await.unwrap();
+    q.set_paused(true).await.unwrap();
+    q.set_paused(false).await.unwrap();
+    let urgent = q.claim("w", LEASE).await.unwrap().unwrap();
+    assert_eq!(urgent.job_id, "urgent");
+    q.release(&urgent).await.unwrap();
+    q.set_paused(true).await.unwrap();
+    q.set_paused(false).await.unwrap();
+    let mut claims = Vec::new();
+    while let Some(c) = q.claim("w", LEASE).await.unwrap() {
+        claims.push(c);
+    }
+    let by_id = |id: &str| claims.iter().find(|c| c.job_id == id).unwrap().clone();
+    assert!(q.complete(&by_id("a")).await.unwrap());
+    assert_eq!(q.fail(&by_id("b"), "w", "bad", false).await.unwrap(), FailOutcome::Failed);
+    for id in ["c", "urgent"] {
+        q.release(&by_id(id)).await.unwrap();
+    }
     let ids = |jobs: Vec<vidpipe::queue::JobRecord>| jobs.into_iter().map(|j| j.id).collect::<Vec<_>>();
     assert_eq!(ids(q.list(JobState::Completed, 10, 0).await.unwrap()), ["a"]);
     assert_eq!(ids(q.list(JobState::Failed, 10, 0).await.unwrap()), ["b"]);
-    assert_eq!(ids(q.list(JobState::Waiting, 10, 0).await.unwrap()), ["c"]);
-    assert!(q.list(JobState::Waiting, 10, 1).await.unwrap().is_empty(), "paging");
+    let mut waiting = ids(q.list(JobState::Waiting, 10, 0).await.unwrap());
+    waiting.sort();
+    assert_eq!(waiting, ["c", "urgent"]);
+    assert_eq!(q.list(JobState::Waiting, 10, 1).await.unwrap().len(), 1, "paging");
 
     let an_hour_ago = now_ms() - 3_600_000;
     assert!(q.clean(JobState::Completed, an_hour_ago).await.unwrap().is_empty(), "recent jobs stay");
@@ -228,9 +256,12 @@ pub async fn list_and_clean(q: Arc<dyn Queue>) {
     assert_eq!(q.clean(JobState::Completed, soon).await.unwrap(), ["a"]);
     assert!(q.get("a").await.unwrap().is_none());
     assert_eq!(q.clean(JobState::Failed, soon).await.unwrap(), ["b"]);
-    assert!(q.clean(JobState::Waiting, soon).await.unwrap().is_empty(), "unfinished jobs are never cleaned");
+    let far_future = now_ms() + 10_000_000_000_000_000;
+    for state in [JobState::Waiting, JobState::Active, JobState::Delayed] {
+        assert!(q.clean(state, far_future).await.unwrap().is_empty(), "unfinished jobs are never cleaned");
+    }
     let counts = q.counts().await.unwrap();
-    assert_eq!((counts.completed, counts.failed, counts.waiting), (0, 0, 1));
+    assert_eq!((counts.completed, counts.failed, counts.waiting), (0, 0, 2));
 }
 
 macro_rules! conformance {

@@ -84,6 +84,13 @@ impl From<QueueError> for ApiError {
     }
 }
 
+/// Malformed query strings get the same JSON errors as everything else.
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(e: axum::extract::rejection::QueryRejection) -> Self {
+        ApiError::BadRequest(e.body_text())
+    }
+}
+
 impl From<std::io::Error> for ApiError {
     fn from(e: std::io::Error) -> Self {
         ApiError::Internal(e.to_string())

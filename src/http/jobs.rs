@@ -42,7 +42,11 @@ pub struct ListQuery {
 }
 
 /// `GET /api/jobs?state=failed&page=1&limit=20`: jobs in one state.
-pub async fn list(State(app): State<AppState>, axum::extract::Query(q): axum::extract::Query<ListQuery>) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(app): State<AppState>,
+    query: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let axum::extract::Query(q) = query?;
     let state: crate::domain::JobState = q.state.parse().map_err(|e: crate::domain::InvalidValue| ApiError::BadRequest(e.0))?;
     let (page, limit) = (q.page.unwrap_or(1), q.limit.unwrap_or(20));
     if page == 0 || !(1..=100).contains(&limit) {

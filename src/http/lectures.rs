@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::Deserialize;
@@ -33,7 +34,8 @@ pub struct ListQuery {
 
 const MAX_PAGE_SIZE: u32 = 100;
 
-pub async fn list(State(app): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
+pub async fn list(State(app): State<AppState>, query: Result<Query<ListQuery>, QueryRejection>) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query?;
     let page = q.page.unwrap_or(1);
     let limit = q.limit.unwrap_or(20);
     if page == 0 || limit == 0 || limit > MAX_PAGE_SIZE {

@@ -70,8 +70,10 @@ pub async fn master(State(app): State<AppState>, Path(raw): Path<String>) -> Res
 }
 
 pub async fn media(State(app): State<AppState>, Path((raw, rendition)): Path<(String, String)>) -> Result<Response, ApiError> {
-    let (lecture, prefix) = published(&app, &raw).await?;
-    if !lecture.renditions.iter().any(|r| r.name == rendition) {
+    let (_, prefix) = published(&app, &raw).await?;
+    // While the job runs the lecture lists no renditions yet; the name only
+    // has to be a plain file name inside the prefix.
+    if !is_plain_name(&rendition) {
         return Err(ApiError::NotFound(format!("lecture `{raw}` has no rendition `{rendition}`")));
     }
     let key = format!("{prefix}/{rendition}/{MEDIA_PLAYLIST}");

@@ -43,8 +43,9 @@ pub async fn upload(State(app): State<AppState>, headers: HeaderMap, form: Multi
     file.keep();
     app.wake.notify_one();
 
-    // Jobs ahead of this one; 0 if a worker already took it.
-    let position = app.queue.position(id.as_str()).await?.unwrap_or(0);
+    // Jobs ahead of this one; 0 if a worker already took it. Best effort:
+    // the lecture exists now, and a 500 would make clients upload it twice.
+    let position = app.queue.position(id.as_str()).await.ok().flatten().unwrap_or(0);
     tracing::info!(lecture = %id, "upload accepted");
     Ok((
         StatusCode::ACCEPTED,

@@ -143,11 +143,22 @@ impl Ingest {
     }
 }
 
-async fn text(field: Field<'_>, name: &'static str) -> Result<String, IngestError> {
-    let value = field.text().await.map_err(malformed)?;
+/// A text field, read chunk by chunk so an oversized one is refused before
+/// it is held in memory (the upload route has no body limit).
+async fn text(mut field: Field<'_>, name: &'static str) -> Result<String, IngestError> {
+    let too_long = || IngestError::InvalidField(format!("`{name}` is longer than {MAX_TEXT_FIELD} characters"));
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(malformed)? {
+        bytes.extend_from_slice(&chunk);
+        // UTF-8 takes at most 4 bytes a character.
+        if bytes.len() > MAX_TEXT_FIELD * 4 {
+            return Err(too_long());
+        }
+    }
+    let value = String::from_utf8(bytes).map_err(|_| IngestError::InvalidField(format!("`{name}` is not UTF-8 text")))?;
     let value = value.trim();
     if value.chars().count() > MAX_TEXT_FIELD {
-        return Err(IngestError::InvalidField(format!("`{name}` is longer than {MAX_TEXT_FIELD} characters")));
+        return Err(too_long());
     }
     Ok(value.to_string())
 }

@@ -202,6 +202,13 @@ impl Publisher {
             let text = tokio::fs::read_to_string(&path)
                 .await
                 .map_err(|source| StorageError::Io { key: path.display().to_string(), source })?;
+            // `completed` must mean every object the playlist names is stored.
+            if let Some(missing) = playlist::segments(&text)
+                .into_iter()
+                .find(|s| !self.published.contains(&format!("{}/{}/{s}", self.prefix, rendition.name())))
+            {
+                return Err(StorageError::Remote(format!("segment {}/{missing} was never stored", rendition.name())));
+            }
             let key = format!("{}/{}/{}", self.prefix, rendition.name(), MEDIA_PLAYLIST);
             self.storage.put_bytes(&key, playlist::to_vod(&text).into_bytes()).await?;
         }

@@ -198,6 +198,8 @@ return redis.call('DEL', jkey(id))
 "#;
 
 const CLEAN: &str = r#"
+-- Only finished sets are scored by time; the others are never cleaned.
+if ARGV[2] ~= 'completed' and ARGV[2] ~= 'failed' and ARGV[2] ~= 'cancelled' then return {} end
 local ids = redis.call('ZRANGEBYSCORE', P .. ':' .. ARGV[2], '-inf', '(' .. ARGV[3])
 for _, id in ipairs(ids) do
   unlist(id)
@@ -264,8 +266,6 @@ pub struct RedisQueue {
     prefix: String,
     backoff: Backoff,
     scripts: Scripts,
-    /// For error messages: which Redis this is.
-    url: String,
 }
 
 impl From<redis::RedisError> for QueueError {
@@ -284,11 +284,7 @@ impl RedisQueue {
             .map_err(|_| QueueError::Redis(format!("{url}: no answer within 10s")))?
             .map_err(|e| QueueError::Redis(format!("{url}: {e}")))?;
         let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(|e| QueueError::Redis(format!("{url}: {e}")))?;
-        Ok(RedisQueue { conn, prefix: prefix.to_string(), backoff, scripts: Scripts::new(), url: url.to_string() })
-    }
-
-    pub fn url(&self) -> &str {
-        &self.url
+        Ok(RedisQueue { conn, prefix: prefix.to_string(), backoff, scripts: Scripts::new() })
     }
 
     fn call<'a>(&'a self, script: &'a Script) -> redis::ScriptInvocation<'a> {

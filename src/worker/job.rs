@@ -75,6 +75,9 @@ pub(super) async fn process(ctx: &WorkerContext, claim: Claim, cancel: Cancellat
             }
             Ok(false) => {
                 tracing::warn!(job = %id, "lease lost before completion; discarding this attempt's output");
+                if let Err(e) = ctx.lectures.clear_published(&id, &prefix).await {
+                    tracing::warn!(job = %id, error = %e, "could not withdraw this attempt's result");
+                }
                 false
             }
             Err(e) => {
@@ -201,7 +204,9 @@ async fn attempt(
 }
 
 /// Renews the lease and stores progress, on its own task so that a busy
-/// attempt never misses a renewal. Cancels the attempt when the lease is lost.
+/// attempt never misses a renewal. Cancels the attempt when the lease is
+/// lost, or when renewals have failed for a whole lease (the queue is
+/// unreachable): by then another worker may have taken the job over.
 async fn heartbeat(
     queue: Arc<dyn crate::queue::Queue>,
     claim: Claim,
@@ -210,21 +215,23 @@ async fn heartbeat(
     cancel: CancellationToken,
 ) {
     let every = (lease / 3).min(Duration::from_secs(2));
-    let mut failures = 0u32;
+    let mut renewed = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(every).await;
         let pct = *progress.borrow_and_update();
         match queue.heartbeat(&claim, lease, pct).await {
-            Ok(true) => failures = 0,
+            Ok(true) => renewed = tokio::time::Instant::now(),
             Ok(false) => {
                 tracing::warn!(job = %claim.job_id, "lease lost (cancelled, deleted or expired); stopping");
                 cancel.cancel();
                 return;
             }
-            Err(e) => {
-                failures += 1;
-                tracing::warn!(job = %claim.job_id, error = %e, failures, "heartbeat failed");
+            Err(e) if renewed.elapsed() >= lease => {
+                tracing::error!(job = %claim.job_id, error = %e, "no heartbeat for a whole lease; stopping");
+                cancel.cancel();
+                return;
             }
+            Err(e) => tracing::warn!(job = %claim.job_id, error = %e, "heartbeat failed; retrying"),
         }
     }
 }

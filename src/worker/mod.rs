@@ -69,7 +69,7 @@ pub struct WorkerContext {
     pub storage: Arc<dyn Storage>,
     pub transcoder: Transcoder,
     pub ladder: Ladder,
-    /// This process's own work directory, `<data-dir>/work/<pid>`.
+    /// This process's own work directory, `<data-dir>/work/<hostname>-<pid>`.
     pub work_dir: PathBuf,
     pub lease: Duration,
     /// How often an idle worker looks for work when nothing wakes it.
@@ -86,8 +86,7 @@ pub struct WorkerContext {
 
 /// This process's worker id: `hostname:pid`.
 pub fn worker_id() -> String {
-    let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "unknown".into());
-    format!("{host}:{}", std::process::id())
+    format!("{}:{}", hostname(), std::process::id())
 }
 
 /// Runs until `shutdown` is cancelled, then drains as described above.
@@ -175,17 +174,28 @@ async fn reconcile_forever(ctx: Arc<WorkerContext>, shutdown: CancellationToken)
     }
 }
 
-/// Work files of worker processes on this machine that died without
-/// cleaning up (kill -9, power loss). Each process works in
-/// `work/<pid>/`, so a live neighbour's files are never touched.
+fn hostname() -> String {
+    hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "unknown".into())
+}
+
+/// This process's work directory name, `<hostname>-<pid>`: unique among
+/// processes sharing a data directory, even across hosts or containers.
+pub fn work_dir_name() -> String {
+    format!("{}-{}", hostname().replace(['/', '\\'], "_"), std::process::id())
+}
+
+/// Work files of worker processes on this host that died without cleaning
+/// up (kill -9, power loss). Only this host's directories are judged, by
+/// whether their pid still runs here; other hosts' are never touched.
 async fn remove_dead_work_dirs(own: &std::path::Path) {
     let Some(parent) = own.parent() else { return };
     let Ok(mut entries) = tokio::fs::read_dir(parent).await else { return };
+    let host = format!("{}-", hostname().replace(['/', '\\'], "_"));
     while let Ok(Some(entry)) = entries.next_entry().await {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let dead = match name.parse::<u32>() {
-            Ok(pid) => pid == std::process::id() || !std::path::Path::new(&format!("/proc/{pid}")).exists(),
-            Err(_) => false,
+        let dead = match name.strip_prefix(&host).and_then(|pid| pid.parse::<u32>().ok()) {
+            Some(pid) => pid == std::process::id() || !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            None => false,
         };
         if dead {
             let _ = tokio::fs::remove_dir_all(entry.path()).await;

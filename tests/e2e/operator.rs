@@ -54,8 +54,12 @@ async fn queue_and_lecture_commands_find_retry_and_delete_failed_work() {
 
     let jobs: Value = app.client.get(format!("{}/api/jobs?state=failed", app.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!((jobs["total"].as_u64(), jobs["jobs"][0]["id"].as_str()), (Some(1), Some(id.as_str())), "{jobs}");
-    let bad = app.client.get(format!("{}/api/jobs?state=stuck", app.base)).send().await.unwrap();
-    assert_eq!(bad.status(), 400);
+    for query in ["state=stuck", "page=1"] {
+        let bad = app.client.get(format!("{}/api/jobs?{query}", app.base)).send().await.unwrap();
+        assert_eq!(bad.status(), 400, "{query}");
+        let body: Value = bad.json().await.expect("JSON error body");
+        assert_eq!(body["error"], "bad_request", "{body}");
+    }
 
     let (ok, listed, err) = vidpipe(&app, &["lectures", "list", "--status", "failed"]);
     assert!(ok, "{err}");

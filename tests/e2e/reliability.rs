@@ -55,7 +55,7 @@ async fn a_worker_killed_mid_transcode_loses_its_job_to_another_worker() {
     assert_eq!(job["attempts"], 2, "the lost attempt counts: {job}");
     eprintln!("taken over {:?} after kill -9", killed_at.elapsed());
     // The killed worker's ffmpeg died with it (no orphan still encoding).
-    let orphan_dir = format!("work/{}/", first.pid());
+    let orphan_dir = format!("-{}/", first.pid());
     eventually("orphan ffmpeg gone", Duration::from_secs(5), || {
         std::fs::read_dir("/proc").unwrap().flatten().all(|p| {
             std::fs::read(p.path().join("cmdline")).map(|c| !String::from_utf8_lossy(&c).contains(&orphan_dir)).unwrap_or(true)
