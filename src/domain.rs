@@ -140,15 +140,6 @@ impl ProcessingStatus {
         }
     }
 
-    /// The job states that show as this status.
-    pub fn job_states(self) -> &'static [JobState] {
-        match self {
-            ProcessingStatus::Pending => &[JobState::Waiting, JobState::Delayed],
-            ProcessingStatus::Processing => &[JobState::Active],
-            ProcessingStatus::Completed => &[JobState::Completed],
-            ProcessingStatus::Failed => &[JobState::Failed, JobState::Cancelled],
-        }
-    }
 }
 
 impl FromStr for ProcessingStatus {
@@ -198,7 +189,7 @@ mod tests {
         for state in JobState::ALL {
             assert_eq!(state.as_str().parse::<JobState>().unwrap(), state);
             let status = state.processing_status();
-            assert!(status.job_states().contains(&state));
+            assert_eq!(status.as_str().parse::<ProcessingStatus>().unwrap(), status);
         }
         assert!("running".parse::<JobState>().is_err());
     }

@@ -92,7 +92,6 @@ pub struct Application {
     listener: Option<TcpListener>,
     state: AppState,
     worker: Option<Arc<WorkerContext>>,
-    public_base_url: String,
 }
 
 impl Application {
@@ -158,16 +157,12 @@ impl Application {
             worker_concurrency: worker.as_ref().map(|w| w.concurrency),
             media_root,
         };
-        Ok(Application { notify_url, listener, state, worker, public_base_url })
+        Ok(Application { notify_url, listener, state, worker })
     }
 
     /// The bound address, if this process serves HTTP.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.listener.as_ref().and_then(|l| l.local_addr().ok())
-    }
-
-    pub fn public_base_url(&self) -> &str {
-        &self.public_base_url
     }
 
     /// Runs until `shutdown` is cancelled; then the API stops accepting, the

@@ -23,10 +23,6 @@ impl LocalStorage {
         LocalStorage { root, base_url }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     fn path(&self, key: &str) -> PathBuf {
         debug_assert!(!key.split('/').any(|part| part == ".." || part.is_empty()), "bad key {key}");
         self.root.join(key)

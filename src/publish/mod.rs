@@ -114,10 +114,6 @@ impl Publisher {
         Publisher { storage, prefix, out_dir, published: HashSet::new(), playlists: HashMap::new(), master_published: false }
     }
 
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     /// Publishes every segment the media playlists list and that has not
     /// been published yet, [`Storage::upload_concurrency`] at a time.
     ///
