@@ -188,24 +188,12 @@ pub async fn lectures_command(action: LecturesAction, json_out: bool, args: Serv
     let e = |e: crate::lectures::LectureStoreError| e.to_string();
     match action {
         LecturesAction::List { status, course_id, limit } => {
-            let mut docs = Vec::new();
-            let mut offset = 0;
-            while docs.len() < limit as usize {
-                let (page, _) = lectures.list(course_id.as_deref(), 100, offset).await.map_err(e)?;
-                if page.is_empty() {
-                    break;
-                }
-                offset += page.len() as u64;
-                let ids: Vec<String> = page.iter().map(|l| l.id.to_string()).collect();
-                let jobs = queue.get_many(&ids).await.map_err(|e| e.to_string())?;
-                for lecture in page {
-                    let job = jobs.iter().find(|j| j.id == lecture.id.as_str());
-                    let doc = LectureDocument::new(lecture, job, storage.as_ref());
-                    if status.is_none_or(|s| s == doc.processing_status) {
-                        docs.push(doc);
-                    }
-                }
-            }
+            let mut docs: Vec<LectureDocument> = documents(&lectures, queue.as_ref(), storage.as_ref(), course_id.as_deref())
+                .await?
+                .into_iter()
+                .map(|(_, doc)| doc)
+                .filter(|doc| status.is_none_or(|s| s == doc.processing_status))
+                .collect();
             docs.truncate(limit as usize);
             if json_out {
                 print_json(&serde_json::to_value(&docs).expect("documents serialize"));
@@ -235,23 +223,13 @@ pub async fn lectures_command(action: LecturesAction, json_out: bool, args: Serv
                 doomed.push(lectures.get(&id).await.map_err(e)?.ok_or_else(|| format!("no lecture with id {id}"))?);
             } else if let Some(status) = status {
                 let cutoff = now_ms() - older_than.as_millis() as i64;
-                let mut offset = 0;
-                loop {
-                    let (page, _) = lectures.list(None, 100, offset).await.map_err(e)?;
-                    if page.is_empty() {
-                        break;
-                    }
-                    offset += page.len() as u64;
-                    let ids: Vec<String> = page.iter().map(|l| l.id.to_string()).collect();
-                    let jobs = queue.get_many(&ids).await.map_err(|e| e.to_string())?;
-                    for lecture in page {
-                        let job = jobs.iter().find(|j| j.id == lecture.id.as_str());
-                        let shown = LectureDocument::new(lecture.clone(), job, storage.as_ref()).processing_status;
-                        if shown == status && lecture.created_at < cutoff {
-                            doomed.push(lecture);
-                        }
-                    }
-                }
+                doomed.extend(
+                    documents(&lectures, queue.as_ref(), storage.as_ref(), None)
+                        .await?
+                        .into_iter()
+                        .filter(|(lecture, doc)| doc.processing_status == status && lecture.created_at < cutoff)
+                        .map(|(lecture, _)| lecture),
+                );
             }
             let mut deleted = Vec::new();
             for lecture in &doomed {
@@ -266,6 +244,30 @@ pub async fn lectures_command(action: LecturesAction, json_out: bool, args: Serv
         }
     }
     Ok(())
+}
+
+/// Every lecture (of a course), newest first, with the document the API
+/// shows for it: statuses come from the jobs, so filtering needs both.
+async fn documents(
+    lectures: &crate::lectures::LectureStore,
+    queue: &dyn Queue,
+    storage: &dyn crate::publish::Storage,
+    course_id: Option<&str>,
+) -> Result<Vec<(crate::lectures::Lecture, LectureDocument)>, String> {
+    let mut out = Vec::new();
+    loop {
+        let (page, _) = lectures.list(course_id, 100, out.len() as u64).await.map_err(|e| e.to_string())?;
+        if page.is_empty() {
+            return Ok(out);
+        }
+        let ids: Vec<String> = page.iter().map(|l| l.id.to_string()).collect();
+        let jobs = queue.get_many(&ids).await.map_err(|e| e.to_string())?;
+        for lecture in page {
+            let job = jobs.iter().find(|j| j.id == lecture.id.as_str());
+            let doc = LectureDocument::new(lecture.clone(), job, storage);
+            out.push((lecture, doc));
+        }
+    }
 }
 
 /// Runs every check, reports each, and fails if any failed.

@@ -149,7 +149,9 @@ async fn attempt(
     let plan = Plan::new(&media, &ctx.ladder);
     tokio::fs::create_dir_all(work).await.map_err(|e| JobError::Internal(format!("work directory: {e}")))?;
 
-    let has_thumbnail = ctx.transcoder.thumbnail(&media, &plan, &lecture.source_path, work, cancel).await?;
+    // The thumbnail is made beside the encode, not before it: it is not on
+    // the path to a playable video.
+    let thumbnail = ctx.transcoder.thumbnail(&media, &plan, &lecture.source_path, work, cancel);
     let mut publisher = Publisher::new(ctx.storage.clone(), prefix.to_string(), work.to_path_buf());
     // Ship segments while ffmpeg writes the next ones. Encoding and
     // publishing are polled side by side: a sweep that waits out a storage
@@ -187,7 +189,8 @@ async fn attempt(
             }
         }
     };
-    let (encoded_result, published_result) = tokio::join!(encode, publish);
+    let (encoded_result, published_result, thumbnail_result) = tokio::join!(encode, publish, thumbnail);
+    let has_thumbnail = thumbnail_result?;
     published_result?;
     encoded_result?;
     publisher.finish(&plan).await?;
