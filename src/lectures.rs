@@ -262,7 +262,9 @@ impl LectureStore {
     pub async fn delete(&self, id: &LectureId) -> Result<bool, LectureStoreError> {
         let mut tx = self.db.pool.begin().await?;
         let deleted = sqlx::query("DELETE FROM lectures WHERE id = $1").bind(id.as_str()).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM jobs WHERE id = $1").bind(id.as_str()).execute(&mut *tx).await?;
+        if self.jobs_here {
+            SqlQueue::remove_on(&mut tx, id.as_str()).await?;
+        }
         tx.commit().await?;
         Ok(deleted.rows_affected() == 1)
     }

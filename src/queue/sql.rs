@@ -2,7 +2,9 @@
 //!
 //! Every state change is one UPDATE whose WHERE clause states the rule it
 //! enforces (the job is in the expected state, the lease token matches), so
-//! a change either happens whole or not at all, with no read-then-write race.
+//! a change either happens whole or not at all. The one read-then-write,
+//! appending to a job's error history, is guarded by the same lease token:
+//! only the holder of the lease writes it.
 //! Claiming differs per dialect: PostgreSQL locks the candidate row with
 //! `FOR UPDATE SKIP LOCKED` so concurrent workers pick different jobs; SQLite
 //! runs one writer at a time, which gives the same guarantee.
@@ -69,6 +71,12 @@ impl SqlQueue {
         .bind(&claim.token)
         .execute(&mut *conn)
         .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Removes a job on an open transaction (with the record it is for).
+    pub async fn remove_on(conn: &mut AnyConnection, id: &str) -> Result<bool, QueueError> {
+        let done = sqlx::query("DELETE FROM jobs WHERE id = $1").bind(id).execute(&mut *conn).await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -279,8 +287,7 @@ impl Queue for SqlQueue {
     }
 
     async fn remove(&self, id: &str) -> Result<bool, QueueError> {
-        let done = sqlx::query("DELETE FROM jobs WHERE id = $1").bind(id).execute(&self.db.pool).await?;
-        Ok(done.rows_affected() == 1)
+        SqlQueue::remove_on(&mut *self.db.pool.acquire().await?, id).await
     }
 
     async fn get(&self, id: &str) -> Result<Option<JobRecord>, QueueError> {
