@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::domain::{rfc3339, ProcessingStatus};
+use crate::domain::{rfc3339, JobState, ProcessingStatus};
 use crate::lectures::{Lecture, RenditionSummary};
 use crate::publish::Storage;
 use crate::queue::JobRecord;
@@ -42,6 +42,10 @@ impl LectureDocument {
     /// anything else is pending until the reconciler re-enqueues it.
     pub fn new(lecture: Lecture, job: Option<&JobRecord>, storage: &dyn Storage) -> LectureDocument {
         let status = match job {
+            // The lecture and its job are read one after the other; a
+            // completion committed in between shows as still processing for
+            // a moment, never as completed without its video.
+            Some(j) if j.state == JobState::Completed && lecture.published_prefix.is_none() => ProcessingStatus::Processing,
             Some(j) => j.state.processing_status(),
             None if lecture.published_prefix.is_some() => ProcessingStatus::Completed,
             None if lecture.failed_error.is_some() => ProcessingStatus::Failed,
@@ -83,5 +87,70 @@ impl LectureDocument {
             created_at: rfc3339(lecture.created_at),
             updated_at: rfc3339(updated_at),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::LectureId;
+    use crate::publish::LocalStorage;
+
+    fn lecture(published: Option<&str>) -> Lecture {
+        Lecture {
+            id: LectureId::new(),
+            course_id: "c".into(),
+            name_of_topic: "t".into(),
+            source_path: "/nowhere".into(),
+            original_filename: None,
+            published_prefix: published.map(str::to_string),
+            playable_prefix: None,
+            has_thumbnail: false,
+            renditions: Vec::new(),
+            duration_seconds: None,
+            failed_error: None,
+            no_of_views: 0,
+            no_of_likes: 0,
+            comments: serde_json::json!([]),
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    fn job(state: JobState) -> JobRecord {
+        JobRecord {
+            id: "j".into(),
+            state,
+            priority: 0,
+            attempts: 1,
+            max_attempts: 3,
+            run_at: 0,
+            worker_id: None,
+            lease_until: None,
+            progress: 99.0,
+            last_error: None,
+            errors: Vec::new(),
+            created_at: 0,
+            updated_at: 0,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
+    #[test]
+    fn completed_always_comes_with_its_video_link() {
+        let storage = LocalStorage::new("/media".into(), "http://h/media".into());
+        // Lecture read just before the completion committed, job just after.
+        let doc = LectureDocument::new(lecture(None), Some(&job(JobState::Completed)), &storage);
+        assert_eq!(doc.processing_status, ProcessingStatus::Processing);
+        assert_eq!(doc.video_link, None);
+        let doc = LectureDocument::new(lecture(Some("l/a")), Some(&job(JobState::Completed)), &storage);
+        assert_eq!(doc.processing_status, ProcessingStatus::Completed);
+        assert_eq!(doc.video_link.as_deref(), Some("http://h/media/l/a/master.m3u8"));
+        // Job record gone (cleaned, or lost with Redis): the lecture decides.
+        let doc = LectureDocument::new(lecture(Some("l/a")), None, &storage);
+        assert_eq!(doc.processing_status, ProcessingStatus::Completed);
+        let doc = LectureDocument::new(lecture(None), None, &storage);
+        assert_eq!(doc.processing_status, ProcessingStatus::Pending);
     }
 }
