@@ -5,6 +5,9 @@
 //! a change either happens whole or not at all. The one read-then-write,
 //! appending to a job's error history, is guarded by the same lease token:
 //! only the holder of the lease writes it.
+//! Times that decide leases and due dates come from the database's clock on
+//! PostgreSQL (workers on several machines may disagree by seconds); SQLite
+//! is one machine, whose clock every process shares.
 //! Claiming differs per dialect: PostgreSQL locks the candidate row with
 //! `FOR UPDATE SKIP LOCKED` so concurrent workers pick different jobs; SQLite
 //! runs one writer at a time, which gives the same guarantee.
@@ -39,7 +42,7 @@ impl SqlQueue {
     /// Inserts a job on an open connection or transaction, so that callers
     /// can enqueue in the same transaction as the record the job is for.
     pub async fn enqueue_on(conn: &mut AnyConnection, dialect: Dialect, id: &str, options: &EnqueueOptions) -> Result<(), QueueError> {
-        let now = now_ms();
+        let now = clock(conn, dialect).await?;
         let delay_ms = options.delay.as_millis() as i64;
         let state = if delay_ms > 0 { JobState::Delayed } else { JobState::Waiting };
         sqlx::query(
@@ -74,6 +77,13 @@ impl SqlQueue {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn now(&self) -> Result<i64, QueueError> {
+        match self.db.dialect {
+            Dialect::Postgres => clock(&mut *self.db.pool.acquire().await?, Dialect::Postgres).await,
+            Dialect::Sqlite => Ok(now_ms()),
+        }
+    }
+
     /// Removes a job on an open transaction (with the record it is for).
     pub async fn remove_on(conn: &mut AnyConnection, id: &str) -> Result<bool, QueueError> {
         let done = sqlx::query("DELETE FROM jobs WHERE id = $1").bind(id).execute(&mut *conn).await?;
@@ -97,6 +107,19 @@ impl SqlQueue {
             .execute(&self.db.pool)
             .await?;
         Ok(updated.rows_affected() == 1)
+    }
+}
+
+/// Now, in milliseconds since the epoch, by the clock all workers share.
+async fn clock(conn: &mut AnyConnection, dialect: Dialect) -> Result<i64, QueueError> {
+    match dialect {
+        Dialect::Postgres => {
+            let row = sqlx::query("SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) AS now")
+                .fetch_one(&mut *conn)
+                .await?;
+            Ok(row.try_get("now")?)
+        }
+        Dialect::Sqlite => Ok(now_ms()),
     }
 }
 
@@ -142,7 +165,7 @@ impl Queue for SqlQueue {
     }
 
     async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<Claim>, QueueError> {
-        let now = now_ms();
+        let now = self.now().await?;
         let token = uuid::Uuid::new_v4().simple().to_string();
         let lock = match self.db.dialect {
             Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
@@ -175,7 +198,7 @@ impl Queue for SqlQueue {
     }
 
     async fn heartbeat(&self, claim: &Claim, lease: Duration, progress: f64) -> Result<bool, QueueError> {
-        let now = now_ms();
+        let now = self.now().await?;
         let done = sqlx::query(
             "UPDATE jobs SET lease_until = $1, progress = $2, updated_at = $3 \
              WHERE id = $4 AND lease_token = $5 AND state = 'active'",
@@ -199,7 +222,7 @@ impl Queue for SqlQueue {
         if !self.record_error(claim, worker, error).await? {
             return Ok(FailOutcome::LeaseLost);
         }
-        let now = now_ms();
+        let now = self.now().await?;
         let retry_at = now + self.backoff.delay(claim.attempt).as_millis() as i64;
         let row = sqlx::query(
             "UPDATE jobs SET \
@@ -231,7 +254,7 @@ impl Queue for SqlQueue {
                  worker_id = NULL, run_at = $1, updated_at = $1 \
              WHERE id = $2 AND lease_token = $3 AND state = 'active'",
         )
-        .bind(now_ms())
+        .bind(self.now().await?)
         .bind(&claim.job_id)
         .bind(&claim.token)
         .execute(&self.db.pool)
@@ -240,7 +263,7 @@ impl Queue for SqlQueue {
     }
 
     async fn reap_expired(&self) -> Result<u64, QueueError> {
-        let now = now_ms();
+        let now = self.now().await?;
         let done = sqlx::query(
             "UPDATE jobs SET \
                  state = CASE WHEN attempts < max_attempts THEN 'waiting' ELSE 'failed' END, \
@@ -256,7 +279,7 @@ impl Queue for SqlQueue {
     }
 
     async fn cancel(&self, id: &str) -> Result<bool, QueueError> {
-        let now = now_ms();
+        let now = self.now().await?;
         let done = sqlx::query(
             "UPDATE jobs SET state = 'cancelled', lease_token = NULL, lease_until = NULL, \
                  last_error = 'cancelled', finished_at = $1, updated_at = $1 \
@@ -270,7 +293,7 @@ impl Queue for SqlQueue {
     }
 
     async fn retry(&self, id: &str) -> Result<bool, QueueError> {
-        let now = now_ms();
+        let now = self.now().await?;
         let done = sqlx::query(
             "UPDATE jobs SET state = 'waiting', attempts = 0, run_at = $1, progress = 0, finished_at = NULL, \
                  last_error = NULL, updated_at = $1 \
