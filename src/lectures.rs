@@ -209,28 +209,22 @@ impl LectureStore {
         Ok(())
     }
 
-    /// Withdraws the early link if it still points at `prefix` (an attempt
-    /// that is about to remove its files), leaving a newer attempt's alone.
-    pub async fn clear_playable(&self, id: &str, prefix: &str) -> Result<(), LectureStoreError> {
-        sqlx::query("UPDATE lectures SET playable_prefix = NULL, updated_at = $1 WHERE id = $2 AND playable_prefix = $3")
-            .bind(now_ms())
-            .bind(id)
-            .bind(prefix)
-            .execute(&self.db.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// Forgets a completion result that points at `prefix`: its attempt lost
-    /// the job after storing it (possible only with a Redis queue) and is
-    /// about to remove those files.
-    pub async fn clear_published(&self, id: &str, prefix: &str) -> Result<(), LectureStoreError> {
-        sqlx::query("UPDATE lectures SET published_prefix = NULL, updated_at = $1 WHERE id = $2 AND published_prefix = $3")
-            .bind(now_ms())
-            .bind(id)
-            .bind(prefix)
-            .execute(&self.db.pool)
-            .await?;
+    /// Withdraws every link that still points at `prefix`, whose attempt is
+    /// about to remove its files: the early link of a failed or cancelled
+    /// attempt, or the result of one that lost the job after storing it
+    /// (possible only with a Redis queue). A newer attempt's links stay.
+    pub async fn withdraw_links(&self, id: &str, prefix: &str) -> Result<(), LectureStoreError> {
+        sqlx::query(
+            "UPDATE lectures SET \
+                 published_prefix = CASE WHEN published_prefix = $1 THEN NULL ELSE published_prefix END, \
+                 playable_prefix = CASE WHEN playable_prefix = $1 THEN NULL ELSE playable_prefix END, \
+                 updated_at = $2 WHERE id = $3",
+        )
+        .bind(prefix)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.db.pool)
+        .await?;
         Ok(())
     }
 

@@ -75,9 +75,6 @@ pub(super) async fn process(ctx: &WorkerContext, claim: Claim, cancel: Cancellat
             }
             Ok(false) => {
                 tracing::warn!(job = %id, "lease lost before completion; discarding this attempt's output");
-                if let Err(e) = ctx.lectures.clear_published(&id, &prefix).await {
-                    tracing::warn!(job = %id, error = %e, "could not withdraw this attempt's result");
-                }
                 false
             }
             Err(e) => {
@@ -114,9 +111,9 @@ pub(super) async fn process(ctx: &WorkerContext, claim: Claim, cancel: Cancellat
         }
     };
     if !keep_published {
-        // Withdraw an early link before removing what it points at.
-        if let Err(e) = ctx.lectures.clear_playable(&id, &prefix).await {
-            tracing::warn!(job = %id, error = %e, "could not withdraw the early playback link");
+        // Withdraw links to this attempt before removing what they point at.
+        if let Err(e) = ctx.lectures.withdraw_links(&id, &prefix).await {
+            tracing::warn!(job = %id, error = %e, "could not withdraw this attempt's links");
         }
         if let Err(e) = ctx.storage.delete_prefix(&prefix).await {
             tracing::warn!(job = %id, error = %e, "could not remove this attempt's published files");
