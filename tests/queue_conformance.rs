@@ -3,6 +3,9 @@
 //! assertion that one backend cannot meet is a bug in that backend, never a
 //! reason to weaken the suite.
 
+#[path = "support/postgres.rs"]
+mod postgres_support;
+
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -303,20 +306,8 @@ async fn sqlite() -> Option<(Arc<dyn Queue>, tempfile::TempDir)> {
 /// VIDPIPE_TEST_POSTGRES_URL (default: the local one). Unreachable: a
 /// failure in CI, a loud skip elsewhere.
 async fn postgres() -> Option<(Arc<dyn Queue>, ())> {
-    let admin_url = std::env::var("VIDPIPE_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    sqlx::any::install_default_drivers();
-    let admin = match sqlx::AnyPool::connect(&admin_url).await {
-        Ok(pool) => pool,
-        Err(e) if std::env::var_os("CI").is_none() => {
-            eprintln!("SKIPPED: PostgreSQL at {admin_url} unreachable ({e}); set VIDPIPE_TEST_POSTGRES_URL");
-            return None;
-        }
-        Err(e) => panic!("PostgreSQL at {admin_url} unreachable in CI: {e}"),
-    };
-    let name = format!("vidpipe_test_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.unwrap();
-    let (base, _) = admin_url.rsplit_once('/').unwrap();
-    let db = Database::connect(&format!("{base}/{name}")).await.unwrap();
+    let url = postgres_support::fresh_database().await?;
+    let db = Database::connect(&url).await.unwrap();
     Some((Arc::new(SqlQueue::new(db, Backoff { base: BACKOFF })), ()))
 }
 

@@ -42,6 +42,22 @@ local function unlist(id)
     redis.call('ZREM', P .. ':' .. s, id)
   end
 end
+-- After a failed or lost attempt: back in line (`retry_state` at `at`) if it
+-- may retry and has attempts left, else failed for good. Returns the state.
+local function retry_or_fail(id, k, now, may_retry, retry_state, at)
+  if may_retry and tonumber(redis.call('HGET', k, 'attempts')) < tonumber(redis.call('HGET', k, 'max_attempts')) then
+    redis.call('HSET', k, 'state', retry_state, 'run_at', at)
+    if retry_state == 'delayed' then
+      redis.call('ZADD', P .. ':delayed', at, id)
+    else
+      redis.call('ZADD', P .. ':waiting', waiting_score(id), id)
+    end
+    return retry_state
+  end
+  redis.call('HSET', k, 'state', 'failed', 'finished_at', now)
+  redis.call('ZADD', P .. ':failed', now, id)
+  return 'failed'
+end
 local function holds(k, token)
   return redis.call('HGET', k, 'lease_token') == token and redis.call('HGET', k, 'state') == 'active'
 end
@@ -118,14 +134,8 @@ table.insert(errors, {attempt = tonumber(ARGV[8]), error = ARGV[4], at = now, wo
 redis.call('HSET', k, 'errors', cjson.encode(errors), 'last_error', ARGV[4], 'updated_at', now)
 redis.call('HDEL', k, 'lease_token', 'lease_until')
 unlist(id)
-if ARGV[5] == '1' and tonumber(redis.call('HGET', k, 'attempts')) < tonumber(redis.call('HGET', k, 'max_attempts')) then
-  local at = now + tonumber(ARGV[6])
-  redis.call('HSET', k, 'state', 'delayed', 'run_at', at)
-  redis.call('ZADD', P .. ':delayed', at, id)
-  return 'delayed:' .. at
-end
-redis.call('HSET', k, 'state', 'failed', 'finished_at', now)
-redis.call('ZADD', P .. ':failed', now, id)
+local at = now + tonumber(ARGV[6])
+if retry_or_fail(id, k, now, ARGV[5] == '1', 'delayed', at) == 'delayed' then return 'delayed:' .. at end
 return 'failed'
 "#;
 
@@ -152,13 +162,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':active', '-inf', '(' .. n
     redis.call('HDEL', k, 'lease_token', 'lease_until')
     redis.call('HSET', k, 'last_error', 'the worker running it stopped renewing its lease (crashed or lost)',
       'updated_at', now, 'run_at', now)
-    if tonumber(redis.call('HGET', k, 'attempts')) < tonumber(redis.call('HGET', k, 'max_attempts')) then
-      redis.call('HSET', k, 'state', 'waiting')
-      redis.call('ZADD', P .. ':waiting', waiting_score(id), id)
-    else
-      redis.call('HSET', k, 'state', 'failed', 'finished_at', now)
-      redis.call('ZADD', P .. ':failed', now, id)
-    end
+    retry_or_fail(id, k, now, true, 'waiting', now)
     moved = moved + 1
   end
 end

@@ -295,25 +295,9 @@ pub async fn wait_until_up(client: &reqwest::Client, base: &str) {
     }
 }
 
-/// A fresh PostgreSQL database on the server named by
-/// VIDPIPE_TEST_POSTGRES_URL (default: the local one), as a URL. `None` (with
-/// a loud message) when unreachable outside CI; a failure in CI.
-pub async fn postgres_database() -> Option<String> {
-    let admin_url = std::env::var("VIDPIPE_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    sqlx::any::install_default_drivers();
-    let admin = match sqlx::AnyPool::connect(&admin_url).await {
-        Ok(pool) => pool,
-        Err(e) if std::env::var_os("CI").is_none() => {
-            eprintln!("SKIPPED: PostgreSQL at {admin_url} unreachable ({e}); set VIDPIPE_TEST_POSTGRES_URL");
-            return None;
-        }
-        Err(e) => panic!("PostgreSQL at {admin_url} unreachable in CI: {e}"),
-    };
-    let name = format!("vidpipe_test_{}", uuid_like());
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.unwrap();
-    let (base, _) = admin_url.rsplit_once('/').unwrap();
-    Some(format!("{base}/{name}"))
-}
+#[path = "../support/postgres.rs"]
+mod postgres_support;
+pub use postgres_support::fresh_database as postgres_database;
 
 /// A private redis-server on a free port, without persistence, so a restart
 /// loses every key (as Redis does when it runs without persistence).

@@ -5,7 +5,7 @@
 //! Run with `cargo test --test s3`; `-- --nocapture` shows the timings.
 
 #[path = "../e2e/helpers.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 mod helpers;
 mod e2e;
 mod server;
