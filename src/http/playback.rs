@@ -7,8 +7,8 @@
 //! a presigned master could not resolve the playlist's relative references.
 //! Instead the master is served from this route unchanged: its relative
 //! variant URIs (`240p/index.m3u8`) resolve to the media-playlist route
-//! below, which serves the stored playlist with every segment rewritten to
-//! an absolute presigned URL. Segments, the bulk of the bytes, go straight
+//! below, which serves the stored playlist with every segment (and the
+//! fMP4 initialization section) rewritten to an absolute presigned URL. Segments, the bulk of the bytes, go straight
 //! from the store to the player. The thumbnail route redirects to a
 //! presigned URL.
 //!
@@ -19,11 +19,14 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Redirect, Response};
 
+use std::collections::HashMap;
+
 use super::lectures::parse_id;
 use super::{ApiError, AppState};
 use crate::lectures::Lecture;
 use crate::publish::StorageError;
 use crate::transcode::command::{MASTER_PLAYLIST, MEDIA_PLAYLIST, THUMBNAIL};
+use crate::transcode::playlist;
 
 /// The prefix to play from: the completed video, or while the job runs the
 /// attempt that is already playable (progressive publishing).
@@ -79,23 +82,19 @@ pub async fn media(State(app): State<AppState>, Path((raw, rendition)): Path<(St
     let key = format!("{prefix}/{rendition}/{MEDIA_PLAYLIST}");
     let bytes = app.storage.get_bytes(&key).await.map_err(storage_error)?;
     let text = String::from_utf8(bytes).map_err(|e| ApiError::Internal(format!("{key}: {e}")))?;
-    let mut out = String::with_capacity(text.len() * 4);
-    for line in text.lines() {
-        let uri = line.trim();
-        if uri.is_empty() || uri.starts_with('#') {
-            out.push_str(line);
-        } else if is_plain_name(uri) {
-            let segment = format!("{prefix}/{rendition}/{uri}");
-            let url = match app.storage.presigned_url(&segment).await.map_err(storage_error)? {
-                Some(signed) => signed,
-                None => app.storage.url(&segment),
-            };
-            out.push_str(&url);
-        } else {
+    let mut urls = HashMap::new();
+    for uri in playlist::files(&text) {
+        if !is_plain_name(uri) {
             return Err(ApiError::Internal(format!("{key} lists an unexpected URI `{uri}`")));
         }
-        out.push('\n');
+        let file = format!("{prefix}/{rendition}/{uri}");
+        let url = match app.storage.presigned_url(&file).await.map_err(storage_error)? {
+            Some(signed) => signed,
+            None => app.storage.url(&file),
+        };
+        urls.insert(uri.to_string(), url);
     }
+    let out = playlist::replace_files(&text, |uri| urls[uri].clone());
     Ok(playlist_response(out))
 }
 
@@ -120,8 +119,8 @@ mod tests {
 
     #[test]
     fn only_plain_segment_names_are_signed() {
-        assert!(is_plain_name("seg_00001.ts"));
-        assert!(!is_plain_name("../other/seg_00001.ts"));
+        assert!(is_plain_name("seg_00001.m4s") && is_plain_name("init_2.mp4"));
+        assert!(!is_plain_name("../other/seg_00001.m4s"));
         assert!(!is_plain_name("http://169.254.169.254/latest"));
         assert!(!is_plain_name(".hidden"));
     }

@@ -39,14 +39,28 @@ pub struct MediaInfo {
     pub height: u32,
     pub frame_rate: FrameRate,
     pub duration_seconds: f64,
-    pub has_audio: bool,
+    /// The first audio stream, if any.
+    pub audio: Option<AudioStream>,
     /// The demuxer to force with `-f` (one of [`ALLOWED_DEMUXERS`]).
     pub demuxer: String,
     pub video_codec: String,
     /// Absolute index of the video stream to encode (cover art is skipped).
     pub video_stream: usize,
-    /// Absolute index of the audio stream to encode, if any.
-    pub audio_stream: Option<usize>,
+}
+
+/// The audio stream as ffprobe saw it: enough to decide whether renditions
+/// can carry it unchanged (see `transcode::plan::Audio`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioStream {
+    /// Absolute stream index.
+    pub index: usize,
+    pub codec: String,
+    /// ffprobe's profile name, e.g. `LC` or `HE-AAC`.
+    pub profile: String,
+    pub channels: u32,
+    pub sample_rate: u32,
+    /// Unknown for some containers (Matroska).
+    pub bit_rate: Option<u32>,
 }
 
 /// Why a file was refused. Each message is shown to the uploader as is.
@@ -192,6 +206,10 @@ struct ProbeStream {
     index: usize,
     codec_type: Option<String>,
     codec_name: Option<String>,
+    profile: Option<String>,
+    channels: Option<u32>,
+    sample_rate: Option<String>,
+    bit_rate: Option<String>,
     width: Option<u32>,
     height: Option<u32>,
     sample_aspect_ratio: Option<String>,
@@ -260,11 +278,17 @@ impl MediaInfo {
             height,
             frame_rate,
             duration_seconds,
-            has_audio: audio.is_some(),
+            audio: audio.map(|a| AudioStream {
+                index: a.index,
+                codec: a.codec_name.clone().unwrap_or_default(),
+                profile: a.profile.clone().unwrap_or_default(),
+                channels: a.channels.unwrap_or(0),
+                sample_rate: a.sample_rate.as_deref().and_then(|r| r.parse().ok()).unwrap_or(0),
+                bit_rate: a.bit_rate.as_deref().and_then(|r| r.parse().ok()),
+            }),
             demuxer,
             video_codec: video.codec_name.clone().unwrap_or_default(),
             video_stream: video.index,
-            audio_stream: audio.map(|a| a.index),
         })
     }
 }

@@ -127,7 +127,7 @@ impl Publisher {
             let dir = self.out_dir.join(rendition.name());
             let Ok(text) = tokio::fs::read_to_string(dir.join(MEDIA_PLAYLIST)).await else { continue };
             texts.push((rendition.name().to_string(), text.clone()));
-            for segment in playlist::segments(&text) {
+            for segment in playlist::files(&text) {
                 let key = format!("{}/{}/{}", self.prefix, rendition.name(), segment);
                 if self.published.contains(&key) {
                     continue;
@@ -171,7 +171,7 @@ impl Publisher {
     /// published now.
     async fn publish_playlists(&mut self, plan: &Plan, texts: Vec<(String, String)>) -> Result<bool, StorageError> {
         for (name, text) in texts {
-            let segments = playlist::segments(&text);
+            let segments = playlist::files(&text);
             let complete = segments.iter().all(|s| self.published.contains(&format!("{}/{name}/{s}", self.prefix)));
             if segments.is_empty() || !complete || self.playlists.get(&name) == Some(&text) {
                 continue;
@@ -199,7 +199,7 @@ impl Publisher {
                 .await
                 .map_err(|source| StorageError::Io { key: path.display().to_string(), source })?;
             // `completed` must mean every object the playlist names is stored.
-            if let Some(missing) = playlist::segments(&text)
+            if let Some(missing) = playlist::files(&text)
                 .into_iter()
                 .find(|s| !self.published.contains(&format!("{}/{}/{s}", self.prefix, rendition.name())))
             {

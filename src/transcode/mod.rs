@@ -3,7 +3,8 @@
 //!
 //! This module knows nothing of queues, lectures or storage; the worker and
 //! the `vidpipe transcode` command both drive it. Layout of an output dir:
-//! `thumbnail.jpg`, `<rendition>/index.m3u8`, `<rendition>/seg_NNNNN.ts`, and
+//! `thumbnail.jpg`, `<rendition>/index.m3u8`, `<rendition>/init_N.mp4`,
+//! `<rendition>/seg_NNNNN.m4s` (fragmented MP4), and
 //! (after [`write_master_and_vod`]) `master.m3u8`.
 
 pub mod command;

@@ -104,20 +104,68 @@ impl fmt::Display for FrameRate {
 
 /// Rate control is capped CRF: CRF sets the quality, a VBV cap (the peak
 /// bitrate) keeps every variant inside a BANDWIDTH a player can rely on.
-/// Smaller pictures get more bits per pixel and a lower CRF: each of their
-/// pixels covers more of the screen. The curves pass through the measured
-/// choice (ARCHITECTURE.md, "Encoder settings"): 720p CRF 16 capped at 0.1
-/// bit per pixel (2.8 Mbit/s at 30 fps), 360p CRF 13 / 0.18, 240p CRF 11 /
-/// 0.26, i.e. the old design's 800k/1400k/2800k as caps.
-const PEAK_BITS_PER_PIXEL_AT_720: f64 = 0.1;
-const BPP_EXPONENT: f64 = 0.87;
+///
+/// The caps are the old design's rates at its rungs (800k/1400k/2800k at
+/// 240/360/720p, 30 fps), as peak bits per pixel by the picture's short
+/// side, so other ladders and frame rates get comparable quality. Between
+/// and beyond these points the curve is interpolated in log-log space: 1080p
+/// gets 0.067 bit per pixel (4.2 Mbit/s at 30 fps). Smaller pictures get more
+/// bits per pixel: each of their pixels covers more of the screen.
+const PEAK_BITS_PER_PIXEL: [(f64, f64); 3] = [
+    (240.0, 800_000.0 / (426.0 * 240.0 * 30.0)),
+    (360.0, 1_400_000.0 / (640.0 * 360.0 * 30.0)),
+    (720.0, 2_800_000.0 / (1280.0 * 720.0 * 30.0)),
+];
+/// CRF at 720p, and the CRF points given up per tripling of the short side.
+/// The CRFs are low enough (7/10/16 at 240/360/720p) that on busy video the
+/// cap, not the CRF, sets the rate: the encoder spends what BANDWIDTH
+/// allows. On simple video (slides) CRF keeps files small. Measured in
+/// ARCHITECTURE.md, "Encoder settings".
 const CRF_AT_720: f64 = 16.0;
-/// CRF points gained per tripling of the short side.
-const CRF_PER_TRIPLING: f64 = 5.0;
+const CRF_PER_TRIPLING: f64 = 9.5;
+const CRF_RANGE: (f64, f64) = (5.0, 23.0);
 const MIN_PEAK_BPS: u32 = 150_000;
 const MAX_PEAK_BPS: u32 = 20_000_000;
 /// HLS BANDWIDTH is the peak including MPEG-TS overhead.
 const TS_OVERHEAD: f64 = 1.1;
+
+/// What every rendition carries as sound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audio {
+    Silent,
+    /// The source's AAC-LC, copied unchanged into every rendition: it is
+    /// already what players want, and re-encoding it three times would cost
+    /// time and a generation of quality. `bps` is its bitrate.
+    Copy { bps: u32 },
+    /// Encoded to AAC-LC stereo 48 kHz at the rendition's rate.
+    Encode,
+}
+
+impl Audio {
+    /// Copy only sources every HLS player decodes as is, at a rate that fits
+    /// the smallest rung.
+    const MAX_COPY_BPS: u32 = 192_000;
+
+    pub fn for_source(media: &MediaInfo) -> Audio {
+        let Some(a) = &media.audio else { return Audio::Silent };
+        match a.bit_rate {
+            Some(bps)
+                if a.codec == "aac"
+                    && a.profile == "LC"
+                    && (1..=2).contains(&a.channels)
+                    && [44_100, 48_000].contains(&a.sample_rate)
+                    && bps <= Self::MAX_COPY_BPS =>
+            {
+                Audio::Copy { bps }
+            }
+            _ => Audio::Encode,
+        }
+    }
+
+    pub fn is_silent(self) -> bool {
+        self == Audio::Silent
+    }
+}
 
 /// One output of the ladder. Fields are private: the only way to make one is
 /// [`Rendition::fit`] (or the source-sized fallback), which never upscales.
@@ -135,7 +183,7 @@ pub struct Rendition {
 impl Rendition {
     /// The rendition for `rung` of a `width`x`height` source, or `None` when
     /// the rung would need more pixels than the source has.
-    pub fn fit(rung: u32, width: u32, height: u32, fps: FrameRate, has_audio: bool) -> Option<Rendition> {
+    pub fn fit(rung: u32, width: u32, height: u32, fps: FrameRate, audio: Audio) -> Option<Rendition> {
         let long = round_even(rung as f64 * 16.0 / 9.0);
         let (box_w, box_h) = if width >= height { (long, rung) } else { (rung, long) };
         let scale = (box_w as f64 / width as f64).min(box_h as f64 / height as f64);
@@ -144,22 +192,26 @@ impl Rendition {
         }
         let w = round_even(width as f64 * scale).min(floor_even(width)).max(2);
         let h = round_even(height as f64 * scale).min(floor_even(height)).max(2);
-        Some(Rendition::sized(format!("{rung}p"), w, h, fps, has_audio))
+        Some(Rendition::sized(format!("{rung}p"), w, h, fps, audio))
     }
 
     /// The one rendition of a source smaller than the lowest rung: its own
     /// size, made even.
-    fn source_sized(width: u32, height: u32, fps: FrameRate, has_audio: bool) -> Rendition {
+    fn source_sized(width: u32, height: u32, fps: FrameRate, audio: Audio) -> Rendition {
         let (w, h) = (floor_even(width).max(2), floor_even(height).max(2));
-        Rendition::sized(format!("{}p", w.min(h)), w, h, fps, has_audio)
+        Rendition::sized(format!("{}p", w.min(h)), w, h, fps, audio)
     }
 
-    fn sized(name: String, width: u32, height: u32, fps: FrameRate, has_audio: bool) -> Rendition {
+    fn sized(name: String, width: u32, height: u32, fps: FrameRate, audio: Audio) -> Rendition {
+        let short_side = width.min(height).max(2) as f64;
         let pixels_per_second = width as f64 * height as f64 * fps.as_f64();
-        let scale = 720.0 / width.min(height).max(2) as f64;
-        let peak = (pixels_per_second * PEAK_BITS_PER_PIXEL_AT_720 * scale.powf(BPP_EXPONENT)) as u32;
-        let crf = (CRF_AT_720 - CRF_PER_TRIPLING * scale.log(3.0)).round().clamp(10.0, 23.0) as u8;
-        let audio_bps = has_audio.then_some(if height.min(width) >= 720 { 128_000 } else { 96_000 });
+        let peak = (pixels_per_second * peak_bits_per_pixel(short_side)).round() as u32;
+        let crf = (CRF_AT_720 - CRF_PER_TRIPLING * (720.0 / short_side).log(3.0)).round().clamp(CRF_RANGE.0, CRF_RANGE.1) as u8;
+        let audio_bps = match audio {
+            Audio::Silent => None,
+            Audio::Copy { bps } => Some(bps),
+            Audio::Encode => Some(if short_side >= 720.0 { 128_000 } else { 96_000 }),
+        };
         Rendition {
             name,
             width,
@@ -185,6 +237,11 @@ impl Rendition {
     }
     pub fn crf(&self) -> u8 {
         self.crf
+    }
+    /// Small pictures are cheap to encode, so they get trellis quantization
+    /// (a better choice of coefficients for the same bits) almost for free.
+    pub fn is_small(&self) -> bool {
+        self.width * self.height <= 640 * 360
     }
     pub fn audio_bps(&self) -> Option<u32> {
         self.audio_bps
@@ -248,7 +305,7 @@ impl H264Level {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub renditions: Vec<Rendition>,
-    pub has_audio: bool,
+    pub audio: Audio,
     pub fps: FrameRate,
     pub duration_seconds: f64,
 }
@@ -256,17 +313,28 @@ pub struct Plan {
 impl Plan {
     pub fn new(media: &MediaInfo, ladder: &Ladder) -> Plan {
         let fps = media.frame_rate.output();
+        let audio = Audio::for_source(media);
         let mut renditions: Vec<Rendition> = ladder
             .rungs()
             .iter()
-            .filter_map(|&rung| Rendition::fit(rung, media.width, media.height, fps, media.has_audio))
+            .filter_map(|&rung| Rendition::fit(rung, media.width, media.height, fps, audio))
             .collect();
         renditions.dedup_by(|a, b| a.width == b.width && a.height == b.height);
         if renditions.is_empty() {
-            renditions.push(Rendition::source_sized(media.width, media.height, fps, media.has_audio));
+            renditions.push(Rendition::source_sized(media.width, media.height, fps, audio));
         }
-        Plan { renditions, has_audio: media.has_audio, fps, duration_seconds: media.duration_seconds }
+        Plan { renditions, audio, fps, duration_seconds: media.duration_seconds }
     }
+}
+
+/// [`PEAK_BITS_PER_PIXEL`] at any short side: linear in log-log space
+/// between its points, and along the nearest segment beyond them.
+fn peak_bits_per_pixel(short_side: f64) -> f64 {
+    let points = &PEAK_BITS_PER_PIXEL;
+    let segment = points.windows(2).find(|w| short_side <= w[1].0).unwrap_or(&points[points.len() - 2..]);
+    let ((x0, y0), (x1, y1)) = (segment[0], segment[1]);
+    let slope = (y1 / y0).ln() / (x1 / x0).ln();
+    y0 * (short_side / x0).powf(slope)
 }
 
 fn round_even(x: f64) -> u32 {
@@ -280,18 +348,27 @@ fn floor_even(x: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingest::probe::AudioStream;
 
     fn media(width: u32, height: u32, has_audio: bool) -> MediaInfo {
+        // Opus is never copied: the renditions encode AAC.
+        let audio = has_audio.then(|| AudioStream {
+            index: 1,
+            codec: "opus".into(),
+            profile: String::new(),
+            channels: 2,
+            sample_rate: 48_000,
+            bit_rate: Some(96_000),
+        });
         MediaInfo {
             width,
             height,
             frame_rate: FrameRate { num: 30, den: 1 },
             duration_seconds: 10.0,
-            has_audio,
+            audio,
             demuxer: "mov".into(),
             video_codec: "h264".into(),
             video_stream: 0,
-            audio_stream: has_audio.then_some(1),
         }
     }
 
@@ -330,7 +407,11 @@ mod tests {
         }
         assert_eq!(plan.renditions[2].level(), H264Level(31));
         let rates: Vec<(u8, u32)> = plan.renditions.iter().map(|r| (r.crf(), r.peak_video_bps() / 1000)).collect();
-        assert_eq!(rates, [(11, 797), (13, 1263), (16, 2764)], "CRF and peak kbit/s per rung");
+        assert_eq!(rates, [(7, 800), (10, 1400), (16, 2800)], "CRF and peak kbit/s per rung");
+        let full_hd = Plan::new(&media(1920, 1080, true), &"1080".parse().unwrap());
+        assert_eq!((full_hd.renditions[0].crf(), full_hd.renditions[0].peak_video_bps() / 1000), (20, 4200));
+        let tiny = Plan::new(&media(1920, 1080, true), &"144".parse().unwrap());
+        assert_eq!((tiny.renditions[0].crf(), tiny.renditions[0].peak_video_bps() / 1000), (5, 396));
         assert_eq!(plan.renditions[2].codecs(), "avc1.64001f,mp4a.40.2");
         let silent = Plan::new(&media(1920, 1080, false), &Ladder::default());
         assert!(silent.renditions.iter().all(|r| r.audio_bps().is_none() && !r.codecs().contains("mp4a")));

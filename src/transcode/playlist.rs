@@ -8,9 +8,47 @@
 use crate::transcode::command::MEDIA_PLAYLIST;
 use crate::transcode::plan::Plan;
 
-/// The segment URIs a media playlist lists, in order.
-pub fn segments(playlist: &str) -> Vec<&str> {
-    playlist.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect()
+const MAP_TAG: &str = "#EXT-X-MAP:";
+
+/// The files a media playlist references, in order: the fMP4
+/// initialization section (`EXT-X-MAP`) where it first appears, and the
+/// segments.
+pub fn files(playlist: &str) -> Vec<&str> {
+    playlist.lines().filter_map(|line| line_uri(line).map(|(_, uri, _)| uri)).collect()
+}
+
+/// The playlist with every referenced file replaced by `to(uri)`, e.g. a
+/// presigned URL; every other line is kept as it is.
+pub fn replace_files(playlist: &str, mut to: impl FnMut(&str) -> String) -> String {
+    let mut out = String::with_capacity(playlist.len() * 4);
+    for line in playlist.lines() {
+        match line_uri(line) {
+            Some((before, uri, after)) => {
+                out.push_str(before);
+                out.push_str(&to(uri));
+                out.push_str(after);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// `(text before, URI, text after)` of a line that references a file: a
+/// segment line, or the URI attribute of an `EXT-X-MAP` tag.
+fn line_uri(line: &str) -> Option<(&str, &str, &str)> {
+    let trimmed = line.trim();
+    if trimmed.is_empty() {
+        return None;
+    }
+    if !trimmed.starts_with('#') {
+        return Some(("", trimmed, ""));
+    }
+    let attributes = trimmed.strip_prefix(MAP_TAG)?;
+    let start = trimmed.len() - attributes.len() + attributes.find("URI=\"")? + 5;
+    let len = trimmed[start..].find('"')?;
+    Some((&trimmed[..start], &trimmed[start..start + len], &trimmed[start + len..]))
 }
 
 /// An EVENT playlist as a finished VOD playlist (type VOD, with ENDLIST).
@@ -37,7 +75,8 @@ pub fn to_vod(playlist: &str) -> String {
 /// The master playlist: every rendition with BANDWIDTH, RESOLUTION, CODECS
 /// and FRAME-RATE, lowest first.
 pub fn master(plan: &Plan) -> String {
-    let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+    // Version 7, like the media playlists: fMP4 segments need 6 or more.
+    let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n");
     for r in &plan.renditions {
         out.push_str(&format!(
             "#EXT-X-STREAM-INF:BANDWIDTH={},RESOLUTION={}x{},FRAME-RATE={:.3},CODECS=\"{}\"\n{}/{}\n",
@@ -56,19 +95,30 @@ pub fn master(plan: &Plan) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::probe::MediaInfo;
+    use crate::ingest::probe::{AudioStream, MediaInfo};
     use crate::transcode::plan::{FrameRate, Ladder};
 
-    const EVENT: &str = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:6\n#EXT-X-MEDIA-SEQUENCE:0\n\
-        #EXT-X-PLAYLIST-TYPE:EVENT\n#EXTINF:6.000000,\nseg_00000.ts\n#EXTINF:2.000000,\nseg_00001.ts\n";
+    /// As ffmpeg 5.1 writes it for fMP4 segments.
+    const EVENT: &str = "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:6\n#EXT-X-MEDIA-SEQUENCE:0\n\
+        #EXT-X-PLAYLIST-TYPE:EVENT\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-MAP:URI=\"init_2.mp4\"\n\
+        #EXTINF:6.000000,\nseg_00000.m4s\n#EXTINF:2.000000,\nseg_00001.m4s\n";
 
     #[test]
     fn event_playlists_become_vod_with_an_end() {
         let vod = to_vod(EVENT);
         assert!(vod.contains("#EXT-X-PLAYLIST-TYPE:VOD\n") && !vod.contains("EVENT"));
-        assert!(vod.ends_with("seg_00001.ts\n#EXT-X-ENDLIST\n"));
+        assert!(vod.ends_with("seg_00001.m4s\n#EXT-X-ENDLIST\n"));
         assert_eq!(to_vod(&vod), vod, "idempotent");
-        assert_eq!(segments(EVENT), ["seg_00000.ts", "seg_00001.ts"]);
+    }
+
+    #[test]
+    fn the_init_section_is_a_referenced_file() {
+        assert_eq!(files(EVENT), ["init_2.mp4", "seg_00000.m4s", "seg_00001.m4s"]);
+        let signed = replace_files(EVENT, |uri| format!("https://s3/{uri}?sig=1"));
+        assert!(signed.contains("#EXT-X-MAP:URI=\"https://s3/init_2.mp4?sig=1\"\n"), "{signed}");
+        assert!(signed.contains("\nhttps://s3/seg_00001.m4s?sig=1\n"), "{signed}");
+        assert_eq!(signed.lines().count(), EVENT.lines().count());
+        assert_eq!(replace_files(EVENT, str::to_string), EVENT);
     }
 
     #[test]
@@ -78,11 +128,17 @@ mod tests {
             height: 720,
             frame_rate: FrameRate { num: 30000, den: 1001 },
             duration_seconds: 10.0,
-            has_audio: true,
+            audio: Some(AudioStream {
+                index: 1,
+                codec: "aac".into(),
+                profile: "LC".into(),
+                channels: 2,
+                sample_rate: 44_100,
+                bit_rate: Some(128_000),
+            }),
             demuxer: "mov".into(),
             video_codec: "h264".into(),
             video_stream: 0,
-            audio_stream: Some(1),
         };
         let text = master(&Plan::new(&media, &Ladder::default()));
         assert_eq!(text.matches("#EXT-X-STREAM-INF").count(), 3);

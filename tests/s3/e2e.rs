@@ -7,6 +7,7 @@ use serde_json::Value;
 use vidpipe::config::StorageConfig;
 use vidpipe::publish::s3::S3Config;
 use vidpipe::startup::{Application, Role};
+use vidpipe::transcode::playlist;
 
 use crate::helpers::*;
 use crate::server::{S3Server, SECRET_KEY};
@@ -21,7 +22,8 @@ fn s3_app_config(server: &S3Server, adjust: impl FnOnce(&mut S3Config)) -> Stora
 }
 
 /// The objects a completed lecture must have, from its own playlists:
-/// master, thumbnail, and per rendition the playlist and every segment.
+/// master, thumbnail, and per rendition the playlist and every file it
+/// names (initialization section and segments).
 async fn expected_objects(server: &S3Server, prefix: &str, renditions: &[String]) -> BTreeSet<String> {
     use object_store::ObjectStoreExt;
     let client = server.client();
@@ -31,8 +33,8 @@ async fn expected_objects(server: &S3Server, prefix: &str, renditions: &[String]
         let bytes = client.get(&playlist_key.as_str().into()).await.unwrap().bytes().await.unwrap();
         let text = String::from_utf8(bytes.to_vec()).unwrap();
         assert!(text.contains("#EXT-X-ENDLIST"), "{playlist_key} is a finished VOD playlist:\n{text}");
-        for segment in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
-            keys.insert(format!("{PREFIX}/{prefix}/{name}/{segment}"));
+        for file in playlist::files(&text) {
+            keys.insert(format!("{PREFIX}/{prefix}/{name}/{file}"));
         }
         keys.insert(playlist_key);
     }
@@ -65,7 +67,7 @@ async fn assert_published_exactly(server: &S3Server, id: &str, doc: &Value) {
         let content_type = head.attributes.get(&Attribute::ContentType).map(|v| v.to_string()).unwrap_or_default();
         let want = match key.rsplit_once('.').unwrap().1 {
             "m3u8" => "application/vnd.apple.mpegurl",
-            "ts" => "video/mp2t",
+            "m4s" | "mp4" => "video/mp4",
             "jpg" => "image/jpeg",
             other => panic!("unexpected object type {other}: {key}"),
         };
@@ -97,13 +99,15 @@ async fn an_upload_is_published_to_s3_plays_through_signed_links_and_delete_remo
     let media = app.client.get(format!("{}/api/lectures/{id}/240p/index.m3u8", app.base)).send().await.unwrap();
     assert_eq!(media.headers()["content-type"], "application/vnd.apple.mpegurl");
     let media = media.text().await.unwrap();
+    let init = media.lines().find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\"")).expect("an initialization section");
+    assert!(init.starts_with(&server.endpoint()) && init.contains("X-Amz-Signature="), "signed like the segments: {init}");
     let segment = media.lines().find(|l| l.starts_with("http")).expect("absolute segment URLs");
     assert!(segment.starts_with(&server.endpoint()) && segment.contains("X-Amz-Signature="), "{segment}");
     let unsigned = segment.split('?').next().unwrap();
     assert_eq!(reqwest::get(unsigned).await.unwrap().status(), 403, "the bucket itself is private");
     let got = reqwest::get(segment).await.unwrap();
     assert_eq!(got.status(), 200);
-    assert_eq!(got.headers()["content-type"], "video/mp2t");
+    assert_eq!(got.headers()["content-type"], "video/mp4");
 
     // A player follows the master's variants over HTTP.
     let probed = ffprobe_rendition(link).await;
@@ -140,7 +144,7 @@ async fn publishing_survives_the_s3_server_going_away_for_ten_seconds() {
     // Wait until publishing has begun, then pull the server away.
     let deadline = Instant::now() + Duration::from_secs(120);
     let published_before_outage = loop {
-        let published = server.objects().await.iter().filter(|k| k.ends_with(".ts")).count();
+        let published = server.objects().await.iter().filter(|k| k.ends_with(".m4s")).count();
         if published > 0 {
             break published;
         }
@@ -162,7 +166,7 @@ async fn publishing_survives_the_s3_server_going_away_for_ten_seconds() {
     eprintln!("S3 outage test: upload to completed in {:.1}s", started.elapsed().as_secs_f64());
     assert_eq!(doc["attempts"], 1, "the upload was retried, not the transcode: {doc}");
     assert_published_exactly(&server, &id, &doc).await;
-    let segments = server.objects().await.iter().filter(|k| k.ends_with(".ts")).count();
+    let segments = server.objects().await.iter().filter(|k| k.ends_with(".m4s")).count();
     assert!(segments > published_before_outage, "publishing went on after the outage: {published_before_outage} then {segments}");
     let probed = ffprobe_rendition(doc["videoLink"].as_str().unwrap()).await;
     assert!((probed.duration - 40.0).abs() < 1.0, "the whole video plays: {probed:?}");
