@@ -216,7 +216,6 @@ pub async fn transcode_file(args: TranscodeArgs) -> Result<(), String> {
         let _ = tokio::signal::ctrl_c().await;
         ctrl_c.cancel();
     });
-    transcoder.thumbnail(&media, &plan, &input, &args.out, &cancel).await.map_err(|e| e.to_string())?;
     let (progress_tx, mut progress_rx) = watch::channel(0.0);
     let printer = tokio::spawn(async move {
         while progress_rx.changed().await.is_ok() {

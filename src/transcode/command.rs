@@ -41,16 +41,12 @@ pub const THUMBNAIL: &str = "thumbnail.jpg";
 
 /// Options before `-i` that make reading an untrusted file safe: no stdin, no
 /// protocol but plain files, and the demuxer the probe found, so the file is
-/// not probed again and cannot turn out to be a playlist. `seek` (`-ss`
-/// before `-i`) seeks in the input instead of decoding up to the point.
-fn safe_input(media: &MediaInfo, input: &Path, seek: Option<String>) -> Vec<OsString> {
+/// not probed again and cannot turn out to be a playlist.
+fn safe_input(media: &MediaInfo, input: &Path) -> Vec<OsString> {
     let mut args: Vec<OsString> = ["-nostdin", "-hide_banner", "-loglevel", "error", "-protocol_whitelist", "file"]
         .into_iter()
         .map(OsString::from)
         .collect();
-    if let Some(at) = seek {
-        args.extend(["-ss".into(), at.into()]);
-    }
     args.extend(["-f".into(), media.demuxer.clone().into(), "-i".into(), input.as_os_str().to_owned()]);
     args
 }
@@ -58,10 +54,12 @@ fn safe_input(media: &MediaInfo, input: &Path, seek: Option<String>) -> Vec<OsSt
 /// The single ffmpeg run that writes every rendition as HLS into `out_dir`:
 /// `<name>/index.m3u8`, `<name>/init_N.mp4` and `<name>/seg_NNNNN.m4s`.
 ///
+/// It also writes `thumbnail.jpg` (see [`scale_graph`]).
+///
 /// Playlists are written as EVENT playlists while encoding, so the publisher
 /// can ship each segment as soon as its playlist lists it.
 pub fn ladder_args(media: &MediaInfo, plan: &Plan, input: &Path, out_dir: &Path) -> Vec<OsString> {
-    let mut args = safe_input(media, input, None);
+    let mut args = safe_input(media, input);
     args.extend(["-filter_complex".into(), scale_graph(media, plan).into()]);
 
     let audio_input = media.audio.as_ref().filter(|_| !plan.audio.is_silent()).map(|a| a.index);
@@ -149,6 +147,11 @@ pub fn ladder_args(media: &MediaInfo, plan: &Plan, input: &Path, out_dir: &Path)
     args.extend(["-var_stream_map".into(), stream_map.join(" ").into()]);
     args.extend(["-progress", "pipe:1", "-nostats"].map(OsString::from));
     args.push(out_dir.join("%v").join(MEDIA_PLAYLIST).into_os_string());
+
+    // Second output: the thumbnail. Passthrough timing writes the one frame
+    // as it comes, instead of filling the time before it with copies.
+    args.extend(["-map", "[thumb]", "-frames:v", "1", "-fps_mode", "passthrough", "-c:v", "mjpeg", "-q:v", "3"].map(OsString::from));
+    args.push(out_dir.join(THUMBNAIL).into_os_string());
     args
 }
 
@@ -158,54 +161,33 @@ pub fn ladder_args(media: &MediaInfo, plan: &Plan, input: &Path, out_dir: &Path)
 /// scaling a 1080p (or 4K) picture three times is a bottleneck; from 720p the
 /// small rungs cost a fraction, and SSIM against the source scaled directly
 /// moved by less than 0.00002 (ARCHITECTURE.md, "Encoder settings").
+///
+/// The thumbnail is one frame of the largest picture, near 10% of the
+/// duration (the first frames of a lecture are often black), cut out by
+/// frame number so a source whose timestamps do not start at zero gets the
+/// same frame. Taking it here costs one JPEG; a second ffmpeg would decode
+/// the source again.
 fn scale_graph(media: &MediaInfo, plan: &Plan) -> String {
     let n = plan.renditions.len();
     let scale = |r: &Rendition| format!("scale={}:{}:flags=bicubic,setsar=1", r.width(), r.height());
     let largest = (0..n).max_by_key(|&i| plan.renditions[i].width() * plan.renditions[i].height()).unwrap_or(0);
+    let smaller: Vec<usize> = (0..n).filter(|&i| i != largest).collect();
     let mut graph = format!("[0:{}]", media.video_stream);
     if plan.fps != media.frame_rate {
         graph.push_str(&format!("fps={},", plan.fps));
     }
-    graph.push_str(&format!("{},format=yuv420p", scale(&plan.renditions[largest])));
-    if n == 1 {
-        graph.push_str("[v0]");
-        return graph;
-    }
-    graph.push_str(&format!(",split={n}[v{largest}]"));
-    let smaller: Vec<usize> = (0..n).filter(|&i| i != largest).collect();
+    graph.push_str(&format!("{},format=yuv420p,split={}[v{largest}]", scale(&plan.renditions[largest]), n + 1));
     for i in &smaller {
         graph.push_str(&format!("[c{i}]"));
     }
+    graph.push_str("[t]");
     for i in smaller {
         graph.push_str(&format!(";[c{i}]{}[v{i}]", scale(&plan.renditions[i])));
     }
+    // One frame passes the trim; JPEG wants full-range YUV.
+    let frame = (plan.duration_seconds * 0.1 * plan.fps.as_f64()).floor() as u64;
+    graph.push_str(&format!(";[t]trim=start_frame={frame}:end_frame={},format=yuvj420p[thumb]", frame + 1));
     graph
-}
-
-/// A JPEG of one frame near 10% of the duration (the first frames of a
-/// lecture are often black), at the largest rendition's size.
-pub fn thumbnail_args(media: &MediaInfo, plan: &Plan, input: &Path, out: &Path) -> Vec<OsString> {
-    let at = format!("{:.3}", plan.duration_seconds * 0.1);
-    let largest = plan.renditions.last().expect("a plan has at least one rendition");
-    let mut args = safe_input(media, input, Some(at));
-    args.extend(
-        [
-            "-map".to_string(),
-            format!("0:{}", media.video_stream),
-            "-frames:v".into(),
-            "1".into(),
-            "-vf".into(),
-            format!("scale={}:{},setsar=1", largest.width(), largest.height()),
-            "-q:v".into(),
-            "3".into(),
-            "-progress".into(),
-            "pipe:1".into(),
-            "-y".into(),
-        ]
-        .map(OsString::from),
-    );
-    args.push(out.as_os_str().to_owned());
-    args
 }
 
 #[cfg(test)]
@@ -243,8 +225,9 @@ mod tests {
         assert!(args.starts_with("-nostdin -hide_banner -loglevel error -protocol_whitelist file -f mov -i /in/src.mp4"), "{args}");
         assert!(
             args.contains(
-                "-filter_complex [0:0]scale=1280:720:flags=bicubic,setsar=1,format=yuv420p,split=3[v2][c0][c1];\
-                 [c0]scale=426:240:flags=bicubic,setsar=1[v0];[c1]scale=640:360:flags=bicubic,setsar=1[v1] "
+                "-filter_complex [0:0]scale=1280:720:flags=bicubic,setsar=1,format=yuv420p,split=4[v2][c0][c1][t];\
+                 [c0]scale=426:240:flags=bicubic,setsar=1[v0];[c1]scale=640:360:flags=bicubic,setsar=1[v1];\
+                 [t]trim=start_frame=30:end_frame=31,format=yuvj420p[thumb] "
             ),
             "{args}"
         );
@@ -257,7 +240,10 @@ mod tests {
         assert!(args.contains("-c:a aac -ac 2 -ar 48000"), "HE-AAC is re-encoded: {args}");
         assert!(args.contains("-hls_segment_type fmp4 -hls_fmp4_init_filename init.mp4 -hls_segment_filename /out/%v/seg_%05d.m4s"), "{args}");
         assert!(args.contains("-var_stream_map v:0,a:0,name:240p v:1,a:1,name:360p v:2,a:2,name:720p"), "{args}");
-        assert!(args.ends_with("-progress pipe:1 -nostats /out/%v/index.m3u8"), "{args}");
+        assert!(
+            args.ends_with("-progress pipe:1 -nostats /out/%v/index.m3u8 -map [thumb] -frames:v 1 -fps_mode passthrough -c:v mjpeg -q:v 3 /out/thumbnail.jpg"),
+            "the thumbnail, frame 30 of a 10 s video at 30 fps, is a second output: {args}"
+        );
         assert_eq!(args.matches(" -i ").count(), 1, "one input, decoded once");
     }
 
@@ -286,19 +272,10 @@ mod tests {
     }
 
     #[test]
-    fn a_one_rung_ladder_needs_no_split() {
+    fn a_one_rung_ladder_still_gets_a_thumbnail() {
         let m = MediaInfo { width: 320, height: 180, ..media(None) };
         let plan = Plan::new(&m, &Ladder::default());
         let args = joined(&ladder_args(&m, &plan, Path::new("/in/src.mp4"), Path::new("/out")));
-        assert!(args.contains("-filter_complex [0:0]scale=320:180:flags=bicubic,setsar=1,format=yuv420p[v0] -map [v0]"), "{args}");
-    }
-
-    #[test]
-    fn thumbnail_seeks_to_a_tenth_of_the_duration() {
-        let m = media(aac("LC", 2, Some(128_000)));
-        let plan = Plan::new(&m, &Ladder::default());
-        let args = joined(&thumbnail_args(&m, &plan, Path::new("/in/src.mp4"), Path::new("/out/t.jpg")));
-        assert!(args.contains("-protocol_whitelist file -ss 1.000 -f mov -i /in/src.mp4 -map 0:0 -frames:v 1"), "{args}");
-        assert!(args.ends_with("-y /out/t.jpg"), "{args}");
+        assert!(args.contains("-filter_complex [0:0]scale=320:180:flags=bicubic,setsar=1,format=yuv420p,split=2[v0][t];[t]trim="), "{args}");
     }
 }

@@ -30,23 +30,8 @@ pub struct Transcoder {
 }
 
 impl Transcoder {
-    /// Writes `thumbnail.jpg` into `out_dir`. A thumbnail is a nicety: when
-    /// it cannot be made the job goes on without one, unless it was cancelled.
-    pub async fn thumbnail(&self, media: &MediaInfo, plan: &Plan, input: &Path, out_dir: &Path, cancel: &CancellationToken) -> Result<bool, FfmpegError> {
-        let args = command::thumbnail_args(media, plan, input, &out_dir.join(command::THUMBNAIL));
-        let (tx, _rx) = watch::channel(0.0);
-        match ffmpeg::run(&self.tools.ffmpeg, &args, self.watchdog, cancel, &tx).await {
-            Ok(()) => Ok(true),
-            Err(FfmpegError::Cancelled) => Err(FfmpegError::Cancelled),
-            Err(e) => {
-                tracing::warn!(error = %e, "no thumbnail");
-                Ok(false)
-            }
-        }
-    }
-
-    /// Encodes every rendition in one ffmpeg process, reporting progress as a
-    /// percentage on `progress`.
+    /// Encodes every rendition and the thumbnail in one ffmpeg process,
+    /// reporting progress as a percentage on `progress`.
     pub async fn encode(
         &self,
         media: &MediaInfo,

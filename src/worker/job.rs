@@ -18,6 +18,7 @@ use crate::lectures::{Published, RenditionSummary};
 use crate::publish::{Publisher, StorageError};
 use crate::queue::{Claim, FailOutcome};
 use crate::transcode::ffmpeg::FfmpegError;
+use crate::transcode::command::THUMBNAIL;
 use crate::transcode::plan::Plan;
 
 /// How often, while encoding, finished segments are looked for and shipped.
@@ -146,9 +147,6 @@ async fn attempt(
     let plan = Plan::new(&media, &ctx.ladder);
     tokio::fs::create_dir_all(work).await.map_err(|e| JobError::Internal(format!("work directory: {e}")))?;
 
-    // The thumbnail is made beside the encode, not before it: it is not on
-    // the path to a playable video.
-    let thumbnail = ctx.transcoder.thumbnail(&media, &plan, &lecture.source_path, work, cancel);
     let mut publisher = Publisher::new(ctx.storage.clone(), prefix.to_string(), work.to_path_buf());
     // Ship segments while ffmpeg writes the next ones. Encoding and
     // publishing are polled side by side: a sweep that waits out a storage
@@ -186,10 +184,12 @@ async fn attempt(
             }
         }
     };
-    let (encoded_result, published_result, thumbnail_result) = tokio::join!(encode, publish, thumbnail);
-    let has_thumbnail = thumbnail_result?;
+    let (encoded_result, published_result) = tokio::join!(encode, publish);
     published_result?;
     encoded_result?;
+    // The encode writes it unless the video is shorter than its own
+    // duration claimed: a lecture without a thumbnail is still a lecture.
+    let has_thumbnail = tokio::fs::try_exists(work.join(THUMBNAIL)).await.unwrap_or(false);
     publisher.finish(&plan).await?;
     Ok(Published {
         prefix: prefix.to_string(),

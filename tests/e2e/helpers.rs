@@ -195,6 +195,9 @@ pub struct Probed {
     pub height: u32,
     pub duration: f64,
     pub has_audio: bool,
+    /// Codec of the sound, e.g. `aac`. (Through the HLS demuxer ffprobe
+    /// does not always know the AAC profile.)
+    pub audio: Option<String>,
     pub keyframes: Vec<f64>,
 }
 
@@ -223,6 +226,10 @@ pub async fn ffprobe_rendition(url: &str) -> Probed {
         height: video["height"].as_u64().unwrap() as u32,
         duration: v["format"]["duration"].as_str().unwrap().parse().unwrap(),
         has_audio: streams.iter().any(|s| s["codec_type"] == "audio"),
+        audio: streams
+            .iter()
+            .find(|s| s["codec_type"] == "audio")
+            .map(|a| a["codec_name"].as_str().unwrap_or("?").to_string()),
         keyframes,
     }
 }

@@ -13,7 +13,7 @@ struct Expect<'a> {
     frame_rate: &'a str,
 }
 
-async fn upload_and_check(app: &TestApp, clip: &std::path::Path, expect: Expect<'_>) {
+async fn upload_and_check(app: &TestApp, clip: &std::path::Path, expect: Expect<'_>) -> serde_json::Value {
     let id = app.upload_ok(clip).await;
     let doc = app.wait_for(&id, "completed", Duration::from_secs(180)).await;
     assert_eq!(doc["progress"], 100);
@@ -54,6 +54,9 @@ async fn upload_and_check(app: &TestApp, clip: &std::path::Path, expect: Expect<
         assert!((aspect / source_aspect - 1.0).abs() < 0.02, "{name}: aspect {aspect} vs source {source_aspect}");
         assert!((probed.duration - expect.seconds).abs() < 0.6, "{name}: duration {} vs {}", probed.duration, expect.seconds);
         assert_eq!(probed.has_audio, expect.audio, "{name}: audio");
+        if expect.audio {
+            assert_eq!(probed.audio.as_deref(), Some("aac"), "{name}: every rendition carries AAC");
+        }
         assert!(probed.keyframes.len() >= (expect.seconds / 2.0).floor() as usize, "{name}: keyframes {:?}", probed.keyframes);
         keyframe_sets.push(probed.keyframes.iter().map(|t| (t * 100.0).round() as i64).collect::<Vec<_>>());
     }
@@ -74,6 +77,7 @@ async fn upload_and_check(app: &TestApp, clip: &std::path::Path, expect: Expect<
     // Nothing left behind: the source and the attempt's work files are gone.
     assert!(files_under(&app.uploads_dir()).is_empty(), "{:?}", files_under(&app.uploads_dir()));
     assert!(files_under(&app.data_dir.path().join("work")).is_empty());
+    doc
 }
 
 #[tokio::test]
@@ -174,4 +178,39 @@ async fn ntsc_29_97_source_keeps_its_rate_and_aligned_keyframes() {
         frame_rate: "29.970",
     };
     upload_and_check(&app, &clip, expect).await;
+}
+
+/// `ffmpeg -i src <args> out`: the same clip in another container or codec.
+fn convert(src: &std::path::Path, args: &[&str], out: std::path::PathBuf) -> std::path::PathBuf {
+    let status = std::process::Command::new("ffmpeg").args(["-v", "error", "-y", "-i"]).arg(src).args(args).arg(&out).status().unwrap();
+    assert!(status.success(), "could not make {}", out.display());
+    out
+}
+
+#[tokio::test]
+async fn aac_from_mpeg_ts_is_copied_and_opus_from_matroska_is_encoded() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mp4 = clip(dir.path(), "sound.mp4", "640x360", "30", 5, true);
+    // ADTS framing, which fMP4 cannot hold as is: copied through aac_adtstoasc.
+    let ts = convert(&mp4, &["-c", "copy", "-f", "mpegts"], dir.path().join("sound.ts"));
+    // Opus is not what HLS players expect: encoded to AAC-LC.
+    let mkv = convert(&mp4, &["-c:v", "copy", "-c:a", "libopus", "-b:a", "64k"], dir.path().join("sound.mkv"));
+    let mut bandwidths = Vec::new();
+    for source in [ts, mkv] {
+        let expect = Expect {
+            renditions: &[("240p", 426, 240), ("360p", 640, 360)],
+            source: (640, 360),
+            seconds: 5.0,
+            audio: true,
+            frame_rate: "30.000",
+        };
+        let doc = upload_and_check(&app, &source, expect).await;
+        bandwidths.push(doc["renditions"][0]["bandwidth"].as_u64().unwrap());
+    }
+    // BANDWIDTH counts the sound: 96 kbit/s when encoded for 240p, the
+    // source's own rate when copied.
+    let encoded_240p = ((800_000 + 96_000) as f64 * 1.1) as u64;
+    assert_eq!(bandwidths[1], encoded_240p, "Opus was encoded at 96 kbit/s");
+    assert_ne!(bandwidths[0], encoded_240p, "the TS source's AAC was copied at its own rate");
 }
