@@ -8,18 +8,19 @@
 //! Instead the master is served from this route unchanged: its relative
 //! variant URIs (`240p/index.m3u8`) resolve to the media-playlist route
 //! below, which serves the stored playlist with every segment (and the
-//! fMP4 initialization section) rewritten to an absolute presigned URL. Segments, the bulk of the bytes, go straight
-//! from the store to the player. The thumbnail route redirects to a
+//! fMP4 initialization section) rewritten to an absolute presigned URL.
+//! Segments, the bulk of the bytes, go straight from the store to the
+//! player. The thumbnail route redirects to a
 //! presigned URL.
 //!
 //! With public storage the routes work too (segment URIs become the
 //! public URLs), but `videoLink` does not point here.
 
+use std::collections::HashMap;
+
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Redirect, Response};
-
-use std::collections::HashMap;
 
 use super::lectures::parse_id;
 use super::{ApiError, AppState};

@@ -9,7 +9,8 @@
 //! early keeps reloading the playlists to the end. At the end the media
 //! playlists are rewritten to VOD (with ENDLIST) and the thumbnail published.
 //! The master lists the whole ladder from the start, and a playlist is
-//! published only after every segment it names.
+//! published only after every file it names (the fMP4 initialization
+//! section, written with the first segment, and the segments).
 //!
 //! Each attempt publishes under its own prefix (`<lecture>/<attempt tag>/`),
 //! so a duplicate or stale attempt can never overwrite a published video.
@@ -127,12 +128,12 @@ impl Publisher {
             let dir = self.out_dir.join(rendition.name());
             let Ok(text) = tokio::fs::read_to_string(dir.join(MEDIA_PLAYLIST)).await else { continue };
             texts.push((rendition.name().to_string(), text.clone()));
-            for segment in playlist::files(&text) {
-                let key = format!("{}/{}/{}", self.prefix, rendition.name(), segment);
+            for file in playlist::files(&text) {
+                let key = format!("{}/{}/{}", self.prefix, rendition.name(), file);
                 if self.published.contains(&key) {
                     continue;
                 }
-                let path = dir.join(segment);
+                let path = dir.join(file);
                 if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
                     // Listed but not renamed into place yet: next sweep.
                     continue;
@@ -171,9 +172,9 @@ impl Publisher {
     /// published now.
     async fn publish_playlists(&mut self, plan: &Plan, texts: Vec<(String, String)>) -> Result<bool, StorageError> {
         for (name, text) in texts {
-            let segments = playlist::files(&text);
-            let complete = segments.iter().all(|s| self.published.contains(&format!("{}/{name}/{s}", self.prefix)));
-            if segments.is_empty() || !complete || self.playlists.get(&name) == Some(&text) {
+            let files = playlist::files(&text);
+            let complete = files.iter().all(|f| self.published.contains(&format!("{}/{name}/{f}", self.prefix)));
+            if files.is_empty() || !complete || self.playlists.get(&name) == Some(&text) {
                 continue;
             }
             let key = format!("{}/{name}/{MEDIA_PLAYLIST}", self.prefix);

@@ -126,8 +126,8 @@ const CRF_PER_TRIPLING: f64 = 9.5;
 const CRF_RANGE: (f64, f64) = (5.0, 23.0);
 const MIN_PEAK_BPS: u32 = 150_000;
 const MAX_PEAK_BPS: u32 = 20_000_000;
-/// HLS BANDWIDTH is the peak including MPEG-TS overhead.
-const TS_OVERHEAD: f64 = 1.1;
+/// HLS BANDWIDTH is the peak including container overhead.
+const CONTAINER_OVERHEAD: f64 = 1.1;
 
 /// What every rendition carries as sound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -238,8 +238,8 @@ impl Rendition {
     pub fn crf(&self) -> u8 {
         self.crf
     }
-    /// Small pictures are cheap to encode, so they get trellis quantization
-    /// (a better choice of coefficients for the same bits) almost for free.
+    /// 640x360 or less: cheap enough to encode that extra effort costs
+    /// almost no time (see `transcode::command`).
     pub fn is_small(&self) -> bool {
         self.width * self.height <= 640 * 360
     }
@@ -253,7 +253,7 @@ impl Rendition {
     /// The BANDWIDTH attribute of the master playlist: peak video + audio, plus
     /// container overhead.
     pub fn bandwidth(&self) -> u32 {
-        ((self.peak_video_bps + self.audio_bps.unwrap_or(0)) as f64 * TS_OVERHEAD) as u32
+        ((self.peak_video_bps + self.audio_bps.unwrap_or(0)) as f64 * CONTAINER_OVERHEAD) as u32
     }
 
     /// The CODECS attribute: H.264 High at our level, plus AAC-LC if audio.

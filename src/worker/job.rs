@@ -17,8 +17,8 @@ use crate::ingest::probe::{self, ProbeError};
 use crate::lectures::{Published, RenditionSummary};
 use crate::publish::{Publisher, StorageError};
 use crate::queue::{Claim, FailOutcome};
-use crate::transcode::ffmpeg::FfmpegError;
 use crate::transcode::command::THUMBNAIL;
+use crate::transcode::ffmpeg::FfmpegError;
 use crate::transcode::plan::Plan;
 
 /// How often, while encoding, finished segments are looked for and shipped.
