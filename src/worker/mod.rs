@@ -19,6 +19,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::domain::JobState;
 use crate::lectures::LectureStore;
 use crate::publish::Storage;
 use crate::queue::Queue;
@@ -137,9 +138,14 @@ pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) {
     tracing::info!("worker stopped");
 }
 
-/// Re-enqueues every unfinished lecture whose job is missing (a queue that
-/// lost its data, a crash between a lecture write and a Redis enqueue).
-/// Job ids are lecture ids, so racing reconcilers enqueue a job once.
+/// Settles every unfinished lecture against its job:
+/// - no job (a queue that lost its data, a crash between a lecture write and
+///   a Redis enqueue): re-enqueued. Job ids are lecture ids, so racing
+///   reconcilers enqueue a job once;
+/// - a job failed for good by a path that could not record it on the lecture
+///   (the lease reaper, after a worker died on the last attempt): the reason
+///   is copied onto the lecture, so the failure outlives the job record and
+///   the lecture is not scanned again.
 pub async fn reconcile(ctx: &WorkerContext) -> Result<usize, String> {
     const PAGE: u32 = 500;
     let mut after = String::new();
@@ -148,9 +154,14 @@ pub async fn reconcile(ctx: &WorkerContext) -> Result<usize, String> {
         let ids = ctx.lectures.unfinished_ids(&after, PAGE).await.map_err(|e| e.to_string())?;
         let Some(last) = ids.last() else { return Ok(enqueued) };
         after = last.clone();
-        let live: std::collections::HashSet<String> =
-            ctx.queue.get_many(&ids).await.map_err(|e| e.to_string())?.into_iter().map(|j| j.id).collect();
-        for id in ids.iter().filter(|id| !live.contains(*id)) {
+        let jobs = ctx.queue.get_many(&ids).await.map_err(|e| e.to_string())?;
+        for job in jobs.iter().filter(|j| matches!(j.state, JobState::Failed | JobState::Cancelled)) {
+            let reason = job.last_error.as_deref().unwrap_or(if job.state == JobState::Cancelled { "cancelled" } else { "failed" });
+            ctx.lectures.set_failed(&job.id, Some(reason)).await.map_err(|e| e.to_string())?;
+            tracing::info!(lecture = %job.id, reason, "recorded the job's failure on its lecture");
+        }
+        let live: std::collections::HashSet<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+        for id in ids.iter().filter(|id| !live.contains(id.as_str())) {
             let options = crate::queue::EnqueueOptions { priority: 0, delay: Duration::ZERO, max_attempts: ctx.max_attempts };
             ctx.queue.enqueue(id, &options).await.map_err(|e| e.to_string())?;
             tracing::warn!(lecture = %id, "lecture had no job; re-enqueued");

@@ -234,3 +234,53 @@ async fn a_redis_restart_that_loses_its_data_strands_nothing() {
     assert_eq!(doc["processingStatus"], "completed", "a finished lecture keeps its outcome: {doc}");
     assert!(doc["videoLink"].is_string());
 }
+
+/// A worker dies on the job's last attempt. The lease reaper fails the job,
+/// and the reconciler copies the failure onto the lecture, so the lecture
+/// stays failed, with its reason, once the job record is gone (lost with a
+/// Redis queue) instead of being enqueued and run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_failed_by_the_lease_reaper_stays_failed_without_its_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let port = free_port();
+    let env = [
+        ("VIDPIPE_LISTEN", format!("127.0.0.1:{port}")),
+        ("VIDPIPE_LEASE", "2s".to_string()),
+        ("VIDPIPE_ATTEMPTS", "1".to_string()),
+        ("VIDPIPE_RECONCILE_INTERVAL", "1s".to_string()),
+    ];
+    let _api = Process::start("api", data, &env);
+    let api = Api::new(format!("http://127.0.0.1:{port}"));
+    wait_until_up(&api.client, &api.base).await;
+    let mut first = Process::start("worker", data, &env);
+    let clip = clip(data, "long.mp4", "1280x720", "30", 30, true);
+    let id = api.upload_ok(&clip).await;
+    wait_job(&api, &id, Duration::from_secs(60), "running", |j| j["state"] == "active" && j["progress"].as_f64().unwrap() > 0.0).await;
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+
+    let _second = Process::start("worker", data, &env);
+    let job = wait_job(&api, &id, Duration::from_secs(20), "failed by the reaper", |j| j["state"] == "failed").await;
+    let reason = job["lastError"].as_str().unwrap().to_string();
+    assert!(reason.contains("lease"), "{job}");
+
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", data.join("vidpipe.db").display())).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let recorded: Option<String> =
+            sqlx::query_scalar("SELECT failed_error FROM lectures WHERE id = ?").bind(&id).fetch_one(&db).await.unwrap();
+        if let Some(recorded) = recorded {
+            assert_eq!(recorded, reason, "the lecture keeps the job's reason");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the reconciler did not record the failure on the lecture");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The job record goes, as with a Redis queue that lost its data.
+    sqlx::query("DELETE FROM jobs WHERE id = ?").bind(&id).execute(&db).await.unwrap();
+    let doc = api.lecture(&id).await;
+    assert_eq!(doc["processingStatus"], "failed", "{doc}");
+    assert_eq!(doc["processingError"].as_str(), Some(reason.as_str()), "{doc}");
+}
