@@ -83,6 +83,9 @@ pub async fn media(State(app): State<AppState>, Path((raw, rendition)): Path<(St
     let key = format!("{prefix}/{rendition}/{MEDIA_PLAYLIST}");
     let bytes = app.storage.get_bytes(&key).await.map_err(storage_error)?;
     let text = String::from_utf8(bytes).map_err(|e| ApiError::Internal(format!("{key}: {e}")))?;
+    if let Some(tag) = playlist::foreign_uri_tag(&text) {
+        return Err(ApiError::Internal(format!("{key} has a tag whose URI would not be signed: {tag}")));
+    }
     let mut urls = HashMap::new();
     for uri in playlist::files(&text) {
         if !is_plain_name(uri) {

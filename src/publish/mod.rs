@@ -95,7 +95,7 @@ pub struct Publisher {
     storage: Arc<dyn Storage>,
     prefix: String,
     out_dir: PathBuf,
-    /// Keys of the segments already stored.
+    /// Keys of the files (segments, init sections) already stored.
     published: HashSet<String>,
     /// The media playlist text last published, per rendition.
     playlists: HashMap<String, String>,
@@ -105,7 +105,8 @@ pub struct Publisher {
 /// What one sweep did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Sweep {
-    pub segments: usize,
+    /// Files stored in this sweep (segments and init sections).
+    pub files: usize,
     /// The master was published in this sweep: the video is now playable.
     pub became_playable: bool,
 }
@@ -164,7 +165,7 @@ impl Publisher {
             return Err(e);
         }
         let became_playable = self.publish_playlists(plan, texts).await?;
-        Ok(Sweep { segments: count, became_playable })
+        Ok(Sweep { files: count, became_playable })
     }
 
     /// Publishes each media playlist whose segments are all stored, then the
@@ -204,7 +205,7 @@ impl Publisher {
                 .into_iter()
                 .find(|s| !self.published.contains(&format!("{}/{}/{s}", self.prefix, rendition.name())))
             {
-                return Err(StorageError::Remote(format!("segment {}/{missing} was never stored", rendition.name())));
+                return Err(StorageError::Remote(format!("{}/{missing} was never stored", rendition.name())));
             }
             let key = format!("{}/{}/{}", self.prefix, rendition.name(), MEDIA_PLAYLIST);
             self.storage.put_bytes(&key, playlist::to_vod(&text).into_bytes()).await?;

@@ -1,8 +1,9 @@
 //! The ffmpeg command lines, built from a [`Plan`].
 //!
-//! One process decodes the source once and encodes every rendition: the
-//! decoded picture is `split`, each branch scaled to its rung. Building the
-//! arguments is pure so the exact command is covered by tests.
+//! One process decodes the source once and encodes every rendition and the
+//! thumbnail: the decoded picture is scaled once to the largest rung, and
+//! the smaller rungs are scaled from that (see [`filter_graph`]). Building
+//! the arguments is pure so the exact command is covered by tests.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -19,6 +20,9 @@ pub const X264_PRESET: &str = "veryfast";
 /// grain that lecture video does not have) and variance AQ that favours
 /// flat areas (slides, walls).
 pub const X264_TUNE: &str = "ssim";
+/// Renditions up to 640x360 count as small for [`x264_params`].
+const SMALL_PICTURE_PIXELS: u32 = 640 * 360;
+
 /// x264 options on top of the preset and tune, per rendition size
 /// (measured in ARCHITECTURE.md, "Encoder settings"). Every rendition gets
 /// adaptive quantization a little weaker than x264's default 1.0: higher
@@ -28,7 +32,7 @@ pub const X264_TUNE: &str = "ssim";
 /// get the cheapest motion search and a short lookahead: 3.5% faster at
 /// the same SSIM.
 fn x264_params(r: &Rendition) -> &'static str {
-    if r.is_small() {
+    if r.width() * r.height() <= SMALL_PICTURE_PIXELS {
         "aq-strength=0.8:trellis=1"
     } else {
         "aq-strength=0.8:me=dia:rc-lookahead=5"
@@ -44,9 +48,10 @@ pub const SEGMENT_SECONDS: u32 = 6;
 /// smaller than MPEG-TS at these rates, where TS packet headers and padded
 /// audio packets add up, and playable by every current HLS player.
 pub const SEGMENT_PATTERN: &str = "seg_%05d.m4s";
-/// The fMP4 initialization section; ffmpeg numbers it per variant
-/// (`init_2.mp4`), and each media playlist names its own in `EXT-X-MAP`.
-pub const INIT_SECTION: &str = "init.mp4";
+/// Name template of the fMP4 initialization section: with more than one
+/// rendition ffmpeg numbers it per variant (`init_2.mp4`); each media
+/// playlist names its own in `EXT-X-MAP`.
+pub const INIT_FILENAME_TEMPLATE: &str = "init.mp4";
 pub const MEDIA_PLAYLIST: &str = "index.m3u8";
 pub const MASTER_PLAYLIST: &str = "master.m3u8";
 pub const THUMBNAIL: &str = "thumbnail.jpg";
@@ -64,15 +69,16 @@ fn safe_input(media: &MediaInfo, input: &Path) -> Vec<OsString> {
 }
 
 /// The single ffmpeg run that writes every rendition as HLS into `out_dir`:
-/// `<name>/index.m3u8`, `<name>/init_N.mp4` and `<name>/seg_NNNNN.m4s`.
+/// `<name>/index.m3u8`, `<name>/init_N.mp4` (`init.mp4` for a one-rendition
+/// ladder) and `<name>/seg_NNNNN.m4s`.
 ///
-/// It also writes `thumbnail.jpg` (see [`scale_graph`]).
+/// It also writes `thumbnail.jpg` (see [`filter_graph`]).
 ///
 /// Playlists are written as EVENT playlists while encoding, so the publisher
 /// can ship each segment as soon as its playlist lists it.
 pub fn ladder_args(media: &MediaInfo, plan: &Plan, input: &Path, out_dir: &Path) -> Vec<OsString> {
     let mut args = safe_input(media, input);
-    args.extend(["-filter_complex".into(), scale_graph(media, plan).into()]);
+    args.extend(["-filter_complex".into(), filter_graph(media, plan).into()]);
 
     let audio_input = media.audio.as_ref().filter(|_| !plan.audio.is_silent()).map(|a| a.index);
     for i in 0..plan.renditions.len() {
@@ -150,7 +156,7 @@ pub fn ladder_args(media: &MediaInfo, plan: &Plan, input: &Path, out_dir: &Path)
             "-hls_segment_type",
             "fmp4",
             "-hls_fmp4_init_filename",
-            INIT_SECTION,
+            INIT_FILENAME_TEMPLATE,
         ]
         .map(OsString::from),
     );
@@ -159,9 +165,8 @@ pub fn ladder_args(media: &MediaInfo, plan: &Plan, input: &Path, out_dir: &Path)
     args.extend(["-progress", "pipe:1", "-nostats"].map(OsString::from));
     args.push(out_dir.join("%v").join(MEDIA_PLAYLIST).into_os_string());
 
-    // Second output: the thumbnail. Passthrough timing writes the one frame
-    // as it comes, instead of filling the time before it with copies.
-    args.extend(["-map", "[thumb]", "-frames:v", "1", "-fps_mode", "passthrough", "-c:v", "mjpeg", "-q:v", "3"].map(OsString::from));
+    // Second output: the thumbnail.
+    args.extend(["-map", "[thumb]", "-frames:v", "1", "-c:v", "mjpeg", "-q:v", "3"].map(OsString::from));
     args.push(out_dir.join(THUMBNAIL).into_os_string());
     args
 }
@@ -178,7 +183,7 @@ pub fn ladder_args(media: &MediaInfo, plan: &Plan, input: &Path, out_dir: &Path)
 /// frame number so a source whose timestamps do not start at zero gets the
 /// same frame. Taking it here costs one JPEG; a second ffmpeg would decode
 /// the source again.
-fn scale_graph(media: &MediaInfo, plan: &Plan) -> String {
+fn filter_graph(media: &MediaInfo, plan: &Plan) -> String {
     let n = plan.renditions.len();
     let scale = |r: &Rendition| format!("scale={}:{}:flags=bicubic,setsar=1", r.width(), r.height());
     let largest = (0..n).max_by_key(|&i| plan.renditions[i].width() * plan.renditions[i].height()).unwrap_or(0);
@@ -252,7 +257,7 @@ mod tests {
         assert!(args.contains("-hls_segment_type fmp4 -hls_fmp4_init_filename init.mp4 -hls_segment_filename /out/%v/seg_%05d.m4s"), "{args}");
         assert!(args.contains("-var_stream_map v:0,a:0,name:240p v:1,a:1,name:360p v:2,a:2,name:720p"), "{args}");
         assert!(
-            args.ends_with("-progress pipe:1 -nostats /out/%v/index.m3u8 -map [thumb] -frames:v 1 -fps_mode passthrough -c:v mjpeg -q:v 3 /out/thumbnail.jpg"),
+            args.ends_with("-progress pipe:1 -nostats /out/%v/index.m3u8 -map [thumb] -frames:v 1 -c:v mjpeg -q:v 3 /out/thumbnail.jpg"),
             "the thumbnail, frame 30 of a 10 s video at 30 fps, is a second output: {args}"
         );
         assert_eq!(args.matches(" -i ").count(), 1, "one input, decoded once");

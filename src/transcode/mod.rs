@@ -3,8 +3,9 @@
 //!
 //! This module knows nothing of queues, lectures or storage; the worker and
 //! the `vidpipe transcode` command both drive it. Layout of an output dir:
-//! `thumbnail.jpg`, `<rendition>/index.m3u8`, `<rendition>/init_N.mp4`,
-//! `<rendition>/seg_NNNNN.m4s` (fragmented MP4), and
+//! `thumbnail.jpg`, `<rendition>/index.m3u8`, `<rendition>/init_N.mp4`
+//! (`init.mp4` for a one-rendition ladder), `<rendition>/seg_NNNNN.m4s`
+//! (fragmented MP4), and
 //! (after [`write_master_and_vod`]) `master.m3u8`.
 
 pub mod command;

@@ -238,11 +238,6 @@ impl Rendition {
     pub fn crf(&self) -> u8 {
         self.crf
     }
-    /// 640x360 or less: cheap enough to encode that extra effort costs
-    /// almost no time (see `transcode::command`).
-    pub fn is_small(&self) -> bool {
-        self.width * self.height <= 640 * 360
-    }
     pub fn audio_bps(&self) -> Option<u32> {
         self.audio_bps
     }

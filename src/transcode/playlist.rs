@@ -10,9 +10,8 @@ use crate::transcode::plan::Plan;
 
 const MAP_TAG: &str = "#EXT-X-MAP:";
 
-/// The files a media playlist references, in order: the fMP4
-/// initialization section (`EXT-X-MAP`) where it first appears, and the
-/// segments.
+/// The files a media playlist references, in order: each fMP4
+/// initialization section (`EXT-X-MAP`) where it appears, and the segments.
 pub fn files(playlist: &str) -> Vec<&str> {
     playlist.lines().filter_map(|line| line_uri(line).map(|(_, uri, _)| uri)).collect()
 }
@@ -35,8 +34,15 @@ pub fn replace_files(playlist: &str, mut to: impl FnMut(&str) -> String) -> Stri
     out
 }
 
+/// A tag other than `EXT-X-MAP` that carries a `URI` attribute (a key, a
+/// partial segment...): [`files`] and [`replace_files`] would leave it as is.
+pub fn foreign_uri_tag(playlist: &str) -> Option<&str> {
+    playlist.lines().map(str::trim).find(|l| l.starts_with('#') && l.contains("URI=") && !l.starts_with(MAP_TAG))
+}
+
 /// `(text before, URI, text after)` of a line that references a file: a
-/// segment line, or the URI attribute of an `EXT-X-MAP` tag.
+/// segment line, or the URI attribute of an `EXT-X-MAP` tag. ffmpeg writes
+/// no other tag with a URI; [`foreign_uri_tag`] finds one if it ever does.
 fn line_uri(line: &str) -> Option<(&str, &str, &str)> {
     let trimmed = line.trim();
     if trimmed.is_empty() {
@@ -119,6 +125,9 @@ mod tests {
         assert!(signed.contains("\nhttps://s3/seg_00001.m4s?sig=1\n"), "{signed}");
         assert_eq!(signed.lines().count(), EVENT.lines().count());
         assert_eq!(replace_files(EVENT, str::to_string), EVENT);
+        assert_eq!(foreign_uri_tag(EVENT), None);
+        let keyed = EVENT.replace("#EXTINF:6", "#EXT-X-KEY:METHOD=AES-128,URI=\"k.bin\"\n#EXTINF:6");
+        assert_eq!(foreign_uri_tag(&keyed), Some("#EXT-X-KEY:METHOD=AES-128,URI=\"k.bin\""));
     }
 
     #[test]

@@ -187,9 +187,13 @@ async fn attempt(
     let (encoded_result, published_result) = tokio::join!(encode, publish);
     published_result?;
     encoded_result?;
-    // The encode writes it unless the video is shorter than its own
-    // duration claimed: a lecture without a thumbnail is still a lecture.
+    // The encode writes it unless the video stream is shorter than a tenth
+    // of the container's duration: a lecture without a thumbnail is still a
+    // lecture.
     let has_thumbnail = tokio::fs::try_exists(work.join(THUMBNAIL)).await.unwrap_or(false);
+    if !has_thumbnail {
+        tracing::warn!(job = %claim.job_id, "no thumbnail: the video ends before 10% of the duration");
+    }
     publisher.finish(&plan).await?;
     Ok(Published {
         prefix: prefix.to_string(),
