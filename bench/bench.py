@@ -2,7 +2,8 @@
 """vidpipe benchmark harness (GitHub issue 5). Python 3.11, standard library only.
 
 Run it through bench/run.sh. Every figure is a ratio against a baseline measured
-in the same run, on the same input; timed figures are medians over --runs runs.
+in the same run, on the same input; timed figures are medians over --runs runs,
+and the ratios of figures 1-3 are medians of per-run (paired) ratios.
 
 Inputs are made with ffmpeg lavfi and cached in bench/.cache/:
   clip   1080p30 testsrc2 + temporal noise + a sine tone, H.264 (ultrafast, CRF 20,
