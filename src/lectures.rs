@@ -59,6 +59,30 @@ pub struct NewLecture {
     pub original_filename: Option<String>,
 }
 
+impl Lecture {
+    /// A lecture as its upload creates it: nothing published, nothing failed.
+    pub fn new(new: NewLecture, now: i64) -> Lecture {
+        Lecture {
+            id: new.id,
+            course_id: new.course_id,
+            name_of_topic: new.name_of_topic,
+            source_path: new.source_path,
+            original_filename: new.original_filename,
+            published_prefix: None,
+            playable_prefix: None,
+            has_thumbnail: false,
+            renditions: Vec::new(),
+            duration_seconds: None,
+            failed_error: None,
+            no_of_views: 0,
+            no_of_likes: 0,
+            comments: serde_json::Value::Array(Vec::new()),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 /// What a completed job produced.
 pub struct Published {
     pub prefix: String,
@@ -120,24 +144,7 @@ impl LectureStore {
                 tracing::warn!(lecture = %new.id, error = %e, "enqueue failed; the reconciler will enqueue it");
             }
         }
-        Ok(Lecture {
-            id: new.id,
-            course_id: new.course_id,
-            name_of_topic: new.name_of_topic,
-            source_path: new.source_path,
-            original_filename: new.original_filename,
-            published_prefix: None,
-            playable_prefix: None,
-            has_thumbnail: false,
-            renditions: Vec::new(),
-            duration_seconds: None,
-            failed_error: None,
-            no_of_views: 0,
-            no_of_likes: 0,
-            comments: serde_json::Value::Array(Vec::new()),
-            created_at: now,
-            updated_at: now,
-        })
+        Ok(Lecture::new(new, now))
     }
 
     pub async fn get(&self, id: &LectureId) -> Result<Option<Lecture>, LectureStoreError> {
@@ -200,13 +207,7 @@ impl LectureStore {
 
     /// Marks the lecture playable from `prefix` while its job runs.
     pub async fn set_playable(&self, id: &str, prefix: &str) -> Result<(), LectureStoreError> {
-        sqlx::query("UPDATE lectures SET playable_prefix = $1, updated_at = $2 WHERE id = $3")
-            .bind(prefix)
-            .bind(now_ms())
-            .bind(id)
-            .execute(&self.db.pool)
-            .await?;
-        Ok(())
+        self.set_column(id, "playable_prefix", Some(prefix)).await
     }
 
     /// Withdraws every link that still points at `prefix`, whose attempt is
@@ -230,8 +231,14 @@ impl LectureStore {
 
     /// Records (or with `None`, clears) the lecture's final failure.
     pub async fn set_failed(&self, id: &str, error: Option<&str>) -> Result<(), LectureStoreError> {
-        sqlx::query("UPDATE lectures SET failed_error = $1, updated_at = $2 WHERE id = $3")
-            .bind(error.map(str::to_string))
+        self.set_column(id, "failed_error", error).await
+    }
+
+    /// Sets one text column of a lecture, and its `updated_at`. `column` is
+    /// one of our own column names, never input.
+    async fn set_column(&self, id: &str, column: &'static str, value: Option<&str>) -> Result<(), LectureStoreError> {
+        sqlx::query(&format!("UPDATE lectures SET {column} = $1, updated_at = $2 WHERE id = $3"))
+            .bind(value.map(str::to_string))
             .bind(now_ms())
             .bind(id)
             .execute(&self.db.pool)

@@ -94,27 +94,18 @@ impl LectureDocument {
 mod tests {
     use super::*;
     use crate::domain::LectureId;
+    use crate::lectures::NewLecture;
     use crate::publish::LocalStorage;
 
     fn lecture(published: Option<&str>) -> Lecture {
-        Lecture {
+        let new = NewLecture {
             id: LectureId::new(),
             course_id: "c".into(),
             name_of_topic: "t".into(),
             source_path: "/nowhere".into(),
             original_filename: None,
-            published_prefix: published.map(str::to_string),
-            playable_prefix: None,
-            has_thumbnail: false,
-            renditions: Vec::new(),
-            duration_seconds: None,
-            failed_error: None,
-            no_of_views: 0,
-            no_of_likes: 0,
-            comments: serde_json::json!([]),
-            created_at: 0,
-            updated_at: 0,
-        }
+        };
+        Lecture { published_prefix: published.map(str::to_string), ..Lecture::new(new, 0) }
     }
 
     fn job(state: JobState) -> JobRecord {

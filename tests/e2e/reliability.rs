@@ -26,6 +26,21 @@ async fn assert_plays(api: &Api, id: &str) {
     assert!(!out.stdout.is_empty());
 }
 
+/// An `api` and one `worker` process on `data`, and a 30 s 720p upload that
+/// the worker is encoding. Returns the API process (kept alive by the
+/// caller), its client, the worker, the lecture id and its running job.
+async fn api_and_worker_mid_job(data: &std::path::Path, env: &[(&str, String)]) -> (Process, Api, Process, String, serde_json::Value) {
+    let api_process = Process::start("api", data, env);
+    let port = &env.iter().find(|(k, _)| *k == "VIDPIPE_LISTEN").expect("VIDPIPE_LISTEN in env").1;
+    let api = Api::new(format!("http://{port}"));
+    wait_until_up(&api.client, &api.base).await;
+    let worker = Process::start("worker", data, env);
+    let clip = clip(data, "long.mp4", "1280x720", "30", 30, true);
+    let id = api.upload_ok(&clip).await;
+    let job = wait_job(&api, &id, Duration::from_secs(60), "running", |j| j["state"] == "active" && j["progress"].as_f64().unwrap() > 0.0).await;
+    (api_process, api, worker, id, job)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_transcode_loses_its_job_to_another_worker() {
     let dir = tempfile::tempdir().unwrap();
@@ -33,14 +48,7 @@ async fn a_worker_killed_mid_transcode_loses_its_job_to_another_worker() {
     let port = free_port();
     let lease = 3;
     let env = [("VIDPIPE_LISTEN", format!("127.0.0.1:{port}")), ("VIDPIPE_LEASE", format!("{lease}s"))];
-    let _api = Process::start("api", data, &env);
-    let api = Api::new(format!("http://127.0.0.1:{port}"));
-    wait_until_up(&api.client, &api.base).await;
-    let mut first = Process::start("worker", data, &env);
-    let clip = clip(data, "long.mp4", "1280x720", "30", 30, true);
-    let id = api.upload_ok(&clip).await;
-
-    let job = wait_job(&api, &id, Duration::from_secs(60), "claimed", |j| j["state"] == "active" && j["progress"].as_f64().unwrap() > 0.0).await;
+    let (_api, api, mut first, id, job) = api_and_worker_mid_job(data, &env).await;
     assert!(job["worker"].as_str().unwrap().ends_with(&format!(":{}", first.pid())), "{job}");
     // The second worker starts only now, so the first one surely holds the job.
     let second = Process::start("worker", data, &env);
@@ -250,13 +258,7 @@ async fn a_job_failed_by_the_lease_reaper_stays_failed_without_its_record() {
         ("VIDPIPE_ATTEMPTS", "1".to_string()),
         ("VIDPIPE_RECONCILE_INTERVAL", "1s".to_string()),
     ];
-    let _api = Process::start("api", data, &env);
-    let api = Api::new(format!("http://127.0.0.1:{port}"));
-    wait_until_up(&api.client, &api.base).await;
-    let mut first = Process::start("worker", data, &env);
-    let clip = clip(data, "long.mp4", "1280x720", "30", 30, true);
-    let id = api.upload_ok(&clip).await;
-    wait_job(&api, &id, Duration::from_secs(60), "running", |j| j["state"] == "active" && j["progress"].as_f64().unwrap() > 0.0).await;
+    let (_api, api, mut first, id, _) = api_and_worker_mid_job(data, &env).await;
     first.child.kill().unwrap();
     first.child.wait().unwrap();
 
