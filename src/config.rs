@@ -16,7 +16,11 @@ use crate::publish::s3::S3Config;
 use crate::transcode::plan::Ladder;
 
 #[derive(Debug, Parser)]
-#[command(name = "vidpipe", version, about = "Upload video, get an HLS ladder: API, durable queue and ffmpeg workers in one binary.")]
+#[command(
+    name = "vidpipe",
+    version,
+    about = "Upload video, get an HLS ladder: API, durable queue and ffmpeg workers in one binary."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -321,11 +325,16 @@ impl Config {
                 args.data_dir.display()
             ))
         })?;
-        let data_dir = args.data_dir.canonicalize().map_err(|e| {
-            ConfigError(format!("cannot resolve data directory {}: {e}", args.data_dir.display()))
-        })?;
+        let data_dir = args
+            .data_dir
+            .canonicalize()
+            .map_err(|e| ConfigError(format!("cannot resolve data directory {}: {e}", args.data_dir.display())))?;
         let database_url = match args.database_url {
-            Some(url) if url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:") => url,
+            Some(url)
+                if url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:") =>
+            {
+                url
+            }
             Some(url) => {
                 return Err(ConfigError(format!(
                     "DATABASE_URL `{url}` is not supported: use sqlite://PATH or postgres://USER@HOST/DB"
@@ -401,13 +410,17 @@ impl StorageConfig {
         }
         let prefix = prefix.trim_matches('/');
         if prefix.split('/').any(|part| part == "." || part == "..") || prefix.contains("//") {
-            return Err(ConfigError(format!("VIDPIPE_STORAGE_URL `{url}`: the prefix may not contain `.`, `..` or empty parts")));
+            return Err(ConfigError(format!(
+                "VIDPIPE_STORAGE_URL `{url}`: the prefix may not contain `.`, `..` or empty parts"
+            )));
         }
         let endpoint = match args.s3_endpoint.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
             None => None,
             Some(e) => {
                 let parsed = object_store::signer::Url::parse(e).ok().filter(|u| {
-                    matches!(u.scheme(), "http" | "https") && u.host_str().is_some() && u.path().trim_matches('/').is_empty()
+                    matches!(u.scheme(), "http" | "https")
+                        && u.host_str().is_some()
+                        && u.path().trim_matches('/').is_empty()
                 });
                 if parsed.is_none() {
                     return Err(ConfigError(format!(
@@ -420,8 +433,16 @@ impl StorageConfig {
         let (access_key_id, secret_access_key) = match (&args.s3_access_key_id, &args.s3_secret_access_key) {
             (Some(id), Some(secret)) => (Some(id.clone()), Some(secret.clone())),
             (None, None) => (None, None),
-            (Some(_), None) => return Err(ConfigError("AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not: set both or neither".into())),
-            (None, Some(_)) => return Err(ConfigError("AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not: set both or neither".into())),
+            (Some(_), None) => {
+                return Err(ConfigError(
+                    "AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not: set both or neither".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError(
+                    "AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not: set both or neither".into(),
+                ))
+            }
         };
         if let Some(ttl) = args.signed_url_ttl {
             if ttl > MAX_SIGNED_URL_TTL || ttl < Duration::from_secs(1) {
@@ -469,8 +490,7 @@ impl Tools {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s.trim())
-        .map_err(|e| format!("{e}; write a duration such as 30s, 5m or 2h"))?;
+    let d = humantime::parse_duration(s.trim()).map_err(|e| format!("{e}; write a duration such as 30s, 5m or 2h"))?;
     if d.is_zero() {
         return Err("must be longer than zero".into());
     }
@@ -506,9 +526,7 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         "gib" | "g" => 1 << 30,
         other => return Err(format!("unknown unit `{other}`; use B, KB, KiB, MB, MiB, GB or GiB")),
     };
-    n.checked_mul(factor)
-        .filter(|&b| b > 0)
-        .ok_or_else(|| format!("`{s}` must be between 1 byte and 16 EiB"))
+    n.checked_mul(factor).filter(|&b| b > 0).ok_or_else(|| format!("`{s}` must be between 1 byte and 16 EiB"))
 }
 
 fn parse_ladder(s: &str) -> Result<Ladder, String> {
@@ -530,7 +548,6 @@ fn parse_base_url(s: &str) -> Result<String, String> {
     }
     Ok(trimmed.to_string())
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -574,7 +591,9 @@ mod tests {
     fn the_command_line_is_well_formed_and_takes_the_aws_variables() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
-        let cli = Cli::try_parse_from(["vidpipe", "serve", "--storage-url", "s3://media/vod", "--s3-virtual-hosted-style"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["vidpipe", "serve", "--storage-url", "s3://media/vod", "--s3-virtual-hosted-style"])
+                .unwrap();
         let Command::Serve(args) = cli.command else { panic!("serve") };
         assert_eq!(args.storage.storage_url.as_deref(), Some("s3://media/vod"));
         assert!(args.storage.s3_virtual_hosted_style);
@@ -597,16 +616,16 @@ mod tests {
         assert!(err("s3://bucket", |a| a.s3_endpoint = Some("localhost:9000".into())).contains("AWS_ENDPOINT_URL"));
         assert!(err("s3://bucket", |a| a.s3_secret_access_key = None).contains("AWS_SECRET_ACCESS_KEY is not"));
         assert!(err("s3://bucket", |a| a.signed_url_ttl = Some(Duration::from_secs(8 * 86400))).contains("7 days"));
-        assert!(storage(None, |a| a.signed_url_ttl = Some(Duration::from_secs(60))).unwrap_err().0.contains("needs S3"));
+        assert!(storage(None, |a| a.signed_url_ttl = Some(Duration::from_secs(60)))
+            .unwrap_err()
+            .0
+            .contains("needs S3"));
     }
 
     #[test]
     fn a_missing_ffmpeg_says_how_to_install_it() {
-        let err = Tools::check(&ToolArgs {
-            ffmpeg: "/nonexistent/ffmpeg".into(),
-            ffprobe: "ffprobe".into(),
-        })
-        .unwrap_err();
+        let err =
+            Tools::check(&ToolArgs { ffmpeg: "/nonexistent/ffmpeg".into(), ffprobe: "ffprobe".into() }).unwrap_err();
         assert!(err.0.contains("apt-get install -y ffmpeg"), "{err}");
         assert!(err.0.contains("VIDPIPE_FFMPEG"), "{err}");
     }

@@ -43,8 +43,10 @@ impl Database {
                     if dialect == Dialect::Sqlite {
                         // Writers wait for each other instead of failing; WAL
                         // lets readers run while a worker writes progress.
-                        conn.execute("PRAGMA busy_timeout = 30000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
-                            .await?;
+                        conn.execute(
+                            "PRAGMA busy_timeout = 30000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                        )
+                        .await?;
                     }
                     Ok(())
                 })

@@ -103,14 +103,11 @@ impl JobState {
 impl FromStr for JobState {
     type Err = InvalidValue;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        JobState::ALL
-            .into_iter()
-            .find(|state| state.as_str() == s)
-            .ok_or_else(|| {
-                InvalidValue(format!(
-                    "unknown job state `{s}` (one of waiting, active, delayed, completed, failed, cancelled)"
-                ))
-            })
+        JobState::ALL.into_iter().find(|state| state.as_str() == s).ok_or_else(|| {
+            InvalidValue(format!(
+                "unknown job state `{s}` (one of waiting, active, delayed, completed, failed, cancelled)"
+            ))
+        })
     }
 }
 
@@ -139,7 +136,6 @@ impl ProcessingStatus {
             ProcessingStatus::Failed => "failed",
         }
     }
-
 }
 
 impl FromStr for ProcessingStatus {
@@ -150,9 +146,7 @@ impl FromStr for ProcessingStatus {
             "processing" => Ok(ProcessingStatus::Processing),
             "completed" => Ok(ProcessingStatus::Completed),
             "failed" => Ok(ProcessingStatus::Failed),
-            _ => Err(InvalidValue(format!(
-                "unknown status `{s}` (one of pending, processing, completed, failed)"
-            ))),
+            _ => Err(InvalidValue(format!("unknown status `{s}` (one of pending, processing, completed, failed)"))),
         }
     }
 }
@@ -160,10 +154,7 @@ impl FromStr for ProcessingStatus {
 /// Milliseconds since the Unix epoch: the one time representation stored in
 /// every backend, so SQLite and PostgreSQL compare times the same way.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// RFC 3339 text for a stored millisecond timestamp, as the API shows it.

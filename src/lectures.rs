@@ -120,7 +120,12 @@ impl LectureStore {
     /// Stores the lecture and enqueues its job: in one transaction with a SQL
     /// queue; otherwise the lecture first, so a failed enqueue leaves a
     /// lecture the reconciler will enqueue, never a job without a lecture.
-    pub async fn create_with_job(&self, new: NewLecture, job: &EnqueueOptions, queue: &dyn Queue) -> Result<Lecture, LectureStoreError> {
+    pub async fn create_with_job(
+        &self,
+        new: NewLecture,
+        job: &EnqueueOptions,
+        queue: &dyn Queue,
+    ) -> Result<Lecture, LectureStoreError> {
         let now = now_ms();
         let mut tx = self.db.pool.begin().await?;
         sqlx::query(
@@ -156,7 +161,12 @@ impl LectureStore {
     }
 
     /// Newest first. Returns the page and the total count.
-    pub async fn list(&self, course_id: Option<&str>, limit: u32, offset: u64) -> Result<(Vec<Lecture>, u64), LectureStoreError> {
+    pub async fn list(
+        &self,
+        course_id: Option<&str>,
+        limit: u32,
+        offset: u64,
+    ) -> Result<(Vec<Lecture>, u64), LectureStoreError> {
         let filter = if course_id.is_some() { "WHERE course_id = $1" } else { "WHERE $1 IS NULL" };
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM lectures {filter} ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
@@ -177,7 +187,12 @@ impl LectureStore {
 
     /// Stores the result and completes the job, in one transaction with a
     /// SQL queue. `false`: the claim's lease was lost first.
-    pub async fn complete(&self, claim: &Claim, published: &Published, queue: &dyn Queue) -> Result<bool, LectureStoreError> {
+    pub async fn complete(
+        &self,
+        claim: &Claim,
+        published: &Published,
+        queue: &dyn Queue,
+    ) -> Result<bool, LectureStoreError> {
         let mut tx = self.db.pool.begin().await?;
         sqlx::query(
             "UPDATE lectures SET published_prefix = $1, has_thumbnail = $2, renditions = $3, duration_seconds = $4, \

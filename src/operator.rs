@@ -188,12 +188,13 @@ pub async fn lectures_command(action: LecturesAction, json_out: bool, args: Serv
     let e = |e: crate::lectures::LectureStoreError| e.to_string();
     match action {
         LecturesAction::List { status, course_id, limit } => {
-            let mut docs: Vec<LectureDocument> = documents(&lectures, queue.as_ref(), storage.as_ref(), course_id.as_deref())
-                .await?
-                .into_iter()
-                .map(|(_, doc)| doc)
-                .filter(|doc| status.is_none_or(|s| s == doc.processing_status))
-                .collect();
+            let mut docs: Vec<LectureDocument> =
+                documents(&lectures, queue.as_ref(), storage.as_ref(), course_id.as_deref())
+                    .await?
+                    .into_iter()
+                    .map(|(_, doc)| doc)
+                    .filter(|doc| status.is_none_or(|s| s == doc.processing_status))
+                    .collect();
             docs.truncate(limit as usize);
             if json_out {
                 print_json(&serde_json::to_value(&docs).expect("documents serialize"));
@@ -282,15 +283,24 @@ pub async fn doctor(json_out: bool, args: ServiceArgs) -> Result<(), String> {
             match Backends::connect(&config).await {
                 Err(e) => results.push(("database+queue", Err(e.to_string()))),
                 Ok(backends) => {
-                    results.push(("database", Ok(config.database_url.split('@').next_back().unwrap_or_default().to_string())));
+                    results.push((
+                        "database",
+                        Ok(config.database_url.split('@').next_back().unwrap_or_default().to_string()),
+                    ));
                     let counts = backends.queue.counts().await.map_err(|e| e.to_string());
-                    results.push(("queue", counts.map(|c| format!("{} waiting, {} active, {} failed", c.waiting, c.active, c.failed))));
+                    results.push((
+                        "queue",
+                        counts.map(|c| format!("{} waiting, {} active, {} failed", c.waiting, c.active, c.failed)),
+                    ));
                     let base = config.public_base_url.clone().unwrap_or_else(|| format!("http://{}", config.listen));
                     let stored = async {
                         // For S3 this lists, writes and deletes, and names what is wrong.
                         let storage = startup::storage(&config, &base, true).await.map_err(|e| e.to_string())?;
                         let key = format!("doctor-{}", uuid::Uuid::new_v4().simple());
-                        storage.put_bytes(&format!("{key}/check.txt"), b"vidpipe doctor".to_vec()).await.map_err(|e| e.to_string())?;
+                        storage
+                            .put_bytes(&format!("{key}/check.txt"), b"vidpipe doctor".to_vec())
+                            .await
+                            .map_err(|e| e.to_string())?;
                         storage.delete_prefix(&key).await.map_err(|e| e.to_string())
                     }
                     .await;

@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ConfigError, StorageConfig, TranscodeArgs, Tools};
+use crate::config::{Config, ConfigError, StorageConfig, Tools, TranscodeArgs};
 use crate::db::{Database, Dialect};
 use crate::http::{self, AppState};
 use crate::ingest::{probe, Ingest};
@@ -76,7 +76,8 @@ pub async fn storage(config: &Config, public_base_url: &str, check: bool) -> Res
     match &config.storage {
         StorageConfig::Local => Ok(Arc::new(LocalStorage::new(config.media_dir(), format!("{public_base_url}/media")))),
         StorageConfig::S3(s3) => {
-            let s3 = S3Storage::new(s3.as_ref().clone(), public_base_url).map_err(|e| StartupError::Storage(e.to_string()))?;
+            let s3 = S3Storage::new(s3.as_ref().clone(), public_base_url)
+                .map_err(|e| StartupError::Storage(e.to_string()))?;
             if check {
                 s3.check().await.map_err(|e| StartupError::Storage(e.to_string()))?;
                 tracing::info!(endpoint = %s3.config().endpoint_display(), bucket = %s3.config().bucket, "publishing to S3");
@@ -198,7 +199,11 @@ pub async fn transcode_file(args: TranscodeArgs) -> Result<(), String> {
     if args.print_command {
         let out = std::path::absolute(&args.out).map_err(|e| e.to_string())?;
         let mut argv = vec![tools.ffmpeg.to_string_lossy().into_owned()];
-        argv.extend(transcode::command::ladder_args(&media, &plan, &input, &out).iter().map(|a| a.to_string_lossy().into_owned()));
+        argv.extend(
+            transcode::command::ladder_args(&media, &plan, &input, &out)
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned()),
+        );
         println!("{}", serde_json::to_string(&argv).expect("argv serializes"));
         return Ok(());
     }
@@ -208,7 +213,10 @@ pub async fn transcode_file(args: TranscodeArgs) -> Result<(), String> {
     tokio::fs::create_dir_all(&args.out).await.map_err(|e| format!("{}: {e}", args.out.display()))?;
     let transcoder = Transcoder {
         tools,
-        watchdog: Watchdog { timeout: std::time::Duration::from_secs(24 * 3600), stall: std::time::Duration::from_secs(120) },
+        watchdog: Watchdog {
+            timeout: std::time::Duration::from_secs(24 * 3600),
+            stall: std::time::Duration::from_secs(120),
+        },
     };
     let cancel = CancellationToken::new();
     let ctrl_c = cancel.clone();

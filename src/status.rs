@@ -45,7 +45,9 @@ impl LectureDocument {
             // The lecture and its job are read one after the other; a
             // completion committed in between shows as still processing for
             // a moment, never as completed without its video.
-            Some(j) if j.state == JobState::Completed && lecture.published_prefix.is_none() => ProcessingStatus::Processing,
+            Some(j) if j.state == JobState::Completed && lecture.published_prefix.is_none() => {
+                ProcessingStatus::Processing
+            }
             Some(j) => j.state.processing_status(),
             None if lecture.published_prefix.is_some() => ProcessingStatus::Completed,
             None if lecture.failed_error.is_some() => ProcessingStatus::Failed,

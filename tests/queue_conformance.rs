@@ -72,7 +72,10 @@ pub async fn retries_back_off_exponentially_then_fail(q: Arc<dyn Queue>) {
                 let delay = at - before;
                 let nominal = BACKOFF.as_millis() as i64 * (1 << (attempt - 1));
                 // ±20% jitter, measured from somewhere inside the call.
-                assert!(at >= after + nominal * 8 / 10 - (after - before) && delay <= nominal * 12 / 10 + (after - before), "attempt {attempt}: delay {delay} ms, nominal {nominal}");
+                assert!(
+                    at >= after + nominal * 8 / 10 - (after - before) && delay <= nominal * 12 / 10 + (after - before),
+                    "attempt {attempt}: delay {delay} ms, nominal {nominal}"
+                );
                 assert!(delay > last_delay, "delays grow");
                 last_delay = delay;
                 assert_eq!(state(&*q, "a").await, JobState::Delayed);
@@ -185,7 +188,9 @@ pub async fn priority_then_fifo_and_delays(q: Arc<dyn Queue>) {
     }
     assert_eq!(order, ["j5", "j2", "j4", "j1", "j3"]);
 
-    q.enqueue("later", &EnqueueOptions { priority: 0, delay: Duration::from_millis(1500), max_attempts: 3 }).await.unwrap();
+    q.enqueue("later", &EnqueueOptions { priority: 0, delay: Duration::from_millis(1500), max_attempts: 3 })
+        .await
+        .unwrap();
     assert_eq!(state(&*q, "later").await, JobState::Delayed);
     assert!(q.claim("w", LEASE).await.unwrap().is_none());
     let claim = claim_within(&*q, Duration::from_secs(10)).await.expect("claimable once due");

@@ -47,7 +47,8 @@ pub async fn list(
     query: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let axum::extract::Query(q) = query?;
-    let state: crate::domain::JobState = q.state.parse().map_err(|e: crate::domain::InvalidValue| ApiError::BadRequest(e.0))?;
+    let state: crate::domain::JobState =
+        q.state.parse().map_err(|e: crate::domain::InvalidValue| ApiError::BadRequest(e.0))?;
     let (page, limit) = (q.page.unwrap_or(1), q.limit.unwrap_or(20));
     if page == 0 || !(1..=100).contains(&limit) {
         return Err(ApiError::BadRequest("`page` starts at 1 and `limit` is 1 to 100".into()));
@@ -62,7 +63,9 @@ pub async fn list(
         crate::domain::JobState::Failed => counts.failed,
         crate::domain::JobState::Cancelled => counts.cancelled,
     };
-    Ok(Json(json!({ "jobs": jobs.iter().map(job_json).collect::<Vec<_>>(), "page": page, "limit": limit, "total": total })))
+    Ok(Json(
+        json!({ "jobs": jobs.iter().map(job_json).collect::<Vec<_>>(), "page": page, "limit": limit, "total": total }),
+    ))
 }
 
 pub async fn get(State(app): State<AppState>, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {

@@ -19,7 +19,8 @@ pub fn parse_id(raw: &str) -> Result<LectureId, ApiError> {
 
 pub async fn get(State(app): State<AppState>, Path(raw): Path<String>) -> Result<Json<LectureDocument>, ApiError> {
     let id = parse_id(&raw)?;
-    let lecture = app.lectures.get(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no lecture with id `{raw}`")))?;
+    let lecture =
+        app.lectures.get(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no lecture with id `{raw}`")))?;
     let job = app.queue.get(id.as_str()).await?;
     Ok(Json(LectureDocument::new(lecture, job.as_ref(), app.storage.as_ref())))
 }
@@ -34,7 +35,10 @@ pub struct ListQuery {
 
 const MAX_PAGE_SIZE: u32 = 100;
 
-pub async fn list(State(app): State<AppState>, query: Result<Query<ListQuery>, QueryRejection>) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(app): State<AppState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
     let Query(q) = query?;
     let page = q.page.unwrap_or(1);
     let limit = q.limit.unwrap_or(20);
@@ -59,7 +63,8 @@ pub async fn list(State(app): State<AppState>, query: Result<Query<ListQuery>, Q
 /// and every published file.
 pub async fn delete(State(app): State<AppState>, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&raw)?;
-    let lecture = app.lectures.get(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no lecture with id `{raw}`")))?;
+    let lecture =
+        app.lectures.get(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no lecture with id `{raw}`")))?;
     // A job running in this process is stopped right now, before its files
     // are removed; one elsewhere stops at its next heartbeat.
     app.queue.cancel(id.as_str()).await?;

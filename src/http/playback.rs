@@ -33,7 +33,8 @@ use crate::transcode::playlist;
 /// attempt that is already playable (progressive publishing).
 async fn published(app: &AppState, raw: &str) -> Result<(Lecture, String), ApiError> {
     let id = parse_id(raw)?;
-    let lecture = app.lectures.get(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no lecture with id `{raw}`")))?;
+    let lecture =
+        app.lectures.get(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no lecture with id `{raw}`")))?;
     let prefix = lecture
         .published_prefix
         .clone()
@@ -73,7 +74,10 @@ pub async fn master(State(app): State<AppState>, Path(raw): Path<String>) -> Res
     Ok(playlist_response(text))
 }
 
-pub async fn media(State(app): State<AppState>, Path((raw, rendition)): Path<(String, String)>) -> Result<Response, ApiError> {
+pub async fn media(
+    State(app): State<AppState>,
+    Path((raw, rendition)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
     let (_, prefix) = published(&app, &raw).await?;
     // While the job runs the lecture lists no renditions yet; the name only
     // has to be a plain file name inside the prefix.

@@ -14,11 +14,13 @@ use crate::queue::EnqueueOptions;
 /// Room for the multipart framing and text fields around the file.
 const FORM_OVERHEAD: u64 = 1 << 20;
 
-pub async fn upload(State(app): State<AppState>, headers: HeaderMap, form: Multipart) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+pub async fn upload(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    form: Multipart,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > app.ingest.max_bytes + FORM_OVERHEAD) {
         return Err(ApiError::PayloadTooLarge(format!(
             "upload is larger than the limit of {} bytes",
@@ -37,7 +39,8 @@ pub async fn upload(State(app): State<AppState>, headers: HeaderMap, form: Multi
         source_path: source,
         original_filename: upload.original_filename,
     };
-    let options = EnqueueOptions { priority: upload.priority, delay: std::time::Duration::ZERO, max_attempts: app.max_attempts };
+    let options =
+        EnqueueOptions { priority: upload.priority, delay: std::time::Duration::ZERO, max_attempts: app.max_attempts };
     app.lectures.create_with_job(new, &options, app.queue.as_ref()).await?;
     // Committed: the lecture owns the file now.
     file.keep();

@@ -155,7 +155,8 @@ async fn text(mut field: Field<'_>, name: &'static str) -> Result<String, Ingest
             return Err(too_long());
         }
     }
-    let value = String::from_utf8(bytes).map_err(|_| IngestError::InvalidField(format!("`{name}` is not UTF-8 text")))?;
+    let value =
+        String::from_utf8(bytes).map_err(|_| IngestError::InvalidField(format!("`{name}` is not UTF-8 text")))?;
     let value = value.trim();
     if value.chars().count() > MAX_TEXT_FIELD {
         return Err(too_long());

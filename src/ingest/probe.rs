@@ -101,12 +101,10 @@ pub async fn probe(ffprobe: &Path, path: &Path) -> Result<MediaInfo, ProbeError>
     if tokio::fs::metadata(path).await?.len() == 0 {
         return Err(ProbeError::Empty);
     }
-    let output = run(
-        Command::new(ffprobe)
-            .args(["-v", "error", "-protocol_whitelist", "file", "-format_whitelist", FORMAT_WHITELIST])
-            .args(["-print_format", "json", "-show_format", "-show_streams"])
-            .arg(path),
-    )
+    let output = run(Command::new(ffprobe)
+        .args(["-v", "error", "-protocol_whitelist", "file", "-format_whitelist", FORMAT_WHITELIST])
+        .args(["-print_format", "json", "-show_format", "-show_streams"])
+        .arg(path))
     .await?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -129,13 +127,11 @@ async fn run(cmd: &mut Command) -> Result<std::process::Output, ProbeError> {
 
 /// Headers can lie; decoding one frame proves the video stream is usable.
 async fn decode_first_frame(ffprobe: &Path, path: &Path, info: &MediaInfo) -> Result<(), ProbeError> {
-    let output = run(
-        Command::new(ffprobe)
-            .args(["-v", "error", "-protocol_whitelist", "file", "-f", &info.demuxer])
-            .args(["-select_streams", &info.video_stream.to_string(), "-read_intervals", "%+#1"])
-            .args(["-show_entries", "frame=pict_type", "-of", "csv=p=0"])
-            .arg(path),
-    )
+    let output = run(Command::new(ffprobe)
+        .args(["-v", "error", "-protocol_whitelist", "file", "-f", &info.demuxer])
+        .args(["-select_streams", &info.video_stream.to_string(), "-read_intervals", "%+#1"])
+        .args(["-show_entries", "frame=pict_type", "-of", "csv=p=0"])
+        .arg(path))
     .await?;
     let decoded = String::from_utf8_lossy(&output.stdout);
     if output.status.success() && decoded.lines().any(|l| !l.trim().is_empty()) {
@@ -252,7 +248,8 @@ impl MediaInfo {
         };
         // Phones store portrait video as landscape plus a rotation; ffmpeg
         // applies it when decoding, so plan with the rotated size.
-        let (width, height) = if rotation(video).rem_euclid(180) == 90 { (coded_h, display_w) } else { (display_w, coded_h) };
+        let (width, height) =
+            if rotation(video).rem_euclid(180) == 90 { (coded_h, display_w) } else { (display_w, coded_h) };
         if width > MAX_DIMENSION || height > MAX_DIMENSION {
             return Err(ProbeError::TooLarge { width, height });
         }

@@ -113,7 +113,14 @@ pub struct Sweep {
 
 impl Publisher {
     pub fn new(storage: Arc<dyn Storage>, prefix: String, out_dir: PathBuf) -> Publisher {
-        Publisher { storage, prefix, out_dir, published: HashSet::new(), playlists: HashMap::new(), master_published: false }
+        Publisher {
+            storage,
+            prefix,
+            out_dir,
+            published: HashSet::new(),
+            playlists: HashMap::new(),
+            master_published: false,
+        }
     }
 
     /// Publishes every segment the media playlists list and that has not

@@ -159,7 +159,9 @@ impl Failure {
 
     fn is_refusal(&self) -> bool {
         match self {
-            Failure::Store(object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }) => true,
+            Failure::Store(
+                object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. },
+            ) => true,
             Failure::Store(e) => matches!(http_status(&e.to_string()), Some(401 | 403)),
             Failure::Local(_) => false,
         }
@@ -229,7 +231,11 @@ impl S3Storage {
     /// `api_base` is the public base of this API, used for signed links.
     pub fn new(config: S3Config, api_base: &str) -> Result<S3Storage, StorageError> {
         let retry = |budget: Duration, max_retries: usize| RetryConfig {
-            backoff: BackoffConfig { init_backoff: Duration::from_millis(100), max_backoff: MAX_FILE_BACKOFF, base: 2.0 },
+            backoff: BackoffConfig {
+                init_backoff: Duration::from_millis(100),
+                max_backoff: MAX_FILE_BACKOFF,
+                base: 2.0,
+            },
             max_retries,
             retry_timeout: budget,
         };
@@ -244,7 +250,7 @@ impl S3Storage {
         )
         .with_retry(retry(Duration::from_secs(3), 2))
         .build()
-            .map_err(|e| StorageError::Remote(format!("S3 configuration: {}", one_line(&e.to_string()))))?;
+        .map_err(|e| StorageError::Remote(format!("S3 configuration: {}", one_line(&e.to_string()))))?;
         let links = match (config.signed_url_ttl, &config.public_base_url) {
             (Some(ttl), _) => Links::Signed { api_base: api_base.trim_end_matches('/').to_string(), ttl },
             (None, Some(base)) => Links::Public(base.trim_end_matches('/').to_string()),
@@ -262,9 +268,7 @@ impl S3Storage {
         // Explicit keys: nothing else from the environment may change the
         // request. No keys: the environment (session tokens, instance roles).
         let mut builder = match (&config.access_key_id, &config.secret_access_key) {
-            (Some(id), Some(secret)) => {
-                AmazonS3Builder::new().with_access_key_id(id).with_secret_access_key(secret)
-            }
+            (Some(id), Some(secret)) => AmazonS3Builder::new().with_access_key_id(id).with_secret_access_key(secret),
             _ => AmazonS3Builder::from_env(),
         };
         // Client options first: `with_allow_http` below is one of them.
@@ -429,7 +433,8 @@ impl S3Storage {
         let url = object_store::signer::Url::parse(&endpoint).map_err(|e| format!("bad URL: {e}"))?;
         let host = url.host_str().ok_or("no host in the URL")?.to_string();
         let port = url.port_or_known_default().ok_or("no port in the URL")?;
-        match tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect((host.as_str(), port))).await {
+        match tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect((host.as_str(), port))).await
+        {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("connection timed out after 3s".into()),
@@ -481,7 +486,9 @@ impl Storage for S3Storage {
 
     async fn list_children(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
         let location = self.path(prefix);
-        let listing = self.retrying("list", prefix, || async { Ok(self.store.list_with_delimiter(Some(&location)).await?) }).await?;
+        let listing = self
+            .retrying("list", prefix, || async { Ok(self.store.list_with_delimiter(Some(&location)).await?) })
+            .await?;
         let mut names: Vec<String> = listing
             .common_prefixes
             .iter()
@@ -495,9 +502,8 @@ impl Storage for S3Storage {
 
     async fn get_bytes(&self, key: &str) -> Result<Vec<u8>, StorageError> {
         let location = self.path(key);
-        let bytes = self
-            .retrying("download", key, || async { Ok(self.store.get(&location).await?.bytes().await?) })
-            .await?;
+        let bytes =
+            self.retrying("download", key, || async { Ok(self.store.get(&location).await?.bytes().await?) }).await?;
         Ok(bytes.to_vec())
     }
 
@@ -514,11 +520,10 @@ impl Storage for S3Storage {
 
     async fn presigned_url(&self, key: &str) -> Result<Option<String>, StorageError> {
         let Links::Signed { ttl, .. } = &self.links else { return Ok(None) };
-        let url = self
-            .store
-            .signed_url(Method::GET, &self.path(key), *ttl)
-            .await
-            .map_err(|e| StorageError::Remote(format!("signing a URL for `{key}`: {}", one_line(&e.to_string()))))?;
+        let url =
+            self.store.signed_url(Method::GET, &self.path(key), *ttl).await.map_err(|e| {
+                StorageError::Remote(format!("signing a URL for `{key}`: {}", one_line(&e.to_string())))
+            })?;
         Ok(Some(url.to_string()))
     }
 
@@ -552,8 +557,11 @@ mod tests {
     fn public_links_are_path_style_under_the_bucket_prefix() {
         let s3 = S3Storage::new(config(), "http://api").unwrap();
         assert_eq!(s3.url("L/t/master.m3u8"), "http://127.0.0.1:9000/media/vod/L/t/master.m3u8");
-        let cdn = S3Storage::new(S3Config { public_base_url: Some("https://cdn.example.com".into()), ..config() }, "http://api")
-            .unwrap();
+        let cdn = S3Storage::new(
+            S3Config { public_base_url: Some("https://cdn.example.com".into()), ..config() },
+            "http://api",
+        )
+        .unwrap();
         assert_eq!(cdn.url("L/t/master.m3u8"), "https://cdn.example.com/vod/L/t/master.m3u8");
         let aws = S3Storage::new(S3Config { endpoint: None, prefix: String::new(), ..config() }, "http://api").unwrap();
         assert_eq!(aws.url("L/t/thumbnail.jpg"), "https://media.s3.us-east-1.amazonaws.com/L/t/thumbnail.jpg");
@@ -561,8 +569,9 @@ mod tests {
 
     #[test]
     fn signed_links_go_through_the_api() {
-        let s3 = S3Storage::new(S3Config { signed_url_ttl: Some(Duration::from_secs(60)), ..config() }, "http://api:8080/")
-            .unwrap();
+        let s3 =
+            S3Storage::new(S3Config { signed_url_ttl: Some(Duration::from_secs(60)), ..config() }, "http://api:8080/")
+                .unwrap();
         assert_eq!(s3.url("L/t/master.m3u8"), "http://api:8080/api/lectures/L/master.m3u8");
         assert_eq!(s3.url("L/t/thumbnail.jpg"), "http://api:8080/api/lectures/L/thumbnail.jpg");
     }

@@ -287,7 +287,8 @@ impl RedisQueue {
             .await
             .map_err(|_| QueueError::Redis(format!("{url}: no answer within 10s")))?
             .map_err(|e| QueueError::Redis(format!("{url}: {e}")))?;
-        let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(|e| QueueError::Redis(format!("{url}: {e}")))?;
+        let _: String =
+            redis::cmd("PING").query_async(&mut conn).await.map_err(|e| QueueError::Redis(format!("{url}: {e}")))?;
         Ok(RedisQueue { conn, prefix: prefix.to_string(), backoff, scripts: Scripts::new() })
     }
 
@@ -310,7 +311,12 @@ fn optional<T: std::str::FromStr>(map: &HashMap<String, String>, name: &str) -> 
 }
 
 fn job_from_hash(map: HashMap<String, String>) -> Result<JobRecord, QueueError> {
-    let state: JobState = map.get("state").map(String::as_str).unwrap_or_default().parse().map_err(|e: crate::domain::InvalidValue| QueueError::Corrupt(e.0))?;
+    let state: JobState = map
+        .get("state")
+        .map(String::as_str)
+        .unwrap_or_default()
+        .parse()
+        .map_err(|e: crate::domain::InvalidValue| QueueError::Corrupt(e.0))?;
     let errors: Vec<AttemptError> = serde_json::from_str(map.get("errors").map(String::as_str).unwrap_or("[]"))
         .map_err(|e| QueueError::Corrupt(format!("errors of job: {e}")))?;
     Ok(JobRecord {
@@ -371,8 +377,12 @@ impl Queue for RedisQueue {
     }
 
     async fn complete(&self, claim: &Claim) -> Result<bool, QueueError> {
-        let done: i64 =
-            self.call(&self.scripts.complete).arg(&claim.job_id).arg(&claim.token).invoke_async(&mut self.conn.clone()).await?;
+        let done: i64 = self
+            .call(&self.scripts.complete)
+            .arg(&claim.job_id)
+            .arg(&claim.token)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
         Ok(done == 1)
     }
 
@@ -389,14 +399,21 @@ impl Queue for RedisQueue {
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(match outcome.split_once(':') {
-            Some(("delayed", at)) => FailOutcome::RetryAt(at.parse().map_err(|_| QueueError::Corrupt(outcome.clone()))?),
+            Some(("delayed", at)) => {
+                FailOutcome::RetryAt(at.parse().map_err(|_| QueueError::Corrupt(outcome.clone()))?)
+            }
             _ if outcome == "failed" => FailOutcome::Failed,
             _ => FailOutcome::LeaseLost,
         })
     }
 
     async fn release(&self, claim: &Claim) -> Result<(), QueueError> {
-        let _: i64 = self.call(&self.scripts.release).arg(&claim.job_id).arg(&claim.token).invoke_async(&mut self.conn.clone()).await?;
+        let _: i64 = self
+            .call(&self.scripts.release)
+            .arg(&claim.job_id)
+            .arg(&claim.token)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
         Ok(())
     }
 
@@ -464,7 +481,8 @@ impl Queue for RedisQueue {
     }
 
     async fn is_paused(&self) -> Result<bool, QueueError> {
-        let value: Option<String> = redis::cmd("GET").arg(format!("{}:paused", self.prefix)).query_async(&mut self.conn.clone()).await?;
+        let value: Option<String> =
+            redis::cmd("GET").arg(format!("{}:paused", self.prefix)).query_async(&mut self.conn.clone()).await?;
         Ok(value.as_deref() == Some("1"))
     }
 
@@ -488,8 +506,12 @@ impl Queue for RedisQueue {
     }
 
     async fn clean(&self, state: JobState, before_ms: i64) -> Result<Vec<String>, QueueError> {
-        let ids: Vec<String> =
-            self.call(&self.scripts.clean).arg(state.as_str()).arg(before_ms).invoke_async(&mut self.conn.clone()).await?;
+        let ids: Vec<String> = self
+            .call(&self.scripts.clean)
+            .arg(state.as_str())
+            .arg(before_ms)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
         Ok(ids)
     }
 }

@@ -41,7 +41,12 @@ impl SqlQueue {
 
     /// Inserts a job on an open connection or transaction, so that callers
     /// can enqueue in the same transaction as the record the job is for.
-    pub async fn enqueue_on(conn: &mut AnyConnection, dialect: Dialect, id: &str, options: &EnqueueOptions) -> Result<(), QueueError> {
+    pub async fn enqueue_on(
+        conn: &mut AnyConnection,
+        dialect: Dialect,
+        id: &str,
+        options: &EnqueueOptions,
+    ) -> Result<(), QueueError> {
         let now = clock(conn, dialect).await?;
         let delay_ms = options.delay.as_millis() as i64;
         let state = if delay_ms > 0 { JobState::Delayed } else { JobState::Waiting };
@@ -98,8 +103,14 @@ impl SqlQueue {
             .fetch_optional(&self.db.pool)
             .await?;
         let Some(row) = row else { return Ok(false) };
-        let mut errors: Vec<AttemptError> = serde_json::from_str(&row.try_get::<String, _>("errors")?).unwrap_or_default();
-        errors.push(AttemptError { attempt: claim.attempt, error: error.to_string(), at: now_ms(), worker: Some(worker.to_string()) });
+        let mut errors: Vec<AttemptError> =
+            serde_json::from_str(&row.try_get::<String, _>("errors")?).unwrap_or_default();
+        errors.push(AttemptError {
+            attempt: claim.attempt,
+            error: error.to_string(),
+            at: now_ms(),
+            worker: Some(worker.to_string()),
+        });
         let updated = sqlx::query("UPDATE jobs SET errors = $1 WHERE id = $2 AND lease_token = $3")
             .bind(serde_json::to_string(&errors).expect("errors serialize"))
             .bind(&claim.job_id)
@@ -188,11 +199,9 @@ impl Queue for SqlQueue {
             .fetch_optional(&self.db.pool)
             .await?;
         Ok(match row {
-            Some(row) => Some(Claim {
-                job_id: row.try_get("id")?,
-                attempt: row.try_get::<i64, _>("attempts")? as u32,
-                token,
-            }),
+            Some(row) => {
+                Some(Claim { job_id: row.try_get("id")?, attempt: row.try_get::<i64, _>("attempts")? as u32, token })
+            }
             None => None,
         })
     }
@@ -388,7 +397,8 @@ impl Queue for SqlQueue {
     }
 
     async fn is_paused(&self) -> Result<bool, QueueError> {
-        let row = sqlx::query("SELECT value FROM queue_flags WHERE name = 'paused'").fetch_optional(&self.db.pool).await?;
+        let row =
+            sqlx::query("SELECT value FROM queue_flags WHERE name = 'paused'").fetch_optional(&self.db.pool).await?;
         Ok(match row {
             Some(row) => row.try_get::<i64, _>("value")? == 1,
             None => false,

@@ -226,7 +226,14 @@ mod tests {
     }
 
     fn aac(profile: &str, channels: u32, bit_rate: Option<u32>) -> Option<AudioStream> {
-        Some(AudioStream { index: 1, codec: "aac".into(), profile: profile.into(), channels, sample_rate: 48_000, bit_rate })
+        Some(AudioStream {
+            index: 1,
+            codec: "aac".into(),
+            profile: profile.into(),
+            channels,
+            sample_rate: 48_000,
+            bit_rate,
+        })
     }
 
     fn joined(args: &[OsString]) -> String {
@@ -238,7 +245,10 @@ mod tests {
         let m = media(aac("HE-AAC", 2, Some(64_000)));
         let plan = Plan::new(&m, &Ladder::default());
         let args = joined(&ladder_args(&m, &plan, Path::new("/in/src.mp4"), Path::new("/out")));
-        assert!(args.starts_with("-nostdin -hide_banner -loglevel error -protocol_whitelist file -f mov -i /in/src.mp4"), "{args}");
+        assert!(
+            args.starts_with("-nostdin -hide_banner -loglevel error -protocol_whitelist file -f mov -i /in/src.mp4"),
+            "{args}"
+        );
         assert!(
             args.contains(
                 "-filter_complex [0:0]scale=1280:720:flags=bicubic,setsar=1,format=yuv420p,split=4[v2][c0][c1][t];\
@@ -254,7 +264,12 @@ mod tests {
         assert!(args.contains("-crf:v:1 10 -maxrate:v:1 1400000"), "{args}");
         assert!(args.contains("-crf:v:2 16 -maxrate:v:2 2800000 -bufsize:v:2 5600000 -level:v:2 3.1 -x264-params:v:2 aq-strength=0.8:me=dia:rc-lookahead=5 -b:a:2 128000"), "{args}");
         assert!(args.contains("-c:a aac -ac 2 -ar 48000"), "HE-AAC is re-encoded: {args}");
-        assert!(args.contains("-hls_segment_type fmp4 -hls_fmp4_init_filename init.mp4 -hls_segment_filename /out/%v/seg_%05d.m4s"), "{args}");
+        assert!(
+            args.contains(
+                "-hls_segment_type fmp4 -hls_fmp4_init_filename init.mp4 -hls_segment_filename /out/%v/seg_%05d.m4s"
+            ),
+            "{args}"
+        );
         assert!(args.contains("-var_stream_map v:0,a:0,name:240p v:1,a:1,name:360p v:2,a:2,name:720p"), "{args}");
         assert!(
             args.ends_with("-progress pipe:1 -nostats /out/%v/index.m3u8 -map [thumb] -frames:v 1 -c:v mjpeg -q:v 3 /out/thumbnail.jpg"),
@@ -292,6 +307,11 @@ mod tests {
         let m = MediaInfo { width: 320, height: 180, ..media(None) };
         let plan = Plan::new(&m, &Ladder::default());
         let args = joined(&ladder_args(&m, &plan, Path::new("/in/src.mp4"), Path::new("/out")));
-        assert!(args.contains("-filter_complex [0:0]scale=320:180:flags=bicubic,setsar=1,format=yuv420p,split=2[v0][t];[t]trim="), "{args}");
+        assert!(
+            args.contains(
+                "-filter_complex [0:0]scale=320:180:flags=bicubic,setsar=1,format=yuv420p,split=2[v0][t];[t]trim="
+            ),
+            "{args}"
+        );
     }
 }

@@ -73,7 +73,13 @@ pub async fn run(
     progress: &watch::Sender<f64>,
 ) -> Result<(), FfmpegError> {
     let mut command = Command::new(ffmpeg);
-    command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).kill_on_drop(true);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
     // If vidpipe itself dies (kill -9, OOM), no drop or signal handler runs:
     // the kernel kills ffmpeg instead of leaving an orphan encoding for nobody.
     // SAFETY: prctl is async-signal-safe and touches only the child.

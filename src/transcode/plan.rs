@@ -38,9 +38,10 @@ impl FromStr for Ladder {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut rungs = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let height: u32 = part.trim_end_matches('p').parse().map_err(|_| {
-                InvalidValue(format!("ladder rung `{part}` is not a height; write e.g. 240,360,720"))
-            })?;
+            let height: u32 = part
+                .trim_end_matches('p')
+                .parse()
+                .map_err(|_| InvalidValue(format!("ladder rung `{part}` is not a height; write e.g. 240,360,720")))?;
             if !(Ladder::MIN_RUNG..=Ladder::MAX_RUNG).contains(&height) || !height.is_multiple_of(2) {
                 return Err(InvalidValue(format!(
                     "ladder rung {height} must be an even height between {} and {}",
@@ -136,7 +137,9 @@ pub enum Audio {
     /// The source's AAC-LC, copied unchanged into every rendition: it is
     /// already what players want, and re-encoding it three times would cost
     /// time and a generation of quality. `bps` is its bitrate.
-    Copy { bps: u32 },
+    Copy {
+        bps: u32,
+    },
     /// Encoded to AAC-LC stereo 48 kHz at the rendition's rate.
     Encode,
 }
@@ -206,7 +209,9 @@ impl Rendition {
         let short_side = width.min(height).max(2) as f64;
         let pixels_per_second = width as f64 * height as f64 * fps.as_f64();
         let peak = (pixels_per_second * peak_bits_per_pixel(short_side)).round() as u32;
-        let crf = (CRF_AT_720 - CRF_PER_TRIPLING * (720.0 / short_side).log(3.0)).round().clamp(CRF_RANGE.0, CRF_RANGE.1) as u8;
+        let crf = (CRF_AT_720 - CRF_PER_TRIPLING * (720.0 / short_side).log(3.0))
+            .round()
+            .clamp(CRF_RANGE.0, CRF_RANGE.1) as u8;
         let audio_bps = match audio {
             Audio::Silent => None,
             Audio::Copy { bps } => Some(bps),

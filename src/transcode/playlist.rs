@@ -151,7 +151,13 @@ mod tests {
         };
         let text = master(&Plan::new(&media, &Ladder::default()));
         assert_eq!(text.matches("#EXT-X-STREAM-INF").count(), 3);
-        assert!(text.contains("RESOLUTION=426x240,FRAME-RATE=29.970,CODECS=\"avc1.64001e,mp4a.40.2\"\n240p/index.m3u8\n"), "{text}");
-        assert!(text.contains("RESOLUTION=1280x720,FRAME-RATE=29.970,CODECS=\"avc1.64001f,mp4a.40.2\"\n720p/index.m3u8\n"), "{text}");
+        assert!(
+            text.contains("RESOLUTION=426x240,FRAME-RATE=29.970,CODECS=\"avc1.64001e,mp4a.40.2\"\n240p/index.m3u8\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("RESOLUTION=1280x720,FRAME-RATE=29.970,CODECS=\"avc1.64001f,mp4a.40.2\"\n720p/index.m3u8\n"),
+            "{text}"
+        );
     }
 }

@@ -51,7 +51,12 @@ impl JobError {
 
 /// Runs one claimed job to one of its endings. Never returns an error: every
 /// outcome is written to the queue.
-pub(super) async fn process(ctx: &WorkerContext, claim: Claim, cancel: CancellationToken, hard_stop: &CancellationToken) {
+pub(super) async fn process(
+    ctx: &WorkerContext,
+    claim: Claim,
+    cancel: CancellationToken,
+    hard_stop: &CancellationToken,
+) {
     let id = claim.job_id.clone();
     tracing::info!(job = %id, attempt = claim.attempt, "job started");
     ctx.running.insert(&id, cancel.clone());
@@ -69,7 +74,9 @@ pub(super) async fn process(ctx: &WorkerContext, claim: Claim, cancel: Cancellat
             Ok(true) => {
                 tracing::info!(job = %id, "job completed");
                 remove_other_attempts(ctx, &id, tag).await;
-                if let Ok(Some(lecture)) = ctx.lectures.get(&id.parse::<LectureId>().expect("job ids are lecture ids")).await {
+                if let Ok(Some(lecture)) =
+                    ctx.lectures.get(&id.parse::<LectureId>().expect("job ids are lecture ids")).await
+                {
                     let _ = tokio::fs::remove_file(&lecture.source_path).await;
                 }
                 true
@@ -98,15 +105,21 @@ pub(super) async fn process(ctx: &WorkerContext, claim: Claim, cancel: Cancellat
         Err(e) => {
             let message = e.to_string();
             match ctx.queue.fail(&claim, &ctx.id, &message, e.retryable()).await {
-                Ok(FailOutcome::RetryAt(at)) => tracing::warn!(job = %id, error = %message, retry_at = at, "attempt failed; will retry"),
+                Ok(FailOutcome::RetryAt(at)) => {
+                    tracing::warn!(job = %id, error = %message, retry_at = at, "attempt failed; will retry")
+                }
                 Ok(FailOutcome::Failed) => {
                     tracing::error!(job = %id, error = %message, "job failed");
                     if let Err(e) = ctx.lectures.set_failed(&id, Some(&message)).await {
                         tracing::warn!(job = %id, error = %e, "could not store the failure on the lecture");
                     }
                 }
-                Ok(FailOutcome::LeaseLost) => tracing::warn!(job = %id, error = %message, "attempt failed after its lease was lost"),
-                Err(qe) => tracing::error!(job = %id, error = %qe, "could not record the failure; the lease will expire"),
+                Ok(FailOutcome::LeaseLost) => {
+                    tracing::warn!(job = %id, error = %message, "attempt failed after its lease was lost")
+                }
+                Err(qe) => {
+                    tracing::error!(job = %id, error = %qe, "could not record the failure; the lease will expire")
+                }
             }
             false
         }
@@ -136,7 +149,8 @@ async fn attempt(
     cancel: &CancellationToken,
     progress: &watch::Sender<f64>,
 ) -> Result<Published, JobError> {
-    let lecture_id: LectureId = claim.job_id.parse().map_err(|e: crate::domain::InvalidValue| JobError::Internal(e.0))?;
+    let lecture_id: LectureId =
+        claim.job_id.parse().map_err(|e: crate::domain::InvalidValue| JobError::Internal(e.0))?;
     let lecture = ctx
         .lectures
         .get(&lecture_id)
@@ -201,7 +215,12 @@ async fn attempt(
         renditions: plan
             .renditions
             .iter()
-            .map(|r| RenditionSummary { name: r.name().to_string(), width: r.width(), height: r.height(), bandwidth: r.bandwidth() })
+            .map(|r| RenditionSummary {
+                name: r.name().to_string(),
+                width: r.width(),
+                height: r.height(),
+                bandwidth: r.bandwidth(),
+            })
             .collect(),
         duration_seconds: plan.duration_seconds,
     })

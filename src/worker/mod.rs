@@ -156,13 +156,18 @@ pub async fn reconcile(ctx: &WorkerContext) -> Result<usize, String> {
         after = last.clone();
         let jobs = ctx.queue.get_many(&ids).await.map_err(|e| e.to_string())?;
         for job in jobs.iter().filter(|j| matches!(j.state, JobState::Failed | JobState::Cancelled)) {
-            let reason = job.last_error.as_deref().unwrap_or(if job.state == JobState::Cancelled { "cancelled" } else { "failed" });
+            let reason = job.last_error.as_deref().unwrap_or(if job.state == JobState::Cancelled {
+                "cancelled"
+            } else {
+                "failed"
+            });
             ctx.lectures.set_failed(&job.id, Some(reason)).await.map_err(|e| e.to_string())?;
             tracing::info!(lecture = %job.id, reason, "recorded the job's failure on its lecture");
         }
         let live: std::collections::HashSet<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
         for id in ids.iter().filter(|id| !live.contains(id.as_str())) {
-            let options = crate::queue::EnqueueOptions { priority: 0, delay: Duration::ZERO, max_attempts: ctx.max_attempts };
+            let options =
+                crate::queue::EnqueueOptions { priority: 0, delay: Duration::ZERO, max_attempts: ctx.max_attempts };
             ctx.queue.enqueue(id, &options).await.map_err(|e| e.to_string())?;
             tracing::warn!(lecture = %id, "lecture had no job; re-enqueued");
             enqueued += 1;

@@ -24,7 +24,8 @@ async fn upload_and_check(app: &TestApp, clip: &std::path::Path, expect: Expect<
         .iter()
         .map(|r| (r["name"].as_str().unwrap().to_string(), r["width"].as_u64().unwrap(), r["height"].as_u64().unwrap()))
         .collect();
-    let wanted: Vec<(String, u64, u64)> = expect.renditions.iter().map(|(n, w, h)| (n.to_string(), *w as u64, *h as u64)).collect();
+    let wanted: Vec<(String, u64, u64)> =
+        expect.renditions.iter().map(|(n, w, h)| (n.to_string(), *w as u64, *h as u64)).collect();
     assert_eq!(listed, wanted, "{doc}");
     assert!((doc["durationSeconds"].as_f64().unwrap() - expect.seconds).abs() < 0.2, "{doc}");
 
@@ -52,12 +53,21 @@ async fn upload_and_check(app: &TestApp, clip: &std::path::Path, expect: Expect<
         let source_aspect = expect.source.0 as f64 / expect.source.1 as f64;
         let aspect = probed.width as f64 / probed.height as f64;
         assert!((aspect / source_aspect - 1.0).abs() < 0.02, "{name}: aspect {aspect} vs source {source_aspect}");
-        assert!((probed.duration - expect.seconds).abs() < 0.6, "{name}: duration {} vs {}", probed.duration, expect.seconds);
+        assert!(
+            (probed.duration - expect.seconds).abs() < 0.6,
+            "{name}: duration {} vs {}",
+            probed.duration,
+            expect.seconds
+        );
         assert_eq!(probed.has_audio, expect.audio, "{name}: audio");
         if expect.audio {
             assert_eq!(probed.audio.as_deref(), Some("aac"), "{name}: every rendition carries AAC");
         }
-        assert!(probed.keyframes.len() >= (expect.seconds / 2.0).floor() as usize, "{name}: keyframes {:?}", probed.keyframes);
+        assert!(
+            probed.keyframes.len() >= (expect.seconds / 2.0).floor() as usize,
+            "{name}: keyframes {:?}",
+            probed.keyframes
+        );
         keyframe_sets.push(probed.keyframes.iter().map(|t| (t * 100.0).round() as i64).collect::<Vec<_>>());
     }
     for set in &keyframe_sets[1..] {
@@ -133,7 +143,17 @@ async fn odd_sized_source_gets_even_sizes() {
     let clip = {
         let out = dir.path().join("odd.mkv");
         let status = std::process::Command::new("ffmpeg")
-            .args(["-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=853x479:rate=30:duration=5", "-c:v", "ffv1"])
+            .args([
+                "-v",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=853x479:rate=30:duration=5",
+                "-c:v",
+                "ffv1",
+            ])
             .arg(&out)
             .status()
             .unwrap();
@@ -182,7 +202,13 @@ async fn ntsc_29_97_source_keeps_its_rate_and_aligned_keyframes() {
 
 /// `ffmpeg -i src <args> out`: the same clip in another container or codec.
 fn convert(src: &std::path::Path, args: &[&str], out: std::path::PathBuf) -> std::path::PathBuf {
-    let status = std::process::Command::new("ffmpeg").args(["-v", "error", "-y", "-i"]).arg(src).args(args).arg(&out).status().unwrap();
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(src)
+        .args(args)
+        .arg(&out)
+        .status()
+        .unwrap();
     assert!(status.success(), "could not make {}", out.display());
     out
 }
@@ -203,7 +229,8 @@ async fn aac_from_mpeg_ts_is_copied_and_opus_from_matroska_is_encoded() {
         .unwrap();
     // MPEG-TS lists the stream under its program too: the first line is enough.
     let probed = String::from_utf8_lossy(&probed.stdout);
-    let ts_audio_bps: u64 = probed.lines().next().unwrap_or_default().trim().parse().expect("the TS source's audio bitrate");
+    let ts_audio_bps: u64 =
+        probed.lines().next().unwrap_or_default().trim().parse().expect("the TS source's audio bitrate");
     let mut bandwidths = Vec::new();
     for source in [ts, mkv] {
         let expect = Expect {

@@ -43,15 +43,23 @@ async fn deleting_a_lecture_being_processed_stops_ffmpeg_and_removes_everything(
 
     let response = app.client.delete(format!("{}/api/lectures/{id}", app.base)).send().await.unwrap();
     assert_eq!(response.status(), 200);
-    assert!(processes_mentioning(&id).is_empty(), "ffmpeg stopped before the delete answered: {:?}", processes_mentioning(&id));
+    assert!(
+        processes_mentioning(&id).is_empty(),
+        "ffmpeg stopped before the delete answered: {:?}",
+        processes_mentioning(&id)
+    );
 
     let response = app.client.get(format!("{}/api/lectures/{id}", app.base)).send().await.unwrap();
     assert_eq!(response.status(), 404);
     let media = app.data_dir.path().join("media").join(&id);
     eventually("published files removed", Duration::from_secs(5), || !media.exists()).await;
     assert!(files_under(&app.uploads_dir()).is_empty());
-    eventually("work files removed", Duration::from_secs(5), || files_under(&app.data_dir.path().join("work")).is_empty()).await;
-    let health: Value = app.client.get(format!("{}/api/health/queue", app.base)).send().await.unwrap().json().await.unwrap();
+    eventually("work files removed", Duration::from_secs(5), || {
+        files_under(&app.data_dir.path().join("work")).is_empty()
+    })
+    .await;
+    let health: Value =
+        app.client.get(format!("{}/api/health/queue", app.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!(health["queue"]["active"], 0, "{health}");
 }
 
@@ -80,7 +88,23 @@ async fn lectures_list_newest_first_by_course_with_paging_and_media_serves_range
     assert_eq!(page["lectures"].as_array().unwrap().len(), 1);
     assert_eq!(page["lectures"][0]["_id"], ids[1].as_str(), "newest first");
     assert_eq!(page["lectures"][0]["courseId"], "math");
-    for key in ["processingStatus", "progress", "processingError", "jobId", "attempts", "videoLink", "thumbnailLink", "renditions", "durationSeconds", "noOfViews", "noOfLikes", "comments", "createdAt", "updatedAt", "nameOfTopic"] {
+    for key in [
+        "processingStatus",
+        "progress",
+        "processingError",
+        "jobId",
+        "attempts",
+        "videoLink",
+        "thumbnailLink",
+        "renditions",
+        "durationSeconds",
+        "noOfViews",
+        "noOfLikes",
+        "comments",
+        "createdAt",
+        "updatedAt",
+        "nameOfTopic",
+    ] {
         assert!(page["lectures"][0].get(key).is_some(), "field {key} in {page}");
     }
     let bad = app.client.get(format!("{}/api/lectures?limit=1000", app.base)).send().await.unwrap();
@@ -88,14 +112,21 @@ async fn lectures_list_newest_first_by_course_with_paging_and_media_serves_range
 
     let doc = app.wait_for(&ids[2], "completed", Duration::from_secs(120)).await;
     let master = doc["videoLink"].as_str().unwrap();
-    let segment = master.replace("master.m3u8", "180p/seg_00000.m4s").replace("180p", doc["renditions"][0]["name"].as_str().unwrap());
+    let segment = master
+        .replace("master.m3u8", "180p/seg_00000.m4s")
+        .replace("180p", doc["renditions"][0]["name"].as_str().unwrap());
     let response = app.client.get(&segment).header("Range", "bytes=4-7").send().await.unwrap();
     assert_eq!(response.status(), 206);
     assert_eq!(response.headers()["content-type"], "video/mp4");
     let bytes = response.bytes().await.unwrap();
     assert_eq!(&bytes[..], b"styp", "an fMP4 media segment starts with its segment-type box");
 
-    let media_playlist = app.client.get(master.replace("master.m3u8", &format!("{}/index.m3u8", doc["renditions"][0]["name"].as_str().unwrap()))).send().await.unwrap();
+    let media_playlist = app
+        .client
+        .get(master.replace("master.m3u8", &format!("{}/index.m3u8", doc["renditions"][0]["name"].as_str().unwrap())))
+        .send()
+        .await
+        .unwrap();
     let text = media_playlist.text().await.unwrap();
     assert!(text.contains("#EXT-X-PLAYLIST-TYPE:VOD") && text.contains("#EXT-X-ENDLIST"), "{text}");
     assert_eq!(text.matches("#EXT-X-PLAYLIST-TYPE").count(), 1, "{text}");

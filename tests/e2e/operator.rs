@@ -31,7 +31,11 @@ async fn queue_and_lecture_commands_find_retry_and_delete_failed_work() {
     let dir = tempfile::tempdir().unwrap();
     // An ffmpeg whose encode always fails, so the job fails for good.
     let broken = dir.path().join("broken-ffmpeg");
-    std::fs::write(&broken, "#!/bin/sh\ncase \"$*\" in *var_stream_map*) echo 'encoder exploded' >&2; exit 1;; esac\nexec ffmpeg \"$@\"\n").unwrap();
+    std::fs::write(
+        &broken,
+        "#!/bin/sh\ncase \"$*\" in *var_stream_map*) echo 'encoder exploded' >&2; exit 1;; esac\nexec ffmpeg \"$@\"\n",
+    )
+    .unwrap();
     std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let app = spawn_app_with(|c| {
         c.tools.ffmpeg = broken.clone();
@@ -52,7 +56,8 @@ async fn queue_and_lecture_commands_find_retry_and_delete_failed_work() {
     assert_eq!(failed[0]["id"], id.as_str(), "{failed}");
     assert!(failed[0]["errors"][0]["error"].as_str().unwrap().contains("encoder exploded"));
 
-    let jobs: Value = app.client.get(format!("{}/api/jobs?state=failed", app.base)).send().await.unwrap().json().await.unwrap();
+    let jobs: Value =
+        app.client.get(format!("{}/api/jobs?state=failed", app.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!((jobs["total"].as_u64(), jobs["jobs"][0]["id"].as_str()), (Some(1), Some(id.as_str())), "{jobs}");
     for query in ["state=stuck", "page=1"] {
         let bad = app.client.get(format!("{}/api/jobs?{query}", app.base)).send().await.unwrap();

@@ -36,7 +36,21 @@ async fn a_player_started_mid_job_plays_to_the_end() {
     // A player that starts now follows the EVENT playlist until ENDLIST.
     let out = dir.path().join("watched.ts");
     let player = tokio::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-live_start_index", "0", "-i", &media_url, "-map", "0", "-c", "copy", "-f", "mpegts"])
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-live_start_index",
+            "0",
+            "-i",
+            &media_url,
+            "-map",
+            "0",
+            "-c",
+            "copy",
+            "-f",
+            "mpegts",
+        ])
         .arg(&out)
         .output();
     let played = tokio::time::timeout(Duration::from_secs(180), player).await.expect("player finished").unwrap();

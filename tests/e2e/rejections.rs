@@ -104,7 +104,11 @@ async fn playlists_and_concat_lists_pointing_at_local_files_are_refused() {
         .output()
         .unwrap();
     assert!(!run.status.success());
-    assert!(String::from_utf8_lossy(&run.stderr).contains("unsupported container"), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("unsupported container"),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     assert!(files_under(&out).is_empty());
 }
 
@@ -129,7 +133,11 @@ async fn missing_fields_are_400_and_name_the_field() {
         .client
         .post(&url)
         .multipart(
-            reqwest::multipart::Form::new().text("courseId", "c").text("nameOfTopic", "t").text("priority", "soon").part("uploadedFile", part()),
+            reqwest::multipart::Form::new()
+                .text("courseId", "c")
+                .text("nameOfTopic", "t")
+                .text("priority", "soon")
+                .part("uploadedFile", part()),
         )
         .send()
         .await
@@ -152,7 +160,8 @@ async fn uploads_over_the_limit_are_413_and_leave_no_partial_file() {
     // Chunked (no Content-Length): caught while streaming.
     let stream = futures::stream::iter((0..20).map(|_| Ok::<_, std::io::Error>(vec![7u8; 50_000])));
     let part = reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(stream)).file_name("big.mp4");
-    let form = reqwest::multipart::Form::new().text("courseId", "c").text("nameOfTopic", "t").part("uploadedFile", part);
+    let form =
+        reqwest::multipart::Form::new().text("courseId", "c").text("nameOfTopic", "t").part("uploadedFile", part);
     let response = app.client.post(format!("{}/api/upload", app.base)).multipart(form).send().await;
     if let Ok(response) = response {
         assert_eq!(response.status(), 413);
@@ -164,13 +173,18 @@ async fn uploads_over_the_limit_are_413_and_leave_no_partial_file() {
 #[tokio::test]
 async fn unknown_ids_are_404_json() {
     let app = spawn_app().await;
-    for path in ["/api/lectures/0123456789abcdef0123456789abcdef", "/api/lectures/not-an-id", "/api/jobs/0123456789abcdef0123456789abcdef"] {
+    for path in [
+        "/api/lectures/0123456789abcdef0123456789abcdef",
+        "/api/lectures/not-an-id",
+        "/api/jobs/0123456789abcdef0123456789abcdef",
+    ] {
         let response = app.client.get(format!("{}{path}", app.base)).send().await.unwrap();
         assert_eq!(response.status(), 404, "{path}");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error"], "not_found");
         assert!(body["message"].as_str().unwrap().contains("no "), "{body}");
     }
-    let response = app.client.delete(format!("{}/api/lectures/0123456789abcdef0123456789abcdef", app.base)).send().await.unwrap();
+    let response =
+        app.client.delete(format!("{}/api/lectures/0123456789abcdef0123456789abcdef", app.base)).send().await.unwrap();
     assert_eq!(response.status(), 404);
 }

@@ -6,7 +6,13 @@ use std::time::{Duration, Instant};
 use crate::helpers::*;
 
 /// Polls the job until `check` accepts it.
-async fn wait_job(api: &Api, id: &str, within: Duration, what: &str, check: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+async fn wait_job(
+    api: &Api,
+    id: &str,
+    within: Duration,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let deadline = Instant::now() + within;
     loop {
         let job = api.job(id).await;
@@ -21,7 +27,11 @@ async fn wait_job(api: &Api, id: &str, within: Duration, what: &str, check: impl
 async fn assert_plays(api: &Api, id: &str) {
     let doc = api.lecture(id).await;
     let master = doc["videoLink"].as_str().expect("videoLink");
-    let out = tokio::process::Command::new("ffprobe").args(["-v", "error", "-show_entries", "stream=width", "-of", "csv=p=0", master]).output().await.unwrap();
+    let out = tokio::process::Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "stream=width", "-of", "csv=p=0", master])
+        .output()
+        .await
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!out.stdout.is_empty());
 }
@@ -29,7 +39,10 @@ async fn assert_plays(api: &Api, id: &str) {
 /// An `api` and one `worker` process on `data`, and a 30 s 720p upload that
 /// the worker is encoding. Returns the API process (kept alive by the
 /// caller), its client, the worker, the lecture id and its running job.
-async fn api_and_worker_mid_job(data: &std::path::Path, env: &[(&str, String)]) -> (Process, Api, Process, String, serde_json::Value) {
+async fn api_and_worker_mid_job(
+    data: &std::path::Path,
+    env: &[(&str, String)],
+) -> (Process, Api, Process, String, serde_json::Value) {
     let api_process = Process::start("api", data, env);
     let port = &env.iter().find(|(k, _)| *k == "VIDPIPE_LISTEN").expect("VIDPIPE_LISTEN in env").1;
     let api = Api::new(format!("http://{port}"));
@@ -37,7 +50,10 @@ async fn api_and_worker_mid_job(data: &std::path::Path, env: &[(&str, String)]) 
     let worker = Process::start("worker", data, env);
     let clip = clip(data, "long.mp4", "1280x720", "30", 30, true);
     let id = api.upload_ok(&clip).await;
-    let job = wait_job(&api, &id, Duration::from_secs(60), "running", |j| j["state"] == "active" && j["progress"].as_f64().unwrap() > 0.0).await;
+    let job = wait_job(&api, &id, Duration::from_secs(60), "running", |j| {
+        j["state"] == "active" && j["progress"].as_f64().unwrap() > 0.0
+    })
+    .await;
     (api_process, api, worker, id, job)
 }
 
@@ -66,7 +82,9 @@ async fn a_worker_killed_mid_transcode_loses_its_job_to_another_worker() {
     let orphan_dir = format!("-{}/", first.pid());
     eventually("orphan ffmpeg gone", Duration::from_secs(5), || {
         std::fs::read_dir("/proc").unwrap().flatten().all(|p| {
-            std::fs::read(p.path().join("cmdline")).map(|c| !String::from_utf8_lossy(&c).contains(&orphan_dir)).unwrap_or(true)
+            std::fs::read(p.path().join("cmdline"))
+                .map(|c| !String::from_utf8_lossy(&c).contains(&orphan_dir))
+                .unwrap_or(true)
         })
     })
     .await;
@@ -87,7 +105,10 @@ async fn sigterm_mid_transcode_exits_within_grace_and_the_job_resumes_after_rest
     wait_until_up(&api.client, &api.base).await;
     let clip = clip(data, "long.mp4", "1280x720", "30", 30, true);
     let id = api.upload_ok(&clip).await;
-    wait_job(&api, &id, Duration::from_secs(60), "running", |j| j["state"] == "active" && j["progress"].as_f64().unwrap() > 0.0).await;
+    wait_job(&api, &id, Duration::from_secs(60), "running", |j| {
+        j["state"] == "active" && j["progress"].as_f64().unwrap() > 0.0
+    })
+    .await;
 
     server.signal(libc::SIGTERM);
     let signalled = Instant::now();
@@ -95,7 +116,11 @@ async fn sigterm_mid_transcode_exits_within_grace_and_the_job_resumes_after_rest
         if let Some(status) = server.child.try_wait().unwrap() {
             break status;
         }
-        assert!(signalled.elapsed() < Duration::from_secs(grace + 5), "still running {:?} after SIGTERM", signalled.elapsed());
+        assert!(
+            signalled.elapsed() < Duration::from_secs(grace + 5),
+            "still running {:?} after SIGTERM",
+            signalled.elapsed()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "{status}");
@@ -114,7 +139,8 @@ async fn a_hung_ffmpeg_is_killed_by_the_stall_watchdog_retried_then_failed() {
     // Behaves like ffmpeg, except that the encode hangs without output, as
     // ffmpeg does on a source that stops delivering data.
     let fake = dir.path().join("hanging-ffmpeg");
-    std::fs::write(&fake, "#!/bin/sh\ncase \"$*\" in *var_stream_map*) exec sleep 300;; esac\nexec ffmpeg \"$@\"\n").unwrap();
+    std::fs::write(&fake, "#!/bin/sh\ncase \"$*\" in *var_stream_map*) exec sleep 300;; esac\nexec ffmpeg \"$@\"\n")
+        .unwrap();
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let app = spawn_app_with(|c| {
         c.tools.ffmpeg = fake.clone();
@@ -160,7 +186,8 @@ async fn a_hundred_concurrent_uploads_all_complete_once() {
 
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let health: serde_json::Value = app.client.get(format!("{}/api/health/queue", app.base)).send().await.unwrap().json().await.unwrap();
+        let health: serde_json::Value =
+            app.client.get(format!("{}/api/health/queue", app.base)).send().await.unwrap().json().await.unwrap();
         if health["queue"]["completed"] == 100 {
             break;
         }
@@ -173,7 +200,15 @@ async fn a_hundred_concurrent_uploads_all_complete_once() {
         assert_eq!(doc["processingStatus"], "completed");
         assert_eq!(doc["attempts"], 1, "run exactly once: {doc}");
     }
-    let list: serde_json::Value = app.client.get(format!("{}/api/lectures?courseId=burst&limit=100", app.base)).send().await.unwrap().json().await.unwrap();
+    let list: serde_json::Value = app
+        .client
+        .get(format!("{}/api/lectures?courseId=burst&limit=100", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["total"], 100);
 }
 
@@ -203,7 +238,11 @@ async fn api_and_worker_processes_share_postgres_and_workers_wake_on_notify() {
     let uploaded = Instant::now();
     let job = wait_job(&api, &id, Duration::from_secs(5), "woken by NOTIFY", |j| j["state"] != "waiting").await;
     eprintln!("claimed {:?} after upload", uploaded.elapsed());
-    assert!(job["worker"].as_str().unwrap_or_default().ends_with(&format!(":{}", worker.pid())) || job["state"] == "completed", "{job}");
+    assert!(
+        job["worker"].as_str().unwrap_or_default().ends_with(&format!(":{}", worker.pid()))
+            || job["state"] == "completed",
+        "{job}"
+    );
     api.wait_for(&id, "completed", Duration::from_secs(120)).await;
     assert_plays(&api, &id).await;
 }
@@ -270,8 +309,11 @@ async fn a_job_failed_by_the_lease_reaper_stays_failed_without_its_record() {
     let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", data.join("vidpipe.db").display())).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let recorded: Option<String> =
-            sqlx::query_scalar("SELECT failed_error FROM lectures WHERE id = ?").bind(&id).fetch_one(&db).await.unwrap();
+        let recorded: Option<String> = sqlx::query_scalar("SELECT failed_error FROM lectures WHERE id = ?")
+            .bind(&id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
         if let Some(recorded) = recorded {
             assert_eq!(recorded, reason, "the lecture keeps the job's reason");
             break;

@@ -27,7 +27,8 @@ fn s3_app_config(server: &S3Server, adjust: impl FnOnce(&mut S3Config)) -> Stora
 async fn expected_objects(server: &S3Server, prefix: &str, renditions: &[String]) -> BTreeSet<String> {
     use object_store::ObjectStoreExt;
     let client = server.client();
-    let mut keys = BTreeSet::from([format!("{PREFIX}/{prefix}/master.m3u8"), format!("{PREFIX}/{prefix}/thumbnail.jpg")]);
+    let mut keys =
+        BTreeSet::from([format!("{PREFIX}/{prefix}/master.m3u8"), format!("{PREFIX}/{prefix}/thumbnail.jpg")]);
     for name in renditions {
         let playlist_key = format!("{PREFIX}/{prefix}/{name}/index.m3u8");
         let bytes = client.get(&playlist_key.as_str().into()).await.unwrap().bytes().await.unwrap();
@@ -48,8 +49,11 @@ fn renditions(doc: &Value) -> Vec<String> {
 /// Published prefix (`<lecture>/<attempt>`) from a signed videoLink's lecture.
 async fn only_attempt(server: &S3Server, id: &str) -> String {
     let keys = server.objects().await;
-    let attempts: BTreeSet<&str> =
-        keys.iter().filter_map(|k| k.strip_prefix(&format!("{PREFIX}/{id}/"))).map(|rest| rest.split('/').next().unwrap()).collect();
+    let attempts: BTreeSet<&str> = keys
+        .iter()
+        .filter_map(|k| k.strip_prefix(&format!("{PREFIX}/{id}/")))
+        .map(|rest| rest.split('/').next().unwrap())
+        .collect();
     assert_eq!(attempts.len(), 1, "exactly one attempt published: {keys:?}");
     format!("{id}/{}", attempts.into_iter().next().unwrap())
 }
@@ -60,10 +64,11 @@ async fn assert_published_exactly(server: &S3Server, id: &str, doc: &Value) {
     let expected = expected_objects(server, &prefix, &renditions(doc)).await;
     let actual: BTreeSet<String> = server.objects().await.into_iter().collect();
     assert_eq!(actual, expected, "the bucket holds exactly the lecture's files");
-    use object_store::{ObjectStore, GetOptions, Attribute};
+    use object_store::{Attribute, GetOptions, ObjectStore};
     let client = server.client();
     for key in &expected {
-        let head = client.get_opts(&key.as_str().into(), GetOptions { head: true, ..Default::default() }).await.unwrap();
+        let head =
+            client.get_opts(&key.as_str().into(), GetOptions { head: true, ..Default::default() }).await.unwrap();
         let content_type = head.attributes.get(&Attribute::ContentType).map(|v| v.to_string()).unwrap_or_default();
         let want = match key.rsplit_once('.').unwrap().1 {
             "m3u8" => "application/vnd.apple.mpegurl",
@@ -93,14 +98,20 @@ async fn an_upload_is_published_to_s3_plays_through_signed_links_and_delete_remo
     assert_published_exactly(&server, &id, &doc).await;
     let link = doc["videoLink"].as_str().unwrap();
     assert_eq!(link, format!("{}/api/lectures/{id}/master.m3u8", app.base), "signed mode links to the API");
-    assert!(app.client.get(format!("{}/media/{id}", app.base)).send().await.unwrap().status() == 404, "no /media with S3");
+    assert!(
+        app.client.get(format!("{}/media/{id}", app.base)).send().await.unwrap().status() == 404,
+        "no /media with S3"
+    );
 
     // The media playlists served by the API point at presigned S3 URLs.
     let media = app.client.get(format!("{}/api/lectures/{id}/240p/index.m3u8", app.base)).send().await.unwrap();
     assert_eq!(media.headers()["content-type"], "application/vnd.apple.mpegurl");
     let media = media.text().await.unwrap();
     let init = media.lines().find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\"")).expect("an initialization section");
-    assert!(init.starts_with(&server.endpoint()) && init.contains("X-Amz-Signature="), "signed like the segments: {init}");
+    assert!(
+        init.starts_with(&server.endpoint()) && init.contains("X-Amz-Signature="),
+        "signed like the segments: {init}"
+    );
     let segment = media.lines().find(|l| l.starts_with("http")).expect("absolute segment URLs");
     assert!(segment.starts_with(&server.endpoint()) && segment.contains("X-Amz-Signature="), "{segment}");
     let unsigned = segment.split('?').next().unwrap();
@@ -167,10 +178,16 @@ async fn publishing_survives_the_s3_server_going_away_for_ten_seconds() {
     assert_eq!(doc["attempts"], 1, "the upload was retried, not the transcode: {doc}");
     assert_published_exactly(&server, &id, &doc).await;
     let segments = server.objects().await.iter().filter(|k| k.ends_with(".m4s")).count();
-    assert!(segments > published_before_outage, "publishing went on after the outage: {published_before_outage} then {segments}");
+    assert!(
+        segments > published_before_outage,
+        "publishing went on after the outage: {published_before_outage} then {segments}"
+    );
     let probed = ffprobe_rendition(doc["videoLink"].as_str().unwrap()).await;
     assert!((probed.duration - 40.0).abs() < 1.0, "the whole video plays: {probed:?}");
-    eventually("work files removed", Duration::from_secs(5), || files_under(&app.data_dir.path().join("work")).is_empty()).await;
+    eventually("work files removed", Duration::from_secs(5), || {
+        files_under(&app.data_dir.path().join("work")).is_empty()
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -204,5 +221,8 @@ async fn a_wrong_secret_key_fails_start_up_and_a_running_job_clearly() {
     assert!(error.contains(&server.endpoint()), "names the endpoint: {error}");
     assert!(error.contains("SignatureDoesNotMatch"), "names the S3 error: {error}");
     assert!(error.contains("AWS_SECRET_ACCESS_KEY"), "says what to fix: {error}");
-    eventually("work files removed", Duration::from_secs(10), || files_under(&app.data_dir.path().join("work")).is_empty()).await;
+    eventually("work files removed", Duration::from_secs(10), || {
+        files_under(&app.data_dir.path().join("work")).is_empty()
+    })
+    .await;
 }

@@ -4,9 +4,9 @@
 //!
 //! Run with `cargo test --test s3`; `-- --nocapture` shows the timings.
 
+mod e2e;
 #[path = "../e2e/helpers.rs"]
 #[allow(dead_code, unused_imports)]
 mod helpers;
-mod e2e;
 mod server;
 mod storage;

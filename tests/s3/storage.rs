@@ -44,7 +44,13 @@ async fn objects_carry_their_content_type_and_large_files_go_up_in_parts() {
 
     assert_eq!(
         server.objects().await,
-        ["vod/L/a/240p/index.m3u8", "vod/L/a/240p/seg_00000.ts", "vod/L/a/240p/seg_00001.ts", "vod/L/a/master.m3u8", "vod/L/a/thumbnail.jpg"]
+        [
+            "vod/L/a/240p/index.m3u8",
+            "vod/L/a/240p/seg_00000.ts",
+            "vod/L/a/240p/seg_00001.ts",
+            "vod/L/a/master.m3u8",
+            "vod/L/a/thumbnail.jpg"
+        ]
     );
     let (ct, cc, len) = served_headers(&storage, "L/a/240p/seg_00001.ts").await;
     assert_eq!((ct.as_str(), len), ("video/mp2t", large_bytes.len()), "multipart object");
@@ -85,9 +91,13 @@ async fn the_start_up_check_says_what_is_wrong() {
     S3Storage::new(server.config("vod"), "").unwrap().check().await.expect("good settings pass");
     assert!(server.objects().await.is_empty(), "the check cleans up after itself");
 
-    let wrong_secret = S3Storage::new(S3Config { secret_access_key: Some("wrong".into()), ..server.config("") }, "").unwrap();
+    let wrong_secret =
+        S3Storage::new(S3Config { secret_access_key: Some("wrong".into()), ..server.config("") }, "").unwrap();
     let e = wrong_secret.check().await.unwrap_err().to_string();
-    assert!(e.contains("refused the credentials") && e.contains("AWS_SECRET_ACCESS_KEY") && e.contains(&server.endpoint()), "{e}");
+    assert!(
+        e.contains("refused the credentials") && e.contains("AWS_SECRET_ACCESS_KEY") && e.contains(&server.endpoint()),
+        "{e}"
+    );
 
     let no_bucket = S3Storage::new(S3Config { bucket: "missing".into(), ..server.config("") }, "").unwrap();
     let e = no_bucket.check().await.unwrap_err().to_string();

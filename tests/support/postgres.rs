@@ -4,8 +4,8 @@
 /// the local one), as a URL. Unreachable: `None` with a loud message outside
 /// CI, a failure in CI (`.ci/run` sets `CI`).
 pub async fn fresh_database() -> Option<String> {
-    let admin_url =
-        std::env::var("VIDPIPE_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let admin_url = std::env::var("VIDPIPE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     sqlx::any::install_default_drivers();
     let admin = match sqlx::AnyPool::connect(&admin_url).await {
         Ok(pool) => pool,
