@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::domain::{JobState, ProcessingStatus};
+use crate::keys::{KeyName, Scope};
 use crate::publish::s3::S3Config;
 use crate::transcode::plan::Ladder;
 
@@ -53,6 +54,15 @@ pub enum Command {
         output: OutputArgs,
         #[command(flatten)]
         service: ServiceArgs,
+    },
+    /// Create, list and revoke API keys (talks to the database directly).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        database: DatabaseArgs,
     },
     /// Check ffmpeg, the database, the queue and storage, and run a tiny transcode.
     Doctor {
@@ -126,6 +136,45 @@ pub enum LecturesAction {
         #[arg(long, value_parser = parse_age, default_value = "0s", requires = "status")]
         older_than: Duration,
     },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeysAction {
+    /// Create a key and print its secret (shown this once; only a hash is stored).
+    Create {
+        /// A name to list and revoke the key by.
+        #[arg(long, value_parser = parse_key_name)]
+        name: KeyName,
+        /// `upload`: create uploads, read lectures and jobs. `admin`: everything.
+        #[arg(long, value_parser = parse_scope)]
+        scope: Scope,
+    },
+    /// Keys with their scope, creation and last use (never the secret).
+    List,
+    /// Revoke a key: every API process refuses it from its next request.
+    Revoke {
+        #[arg(value_parser = parse_key_name)]
+        name: KeyName,
+    },
+}
+
+/// Where the database is, for commands that need nothing else.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// Directory of the embedded SQLite database.
+    #[arg(long, env = "VIDPIPE_DATA_DIR", default_value = "./vidpipe-data")]
+    pub data_dir: PathBuf,
+
+    /// Database URL: sqlite://PATH or postgres://... [default: sqlite://<data-dir>/vidpipe.db]
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+impl DatabaseArgs {
+    /// The database URL to use, after checking that it is one we support.
+    pub fn url(&self) -> Result<String, ConfigError> {
+        database_url(self.database_url.clone(), &self.data_dir)
+    }
 }
 
 /// Settings shared by `serve`, `api` and `worker`.
@@ -202,6 +251,67 @@ pub struct ServiceArgs {
 
     #[command(flatten)]
     pub storage: StorageArgs,
+
+    #[command(flatten)]
+    pub security: SecurityArgs,
+}
+
+/// Who may reach the API, and how much any one caller may ask of it.
+#[derive(Debug, Clone, Args)]
+pub struct SecurityArgs {
+    /// Serve without API keys even on a non-loopback address (on purpose:
+    /// e.g. behind a proxy that authenticates).
+    #[arg(long, env = "VIDPIPE_NO_AUTH")]
+    pub no_auth: bool,
+
+    /// Host names the API answers to, comma separated (`*`: any). Others get
+    /// 400, which stops DNS rebinding. [default: the listen address, localhost
+    /// and the VIDPIPE_PUBLIC_BASE_URL host]
+    #[arg(long, env = "VIDPIPE_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+
+    /// Web origins allowed to call the API from a browser (CORS), comma
+    /// separated, e.g. https://app.example.com. [default: none]
+    #[arg(long, env = "VIDPIPE_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
+    pub cors_origins: Vec<String>,
+
+    /// Uploads per key (per client address without keys), e.g. `5/15m`. [default: unlimited]
+    #[arg(long, env = "VIDPIPE_UPLOAD_RATE_LIMIT", value_parser = parse_rate_limit)]
+    pub upload_rate_limit: Option<RateLimit>,
+
+    /// Take the client address from the last X-Forwarded-For entry (set only
+    /// behind a reverse proxy that writes it).
+    #[arg(long, env = "VIDPIPE_TRUST_FORWARDED_FOR")]
+    pub trust_forwarded_for: bool,
+
+    /// Uploads received at once; past that, 503 with Retry-After.
+    #[arg(long, env = "VIDPIPE_MAX_CONCURRENT_UPLOADS", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub max_concurrent_uploads: u16,
+
+    /// ffprobe runs at once for uploads; others wait (bounded by the upload limit).
+    #[arg(long, env = "VIDPIPE_MAX_CONCURRENT_PROBES", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub max_concurrent_probes: u16,
+
+    /// Open HTTP connections; further ones wait in the kernel's backlog.
+    #[arg(long, env = "VIDPIPE_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+
+    /// Time a client has to send a request's headers.
+    #[arg(long, env = "VIDPIPE_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
+    /// Longest pause between two pieces of an upload's body before it is dropped.
+    #[arg(long, env = "VIDPIPE_BODY_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub body_idle_timeout: Duration,
+
+    /// Uploads are refused (507) when the data directory's disk has less free space than this. `0` turns it off.
+    #[arg(long, env = "VIDPIPE_MIN_FREE_DISK", default_value = "1GiB", value_parser = parse_bytes_or_zero)]
+    pub min_free_disk: u64,
+
+    /// Sources of failed lectures are removed this long after the failure (a
+    /// retry after that needs a new upload).
+    #[arg(long, env = "VIDPIPE_SOURCE_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    pub source_retention: Duration,
 }
 
 /// Where published video goes. The `AWS_*` variables are the standard ones,
@@ -295,6 +405,58 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub tools: Tools,
     pub storage: StorageConfig,
+    pub access: Access,
+    pub limits: Limits,
+}
+
+/// Who may reach the API.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// `--no-auth`: serve without keys whatever the address.
+    pub no_auth: bool,
+    /// Host names (lower case, no port) the API answers to; empty means the
+    /// defaults (see `http::access`).
+    pub allowed_hosts: Vec<String>,
+    /// `None` in the list: any host.
+    pub any_host: bool,
+    /// Exact origins (`scheme://host[:port]`) allowed by CORS.
+    pub cors_origins: Vec<String>,
+    pub trust_forwarded_for: bool,
+}
+
+/// How much any caller may ask of the server.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub upload_rate: Option<RateLimit>,
+    pub max_concurrent_uploads: usize,
+    pub max_concurrent_probes: usize,
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub body_idle_timeout: Duration,
+    pub min_free_disk: u64,
+    pub source_retention: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            upload_rate: None,
+            max_concurrent_uploads: 8,
+            max_concurrent_probes: 2,
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
+            body_idle_timeout: Duration::from_secs(30),
+            min_free_disk: 1 << 30,
+            source_retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// `count` events per `per`, e.g. 5 uploads per 15 minutes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub count: u32,
+    pub per: Duration,
 }
 
 /// The storage backend, validated.
@@ -368,6 +530,17 @@ impl Config {
             shutdown_grace: args.shutdown_grace,
             tools: Tools::check(&args.tools)?,
             storage,
+            access: Access::from_args(&args.security),
+            limits: Limits {
+                upload_rate: args.security.upload_rate_limit,
+                max_concurrent_uploads: args.security.max_concurrent_uploads as usize,
+                max_concurrent_probes: args.security.max_concurrent_probes as usize,
+                max_connections: args.security.max_connections as usize,
+                header_timeout: args.security.header_timeout,
+                body_idle_timeout: args.security.body_idle_timeout,
+                min_free_disk: args.security.min_free_disk,
+                source_retention: args.security.source_retention,
+            },
         })
     }
 
@@ -379,6 +552,32 @@ impl Config {
     }
     pub fn media_dir(&self) -> PathBuf {
         self.data_dir.join("media")
+    }
+}
+
+fn database_url(given: Option<String>, data_dir: &std::path::Path) -> Result<String, ConfigError> {
+    match given {
+        Some(url) if url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:") => {
+            Ok(url)
+        }
+        Some(url) => {
+            Err(ConfigError(format!("DATABASE_URL `{url}` is not supported: use sqlite://PATH or postgres://USER@HOST/DB")))
+        }
+        None => Ok(format!("sqlite://{}", data_dir.join("vidpipe.db").display())),
+    }
+}
+
+impl Access {
+    fn from_args(args: &SecurityArgs) -> Access {
+        let hosts: Vec<String> =
+            args.allowed_hosts.iter().map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect();
+        Access {
+            no_auth: args.no_auth,
+            any_host: hosts.iter().any(|h| h == "*"),
+            allowed_hosts: hosts.into_iter().filter(|h| h != "*").collect(),
+            cors_origins: args.cors_origins.clone(),
+            trust_forwarded_for: args.trust_forwarded_for,
+        }
     }
 }
 
@@ -474,6 +673,8 @@ impl Tools {
     pub fn check(args: &ToolArgs) -> Result<Tools, ConfigError> {
         for (path, var) in [(&args.ffmpeg, "VIDPIPE_FFMPEG"), (&args.ffprobe, "VIDPIPE_FFPROBE")] {
             let ran = std::process::Command::new(path)
+                .env_clear()
+                .envs(std::env::var_os("PATH").map(|p| ("PATH", p)))
                 .arg("-version")
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
@@ -529,6 +730,41 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     n.checked_mul(factor).filter(|&b| b > 0).ok_or_else(|| format!("`{s}` must be between 1 byte and 16 EiB"))
 }
 
+/// Like [`parse_bytes`], but `0` (off) is allowed.
+fn parse_bytes_or_zero(s: &str) -> Result<u64, String> {
+    if s.trim() == "0" {
+        return Ok(0);
+    }
+    parse_bytes(s)
+}
+
+/// `5/15m`: five per fifteen minutes.
+fn parse_rate_limit(s: &str) -> Result<RateLimit, String> {
+    let hint = || format!("`{s}` is not a rate; write COUNT/PERIOD such as 5/15m or 100/1h");
+    let (count, per) = s.trim().split_once('/').ok_or_else(hint)?;
+    let count: u32 = count.trim().parse().ok().filter(|&c| c > 0).ok_or_else(hint)?;
+    let per = parse_duration(per).map_err(|_| hint())?;
+    Ok(RateLimit { count, per })
+}
+
+/// A web origin: `scheme://host[:port]`, nothing after it.
+fn parse_origin(s: &str) -> Result<String, String> {
+    let s = s.trim().trim_end_matches('/');
+    let rest = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.contains('/') => Ok(s.to_ascii_lowercase()),
+        _ => Err(format!("`{s}` is not an origin; write it as https://app.example.com (scheme, host, optional port)")),
+    }
+}
+
+fn parse_key_name(s: &str) -> Result<KeyName, String> {
+    s.parse().map_err(|e: crate::domain::InvalidValue| e.0)
+}
+
+fn parse_scope(s: &str) -> Result<Scope, String> {
+    s.parse().map_err(|e: crate::domain::InvalidValue| e.0)
+}
+
 fn parse_ladder(s: &str) -> Result<Ladder, String> {
     s.parse::<Ladder>().map_err(|e| e.0)
 }
@@ -569,6 +805,13 @@ mod tests {
         assert!(parse_duration("soon").unwrap_err().contains("30s"));
         assert_eq!(parse_base_url("https://cdn.example.com/").unwrap(), "https://cdn.example.com");
         assert!(parse_base_url("cdn.example.com").is_err());
+        assert_eq!(parse_rate_limit("5/15m").unwrap(), RateLimit { count: 5, per: Duration::from_secs(900) });
+        assert!(parse_rate_limit("5").unwrap_err().contains("5/15m"));
+        assert!(parse_rate_limit("0/1m").is_err());
+        assert_eq!(parse_origin("https://App.example.com/").unwrap(), "https://app.example.com");
+        assert!(parse_origin("app.example.com").is_err());
+        assert!(parse_origin("https://app.example.com/path").is_err());
+        assert_eq!(parse_bytes_or_zero("0").unwrap(), 0);
     }
 
     fn storage(url: Option<&str>, adjust: impl FnOnce(&mut StorageArgs)) -> Result<StorageConfig, ConfigError> {

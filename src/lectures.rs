@@ -274,6 +274,21 @@ impl LectureStore {
         rows.iter().map(|r| r.try_get::<String, _>("id")).collect::<Result<_, _>>().map_err(Into::into)
     }
 
+    /// Lectures that failed for good before `before_ms` (ms since the epoch),
+    /// `limit` at a time after id `after`: their sources may go.
+    pub async fn failed_before(&self, before_ms: i64, after: &str, limit: u32) -> Result<Vec<Lecture>, LectureStoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM lectures WHERE failed_error IS NOT NULL AND updated_at < $1 AND id > $2 \
+             ORDER BY id LIMIT $3"
+        ))
+        .bind(before_ms)
+        .bind(after)
+        .bind(limit as i64)
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.iter().map(lecture_from_row).collect::<Result<_, _>>().map_err(Into::into)
+    }
+
     /// Deletes the lecture and its job in one transaction.
     pub async fn delete(&self, id: &LectureId) -> Result<bool, LectureStoreError> {
         let mut tx = self.db.pool.begin().await?;

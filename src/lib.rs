@@ -10,19 +10,23 @@
 //! - [`status`]: the lecture document clients read.
 //!
 //! Beside them: [`domain`] (types that cannot hold invalid values),
-//! [`lectures`] (lecture records), [`db`] (SQLite/PostgreSQL), [`http`]
-//! (routes and the API error type), [`config`] (flags and env vars) and
-//! [`startup`] (wiring), [`operator`] (`vidpipe queue|lectures|doctor`).
+//! [`lectures`] (lecture records), [`keys`] (API keys and scopes), [`db`]
+//! (SQLite/PostgreSQL), [`http`] (routes, access control, limits and the API
+//! error type), [`redact`] (what clients may see of an error), [`config`]
+//! (flags and env vars) and [`startup`] (wiring), [`operator`] (`vidpipe
+//! queue|lectures|keys|doctor`).
 
 pub mod config;
 pub mod db;
 pub mod domain;
 pub mod http;
 pub mod ingest;
+pub mod keys;
 pub mod lectures;
 pub mod operator;
 pub mod publish;
 pub mod queue;
+pub mod redact;
 pub mod startup;
 pub mod status;
 pub mod transcode;

@@ -24,6 +24,7 @@ async fn main() -> std::process::ExitCode {
         Command::Transcode(args) => startup::transcode_file(args).await,
         Command::Queue { action, output, service } => operator::queue_command(action, output.json, service).await,
         Command::Lectures { action, output, service } => operator::lectures_command(action, output.json, service).await,
+        Command::Keys { action, output, database } => operator::keys_command(action, output.json, database).await,
         Command::Doctor { output, service } => operator::doctor(output.json, service).await,
     };
     match result {

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::config::{Config, LecturesAction, QueueAction, ServiceArgs, Tools};
+use crate::config::{Config, DatabaseArgs, KeysAction, LecturesAction, QueueAction, ServiceArgs, Tools};
+use crate::db::Database;
+use crate::keys::ApiKeys;
 use crate::domain::{now_ms, rfc3339, JobState, LectureId};
 use crate::lectures::remove_lecture;
 use crate::queue::{JobRecord, Queue};
@@ -63,6 +65,52 @@ async fn connect(args: ServiceArgs) -> Result<(Config, Backends), String> {
     let config = Config::from_args(args).map_err(|e| e.to_string())?;
     let backends = Backends::connect(&config).await.map_err(|e| e.to_string())?;
     Ok((config, backends))
+}
+
+/// `vidpipe keys create|list|revoke`: straight to the database, so it works
+/// with no API running and no key in hand.
+pub async fn keys_command(action: KeysAction, json_out: bool, args: DatabaseArgs) -> Result<(), String> {
+    if args.database_url.is_none() {
+        std::fs::create_dir_all(&args.data_dir).map_err(|e| {
+            format!("cannot create data directory {} ({e}); set --data-dir / VIDPIPE_DATA_DIR", args.data_dir.display())
+        })?;
+    }
+    let url = args.url().map_err(|e| e.to_string())?;
+    let db = Database::connect(&url).await.map_err(|e| format!("cannot open the database ({e}); check DATABASE_URL"))?;
+    let keys = ApiKeys::new(db);
+    match action {
+        KeysAction::Create { name, scope } => {
+            let secret = keys.create(&name, scope).await.map_err(|e| e.to_string())?;
+            if json_out {
+                print_json(&json!({ "name": name.as_str(), "scope": scope.as_str(), "secret": secret }));
+            } else {
+                println!("{secret}");
+                eprintln!(
+                    "created `{name}` ({scope}). This is the only time the secret is shown: store it now. \
+                     Clients send it as `Authorization: Bearer <secret>`."
+                );
+            }
+        }
+        KeysAction::List => {
+            let list = keys.list().await.map_err(|e| e.to_string())?;
+            if json_out {
+                print_json(&serde_json::to_value(&list).expect("keys serialize"));
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .into_iter()
+                    .map(|k| vec![k.name, k.scope, k.created_at, k.last_used_at.unwrap_or_else(|| "never".into())])
+                    .collect();
+                print_table(&["NAME", "SCOPE", "CREATED", "LAST USED"], &rows);
+            }
+        }
+        KeysAction::Revoke { name } => {
+            if !keys.revoke(&name).await.map_err(|e| e.to_string())? {
+                return Err(format!("no key named `{name}`; `vidpipe keys list` shows them"));
+            }
+            report(json_out, "revoked", &[name.to_string()]);
+        }
+    }
+    Ok(())
 }
 
 /// Every job in `state`, all pages.

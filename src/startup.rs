@@ -5,13 +5,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError, StorageConfig, Tools, TranscodeArgs};
 use crate::db::{Database, Dialect};
+use crate::http::access::{AccessPolicy, AuthMode};
+use crate::http::limits::UploadLimits;
+use crate::http::server::ServerLimits;
 use crate::http::{self, AppState};
+use crate::ingest::retention::Retention;
 use crate::ingest::{probe, Ingest};
+use crate::keys::ApiKeys;
 use crate::lectures::LectureStore;
 use crate::publish::{LocalStorage, S3Storage, Storage};
 use crate::queue::{Backoff, Queue, QueueError, RedisQueue, SqlQueue};
@@ -45,6 +50,14 @@ pub enum StartupError {
     /// One line that says what is wrong with the storage and what to fix.
     #[error("{0}")]
     Storage(String),
+    #[error(
+        "vidpipe would listen on {0}, which is not a loopback address, and no API key exists. Create one with \
+         `vidpipe keys create --name admin --scope admin` (same VIDPIPE_DATA_DIR / DATABASE_URL), or pass --no-auth \
+         (VIDPIPE_NO_AUTH=1) to serve without authentication on purpose"
+    )]
+    NoKeys(SocketAddr),
+    #[error("cannot read the API keys ({0}); check DATABASE_URL")]
+    Keys(#[from] crate::keys::KeyError),
     #[error("server error: {0}")]
     Serve(std::io::Error),
 }
@@ -91,8 +104,10 @@ pub struct Application {
     /// Set when workers should LISTEN for new jobs on PostgreSQL.
     notify_url: Option<String>,
     listener: Option<TcpListener>,
+    server_limits: ServerLimits,
     state: AppState,
     worker: Option<Arc<WorkerContext>>,
+    retention: Retention,
 }
 
 impl Application {
@@ -115,6 +130,32 @@ impl Application {
             (None, Some(l)) => format!("http://{}", l.local_addr().map_err(StartupError::Serve)?),
             (None, None) => format!("http://{}", config.listen),
         };
+        let keys = ApiKeys::new(db.clone());
+        let auth = match &listener {
+            None => AuthMode::KeysRequired,
+            Some(_) if config.access.no_auth => {
+                tracing::warn!("--no-auth: the API is open to anyone who can reach it");
+                AuthMode::Open
+            }
+            Some(l) => {
+                let addr = l.local_addr().map_err(StartupError::Serve)?;
+                let any_key = keys.any().await?;
+                if addr.ip().is_loopback() {
+                    if !any_key {
+                        tracing::warn!(
+                            "no API key exists: the API is open to this machine only; `vidpipe keys create` protects it"
+                        );
+                    }
+                    AuthMode::KeysOnceCreated
+                } else if any_key {
+                    AuthMode::KeysRequired
+                } else {
+                    return Err(StartupError::NoKeys(addr));
+                }
+            }
+        };
+        let listen = listener.as_ref().and_then(|l| l.local_addr().ok()).unwrap_or(config.listen);
+        let access = Arc::new(AccessPolicy::new(&config.access, auth, listen, &public_base_url));
         // Bad credentials or a missing bucket fail here, not on the first upload.
         let storage = storage(&config, &public_base_url, true).await?;
         let media_root = matches!(config.storage, StorageConfig::Local).then(|| config.media_dir());
@@ -151,14 +192,30 @@ impl Application {
                 uploads_dir: config.uploads_dir(),
                 max_bytes: config.max_upload_bytes,
                 ffprobe: config.tools.ffprobe.clone(),
+                min_free_disk: config.limits.min_free_disk,
+                body_idle_timeout: config.limits.body_idle_timeout,
+                probes: Arc::new(Semaphore::new(config.limits.max_concurrent_probes)),
             }),
             max_attempts: config.attempts,
             running,
             wake,
             worker_concurrency: worker.as_ref().map(|w| w.concurrency),
             media_root,
+            keys,
+            access,
+            uploads: UploadLimits::new(config.limits.upload_rate, config.limits.max_concurrent_uploads),
         };
-        Ok(Application { notify_url, listener, state, worker })
+        let retention = Retention {
+            uploads_dir: config.uploads_dir(),
+            lectures: state.lectures.clone(),
+            failed_source_retention: config.limits.source_retention,
+        };
+        let server_limits = ServerLimits {
+            max_connections: config.limits.max_connections,
+            header_timeout: config.limits.header_timeout,
+            drain: config.shutdown_grace,
+        };
+        Ok(Application { notify_url, listener, server_limits, state, worker, retention })
     }
 
     /// The bound address, if this process serves HTTP.
@@ -173,14 +230,11 @@ impl Application {
             tokio::spawn(worker::listen_for_jobs(url, self.state.wake.clone(), shutdown.clone()));
         }
         let worker = self.worker.map(|ctx| tokio::spawn(worker::run(ctx, shutdown.clone())));
+        tokio::spawn(self.retention.run(shutdown.clone()));
         if let Some(listener) = self.listener {
             tracing::info!(addr = %listener.local_addr().map_err(StartupError::Serve)?, "listening");
             let app = http::router(self.state).layer(tower_http::trace::TraceLayer::new_for_http());
-            let stop = shutdown.clone();
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-                .map_err(StartupError::Serve)?;
+            http::server::serve(listener, app, self.server_limits, shutdown.clone()).await.map_err(StartupError::Serve)?;
         }
         if let Some(worker) = worker {
             let _ = worker.await;

@@ -76,7 +76,8 @@ impl LectureDocument {
             name_of_topic: lecture.name_of_topic,
             processing_status: status,
             progress: if completed { 100 } else { job.map_or(0.0, |j| j.progress).floor() as u32 },
-            processing_error,
+            // Stored whole for operators; clients see it without server details.
+            processing_error: processing_error.as_deref().map(crate::redact::for_clients),
             attempts: job.map_or(0, |j| j.attempts),
             playable: completed || early.is_some(),
             video_link: if completed { link(MASTER_PLAYLIST) } else { early },

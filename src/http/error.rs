@@ -2,7 +2,9 @@
 //! body `{"error": code, "message": text}` a person can act on. Internal
 //! details are logged, never sent.
 
-use axum::http::StatusCode;
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
@@ -25,6 +27,20 @@ pub enum ApiError {
     #[error("{0}")]
     UnprocessableVideo(String),
     #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    RequestTimeout(String),
+    /// Too many requests from this caller; try again after `retry_after`.
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after: Duration },
+    /// The server is at a limit that frees itself; try again after `retry_after`.
+    #[error("{message}")]
+    Busy { message: String, retry_after: Duration },
+    #[error("{0}")]
+    InsufficientStorage(String),
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -37,6 +53,12 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ApiError::UnprocessableVideo(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable_video"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
+            ApiError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            ApiError::InsufficientStorage(_) => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -52,7 +74,25 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        (status, Json(serde_json::json!({ "error": code, "message": message }))).into_response()
+        let mut response = (status, Json(serde_json::json!({ "error": code, "message": message }))).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            ApiError::Unauthorized(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::TooManyRequests { retry_after, .. } | ApiError::Busy { retry_after, .. } => {
+                // Whole seconds, rounded up: `Retry-After: 0` would invite a busy loop.
+                let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+            }
+            // The body was not read to its end: the connection cannot carry
+            // another request.
+            ApiError::RequestTimeout(_) | ApiError::PayloadTooLarge(_) => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
+        }
+        response
     }
 }
 
@@ -63,6 +103,9 @@ impl From<IngestError> for ApiError {
                 ApiError::BadRequest(e.to_string())
             }
             IngestError::TooLarge { .. } => ApiError::PayloadTooLarge(e.to_string()),
+            IngestError::Stalled(_) => ApiError::RequestTimeout(e.to_string()),
+            IngestError::DiskFull => ApiError::InsufficientStorage(e.to_string()),
+            IngestError::ProbesBusy(retry_after) => ApiError::Busy { message: e.to_string(), retry_after },
             IngestError::Rejected(ref probe) if probe.is_unsupported_media_type() => {
                 ApiError::UnsupportedMediaType(e.to_string())
             }

@@ -1,15 +1,33 @@
 //! Job and queue endpoints: job details, retry, cancel, pause/resume, health.
 
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::Json;
 use serde_json::{json, Value};
 
+use super::access::Caller;
 use super::lectures::parse_id;
 use super::{ApiError, AppState, STOP_WAIT};
 use crate::domain::rfc3339;
+use crate::keys::Scope;
 use crate::queue::JobRecord;
+use crate::redact::for_clients;
 
-fn job_json(job: &JobRecord) -> Value {
+/// A job as the API shows it. Error texts are redacted for clients (see
+/// `redact`); which worker ran it (a host name) only admins see.
+fn job_json(job: &JobRecord, caller: &Caller) -> Value {
+    let admin = caller.scope == Scope::Admin;
+    let errors: Vec<Value> = job
+        .errors
+        .iter()
+        .map(|e| {
+            json!({
+                "attempt": e.attempt,
+                "error": for_clients(&e.error),
+                "at": e.at,
+                "worker": if admin { e.worker.clone() } else { None },
+            })
+        })
+        .collect();
     json!({
         "id": job.id,
         "state": job.state.as_str(),
@@ -17,9 +35,9 @@ fn job_json(job: &JobRecord) -> Value {
         "attempts": job.attempts,
         "maxAttempts": job.max_attempts,
         "progress": job.progress,
-        "worker": job.worker_id,
-        "lastError": job.last_error,
-        "errors": job.errors,
+        "worker": if admin { job.worker_id.clone() } else { None },
+        "lastError": job.last_error.as_deref().map(for_clients),
+        "errors": errors,
         "runAt": rfc3339(job.run_at),
         "leaseUntil": job.lease_until.map(rfc3339),
         "createdAt": rfc3339(job.created_at),
@@ -44,6 +62,7 @@ pub struct ListQuery {
 /// `GET /api/jobs?state=failed&page=1&limit=20`: jobs in one state.
 pub async fn list(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     query: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let axum::extract::Query(q) = query?;
@@ -64,25 +83,44 @@ pub async fn list(
         crate::domain::JobState::Cancelled => counts.cancelled,
     };
     Ok(Json(
-        json!({ "jobs": jobs.iter().map(job_json).collect::<Vec<_>>(), "page": page, "limit": limit, "total": total }),
+        json!({ "jobs": jobs.iter().map(|j| job_json(j, &caller)).collect::<Vec<_>>(), "page": page, "limit": limit, "total": total }),
     ))
 }
 
-pub async fn get(State(app): State<AppState>, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(job_json(&load(&app, &raw).await?)))
+pub async fn get(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(job_json(&load(&app, &raw).await?, &caller)))
 }
 
-pub async fn retry(State(app): State<AppState>, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn retry(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let job = load(&app, &raw).await?;
+    if let Some(lecture) = app.lectures.get(&parse_id(&raw)?).await? {
+        if !tokio::fs::try_exists(&lecture.source_path).await.unwrap_or(false) {
+            return Err(ApiError::Conflict(
+                "the uploaded source is no longer kept (VIDPIPE_SOURCE_RETENTION); upload the video again".into(),
+            ));
+        }
+    }
     if !app.queue.retry(&job.id).await? {
         return Err(ApiError::Conflict(format!("job is {}; only failed or cancelled jobs can be retried", job.state)));
     }
     app.lectures.set_failed(&job.id, None).await?;
     app.wake.notify_one();
-    Ok(Json(job_json(&load(&app, &raw).await?)))
+    Ok(Json(job_json(&load(&app, &raw).await?, &caller)))
 }
 
-pub async fn cancel(State(app): State<AppState>, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn cancel(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let job = load(&app, &raw).await?;
     if !app.queue.cancel(&job.id).await? {
         return Err(ApiError::Conflict(format!("job is already {}", job.state)));
@@ -90,7 +128,7 @@ pub async fn cancel(State(app): State<AppState>, Path(raw): Path<String>) -> Res
     // Kept on the lecture, so a lost job record does not bring it back.
     app.lectures.set_failed(&job.id, Some("cancelled")).await?;
     app.running.stop(&job.id, STOP_WAIT).await;
-    Ok(Json(job_json(&load(&app, &raw).await?)))
+    Ok(Json(job_json(&load(&app, &raw).await?, &caller)))
 }
 
 pub async fn pause(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
@@ -102,6 +140,11 @@ pub async fn resume(State(app): State<AppState>) -> Result<Json<Value>, ApiError
     app.queue.set_paused(false).await?;
     app.wake.notify_one();
     Ok(Json(json!({ "paused": false })))
+}
+
+/// `GET /api/health`: the process is up. Keyless, so it tells nothing else.
+pub async fn liveness() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
 }
 
 /// The seed system's health shape: `{status, queue:{...}, worker:{...}}`.

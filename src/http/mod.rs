@@ -4,11 +4,14 @@
 //! errors through [`ApiError`]. `http/` never spawns ffmpeg except through
 //! ffprobe at upload, and never writes job state except through the queue.
 
+pub mod access;
 mod error;
 mod jobs;
 mod lectures;
+pub mod limits;
 mod media;
 mod playback;
+pub mod server;
 mod upload;
 
 use std::path::PathBuf;
@@ -16,12 +19,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
+use axum::middleware::{from_fn_with_state, map_response};
 use axum::routing::{get, post};
 use axum::Router;
 
 pub use error::ApiError;
 
 use crate::ingest::Ingest;
+use crate::keys::{ApiKeys, Scope};
 use crate::lectures::LectureStore;
 use crate::publish::Storage;
 use crate::queue::Queue;
@@ -42,31 +47,57 @@ pub struct AppState {
     pub worker_concurrency: Option<usize>,
     /// Served at `/media` when storage is the local disk; `None` otherwise.
     pub media_root: Option<PathBuf>,
+    pub keys: ApiKeys,
+    pub access: Arc<access::AccessPolicy>,
+    pub uploads: limits::UploadLimits,
 }
 
 /// How long a delete waits for a running job's ffmpeg to stop.
 const STOP_WAIT: Duration = Duration::from_secs(30);
 
+/// Every route, grouped by who may call it (see `access`).
 pub fn router(state: AppState) -> Router {
-    let media_root = state.media_root.clone();
-    let api = Router::new()
-        .route("/api/upload", post(upload::upload).layer(DefaultBodyLimit::disable()))
-        .route("/api/lectures", get(lectures::list))
-        .route("/api/lectures/{id}", get(lectures::get).delete(lectures::delete))
-        .route("/api/jobs", get(jobs::list))
+    let keyed = |scope: Scope| from_fn_with_state((state.clone(), scope), access::authorize);
+    // Players cannot send keys: playback and the liveness probe are public.
+    let public = Router::new()
         .route("/api/lectures/{id}/master.m3u8", get(playback::master))
         .route("/api/lectures/{id}/thumbnail.jpg", get(playback::thumbnail))
         .route("/api/lectures/{id}/{rendition}/index.m3u8", get(playback::media))
+        .route("/api/health", get(jobs::liveness));
+    let uploaders = Router::new()
+        // The intake bounds the body itself (size, structure, pauses).
+        .route("/api/upload", post(upload::upload).layer(DefaultBodyLimit::disable()))
+        .route("/api/lectures", get(lectures::list))
+        .route("/api/lectures/{id}", get(lectures::get))
+        .route("/api/jobs", get(jobs::list))
         .route("/api/jobs/{id}", get(jobs::get))
+        .route("/api/health/queue", get(jobs::health))
+        .route_layer(keyed(Scope::Upload));
+    let admins = Router::new()
+        .route("/api/lectures/{id}", axum::routing::delete(lectures::delete))
         .route("/api/jobs/{id}/retry", post(jobs::retry))
         .route("/api/jobs/{id}/cancel", post(jobs::cancel))
         .route("/api/queue/pause", post(jobs::pause))
         .route("/api/queue/resume", post(jobs::resume))
-        .route("/api/health", get(jobs::health))
-        .route("/api/health/queue", get(jobs::health))
-        .with_state(state);
-    match media_root {
-        Some(root) => api.merge(media::routes(root)),
-        None => api,
+        .route_layer(keyed(Scope::Admin));
+    let mut api = public.merge(uploaders).merge(admins).with_state(state.clone());
+    if let Some(cors) = state.access.cors() {
+        api = api.layer(cors);
     }
+    if let Some(root) = state.media_root.clone() {
+        api = api.merge(media::routes(root));
+    }
+    api.fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(from_fn_with_state(state, access::check_host_and_origin))
+        .layer(map_response(security_headers))
+}
+
+/// Headers every answer carries: nothing here is meant to be framed or
+/// sniffed into another type.
+async fn security_headers(mut response: axum::response::Response) -> axum::response::Response {
+    use axum::http::{header, HeaderValue};
+    let headers = response.headers_mut();
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
 }

@@ -7,13 +7,21 @@
 //! that deletes itself when dropped, so a rejected, oversized or aborted
 //! upload (the request future is dropped mid-body) leaves nothing behind.
 
+pub mod intake;
 pub mod probe;
+pub mod retention;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::multipart::{Field, Multipart, MultipartError};
+use bytes::Bytes;
+use futures::Stream;
+use multer::{Field, Multipart};
 use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
 
+use intake::IntakeError;
 use probe::{MediaInfo, ProbeError};
 
 /// Form field names of the contract we keep.
@@ -22,6 +30,16 @@ pub const COURSE_FIELD: &str = "courseId";
 pub const TOPIC_FIELD: &str = "nameOfTopic";
 pub const PRIORITY_FIELD: &str = "priority";
 const MAX_TEXT_FIELD: usize = 500;
+/// A form has four fields; a few more are tolerated and ignored.
+const MAX_PARTS: usize = 8;
+/// The longest file name kept (most file systems' limit).
+pub const MAX_FILENAME_BYTES: usize = 255;
+/// Room for the multipart framing and text fields around the file.
+pub const FORM_OVERHEAD: u64 = 1 << 20;
+/// While spooling, free disk space is checked after every this many bytes.
+const DISK_CHECK_EVERY: u64 = 16 << 20;
+/// How long an upload waits for a free ffprobe slot before it gets a 503.
+const PROBE_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -35,8 +53,29 @@ pub enum IngestError {
     Rejected(#[from] ProbeError),
     #[error("malformed or interrupted upload: {0}")]
     Malformed(String),
+    #[error("{0}")]
+    Stalled(IntakeError),
+    #[error("the server is low on disk space and takes no uploads now; try again later")]
+    DiskFull,
+    #[error("the server is busy checking other uploads; try again shortly")]
+    ProbesBusy(Duration),
     #[error("could not store the upload: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl From<multer::Error> for IngestError {
+    fn from(e: multer::Error) -> Self {
+        if let multer::Error::StreamReadFailed(inner) = &e {
+            if let Some(cut) = inner.downcast_ref::<IntakeError>() {
+                return match cut {
+                    IntakeError::TooLarge(limit) => IngestError::TooLarge { limit: *limit },
+                    IntakeError::Stalled(_) => IngestError::Stalled(cut.clone()),
+                    IntakeError::HeaderTooLong | IntakeError::Read(_) => IngestError::Malformed(cut.to_string()),
+                };
+            }
+        }
+        IngestError::Malformed(e.to_string())
+    }
 }
 
 /// A file on disk that is deleted when dropped, unless [`SpooledFile::keep`]
@@ -89,14 +128,42 @@ pub struct Ingest {
     pub uploads_dir: PathBuf,
     pub max_bytes: u64,
     pub ffprobe: PathBuf,
+    /// Uploads are refused while the disk has less free space than this.
+    pub min_free_disk: u64,
+    pub body_idle_timeout: Duration,
+    /// ffprobe runs at once for uploads.
+    pub probes: Arc<Semaphore>,
 }
 
 impl Ingest {
-    /// Reads the whole form, then probes the file.
-    pub async fn receive(&self, mut form: Multipart) -> Result<Upload, IngestError> {
+    /// Reads the whole form from `body` (a `multipart/form-data` body with
+    /// `boundary`), then probes the file.
+    pub async fn receive<S, E>(&self, body: S, boundary: &str) -> Result<Upload, IngestError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
+        E: std::fmt::Display,
+    {
+        let body = intake::bounded(body, boundary, self.max_bytes + FORM_OVERHEAD, self.body_idle_timeout);
+        let mut form = Multipart::new(body, boundary);
         let mut file: Option<(SpooledFile, Option<String>)> = None;
         let (mut course_id, mut name_of_topic, mut priority) = (None, None, None);
-        while let Some(field) = form.next_field().await.map_err(malformed)? {
+        let mut parts = 0;
+        while let Some(field) = form.next_field().await? {
+            parts += 1;
+            if parts > MAX_PARTS {
+                return Err(IngestError::InvalidField(format!("a form has at most {MAX_PARTS} parts")));
+            }
+            if let Some(name) = field.file_name() {
+                if name.len() > MAX_FILENAME_BYTES {
+                    return Err(IngestError::InvalidField(format!(
+                        "the file name is longer than {MAX_FILENAME_BYTES} bytes"
+                    )));
+                }
+            }
+            let is_file = field.name() == Some(FILE_FIELD) || field.file_name().is_some();
+            if is_file && file.is_some() {
+                return Err(IngestError::InvalidField(format!("send one file per upload, in the `{FILE_FIELD}` field")));
+            }
             match field.name() {
                 Some(FILE_FIELD) => {
                     let name = field.file_name().map(str::to_string);
@@ -105,8 +172,13 @@ impl Ingest {
                 Some(COURSE_FIELD) => course_id = Some(text(field, COURSE_FIELD).await?),
                 Some(TOPIC_FIELD) => name_of_topic = Some(text(field, TOPIC_FIELD).await?),
                 Some(PRIORITY_FIELD) => priority = Some(text(field, PRIORITY_FIELD).await?),
-                // Unknown fields are drained and ignored, as the old API did.
-                _ => drain(field).await?,
+                Some(_) | None if is_file => {
+                    return Err(IngestError::InvalidField(format!("the file goes in the `{FILE_FIELD}` field")));
+                }
+                // Unknown text fields are read (bounded) and ignored, as the old API did.
+                _ => {
+                    text(field, "unknown field").await?;
+                }
             }
         }
         let (file, original_filename) = file.ok_or(IngestError::MissingField(FILE_FIELD))?;
@@ -118,8 +190,29 @@ impl Ingest {
                 IngestError::InvalidField(format!("`priority` must be a whole number from -1000 to 1000, got `{p}`"))
             })?,
         };
-        let media = probe::probe(&self.ffprobe, file.path()).await?;
+        let media = {
+            let _slot = tokio::time::timeout(PROBE_WAIT, self.probes.acquire())
+                .await
+                .map_err(|_| IngestError::ProbesBusy(Duration::from_secs(5)))?
+                .expect("the probe semaphore is never closed");
+            probe::probe(&self.ffprobe, file.path()).await?
+        };
         Ok(Upload { file, original_filename, course_id, name_of_topic, priority, media })
+    }
+
+    /// Refuses uploads while free disk space is under the floor (`expected`:
+    /// bytes the upload is about to write, if known).
+    pub fn check_disk(&self, expected: u64) -> Result<(), IngestError> {
+        if self.min_free_disk == 0 {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.uploads_dir)?;
+        let free = free_space(&self.uploads_dir)?;
+        if free < self.min_free_disk.saturating_add(expected) {
+            tracing::warn!(free, floor = self.min_free_disk, "upload refused: low on disk space");
+            return Err(IngestError::DiskFull);
+        }
+        Ok(())
     }
 
     async fn spool(&self, mut field: Field<'_>) -> Result<SpooledFile, IngestError> {
@@ -130,10 +223,15 @@ impl Ingest {
         };
         let mut out = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::create(spooled.path()).await?);
         let mut written: u64 = 0;
-        while let Some(chunk) = field.chunk().await.map_err(malformed)? {
+        let mut next_disk_check = DISK_CHECK_EVERY;
+        while let Some(chunk) = field.chunk().await? {
             written += chunk.len() as u64;
             if written > self.max_bytes {
                 return Err(IngestError::TooLarge { limit: self.max_bytes });
+            }
+            if written >= next_disk_check {
+                next_disk_check += DISK_CHECK_EVERY;
+                self.check_disk(0)?;
             }
             out.write_all(&chunk).await?;
         }
@@ -148,7 +246,7 @@ impl Ingest {
 async fn text(mut field: Field<'_>, name: &'static str) -> Result<String, IngestError> {
     let too_long = || IngestError::InvalidField(format!("`{name}` is longer than {MAX_TEXT_FIELD} characters"));
     let mut bytes = Vec::new();
-    while let Some(chunk) = field.chunk().await.map_err(malformed)? {
+    while let Some(chunk) = field.chunk().await? {
         bytes.extend_from_slice(&chunk);
         // UTF-8 takes at most 4 bytes a character.
         if bytes.len() > MAX_TEXT_FIELD * 4 {
@@ -164,11 +262,19 @@ async fn text(mut field: Field<'_>, name: &'static str) -> Result<String, Ingest
     Ok(value.to_string())
 }
 
-async fn drain(mut field: Field<'_>) -> Result<(), IngestError> {
-    while field.chunk().await.map_err(malformed)?.is_some() {}
-    Ok(())
-}
-
-fn malformed(e: MultipartError) -> IngestError {
-    IngestError::Malformed(e.body_text())
+/// Free bytes for unprivileged users on the file system holding `path`.
+pub fn free_space(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c_path` is a valid C string and `stat` is written by statvfs
+    // before it is read (only on success).
+    let stat = unsafe {
+        if libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        stat.assume_init()
+    };
+    #[allow(clippy::unnecessary_cast)] // the field types differ between Linux and macOS
+    Ok(stat.f_bavail as u64 * stat.f_frsize as u64)
 }

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
+use crate::transcode::ffmpeg::tool_command;
 use crate::transcode::plan::FrameRate;
 
 /// Demuxers we open. Each entry is the name ffprobe reports first in
@@ -26,10 +27,58 @@ pub const ALLOWED_DEMUXERS: &[&str] = &["mov", "matroska", "avi", "mpegts", "flv
 pub const FORMAT_WHITELIST: &str = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,flv,mpeg,ogg,asf";
 
 /// Largest picture we accept on either side; larger sources are refused at
-/// upload rather than exhausting a worker's memory later.
+/// upload rather than exhausting a worker's memory later. Checked on the
+/// stored (coded) size as well as the display size: an anamorphic file can
+/// display narrow and decode wide.
 pub const MAX_DIMENSION: u32 = 8192;
+/// Smallest picture we accept on either side: nothing smaller is a lecture,
+/// and encoders refuse some of it.
+pub const MIN_DIMENSION: u32 = 16;
+/// Decoders refuse frames with more pixels than this (`-max_pixels`), so a
+/// header that lies, or a resolution change mid-stream, cannot make one
+/// allocate more.
+pub const MAX_PIXELS: u64 = MAX_DIMENSION as u64 * MAX_DIMENSION as u64;
+/// Streams in one file: a lecture has a handful; thousands cost the demuxer
+/// time and memory (`-max_streams` stops it early).
+pub const MAX_STREAMS: usize = 32;
 pub const MAX_DURATION_SECONDS: f64 = 12.0 * 3600.0;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Video codecs a lecture upload can plausibly need (ffprobe's
+/// `codec_name`): cameras, phones, screen recorders, editors, old formats.
+/// Every decoder outside the list is attack surface and nothing else.
+pub const VIDEO_CODECS: &[&str] = &[
+    "h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mpeg2video", "mpeg1video", "mjpeg", "prores", "dnxhd", "wmv1",
+    "wmv2", "wmv3", "vc1", "h263", "theora", "flv1", "msmpeg4v2", "msmpeg4v3", "dvvideo", "vp6f", "svq3", "cinepak",
+    // Lossless and intermediate codecs of screen recorders and editors.
+    "ffv1", "utvideo", "huffyuv", "ffvhuff", "rawvideo", "qtrle", "png",
+];
+/// Audio codecs likewise; PCM and ADPCM variants are accepted by prefix.
+pub const AUDIO_CODECS: &[&str] = &[
+    "aac", "mp3", "opus", "vorbis", "ac3", "eac3", "flac", "alac", "mp2", "wmav2", "wmapro", "amr_nb", "amr_wb",
+];
+
+fn audio_codec_allowed(codec: &str) -> bool {
+    AUDIO_CODECS.contains(&codec) || codec.starts_with("pcm_") || codec.starts_with("adpcm_")
+}
+
+/// The names of the decoders ffmpeg may pick for a codec, for
+/// `-codec_whitelist` (which compares decoder names, not codec names).
+pub fn decoder_names(codec: &str) -> Vec<String> {
+    let names: &[&str] = match codec {
+        "av1" => &["libdav1d", "libaom-av1", "av1"],
+        "flv1" => &["flv"],
+        "msmpeg4v3" => &["msmpeg4"],
+        "mp3" => &["mp3float", "mp3"],
+        "mp2" => &["mp2float", "mp2"],
+        "aac" => &["aac", "aac_fixed"],
+        "ac3" => &["ac3", "ac3_fixed"],
+        "amr_nb" => &["amrnb", "libopencore_amrnb"],
+        "amr_wb" => &["amrwb", "libopencore_amrwb"],
+        other => return vec![other.to_string()],
+    };
+    names.iter().map(|n| n.to_string()).collect()
+}
 
 /// What the transcoder needs to know about a source.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +125,12 @@ pub enum ProbeError {
     Undecodable(String),
     #[error("video is {width}x{height}; the largest accepted is {MAX_DIMENSION}x{MAX_DIMENSION}")]
     TooLarge { width: u32, height: u32 },
+    #[error("video is {width}x{height}; the smallest accepted is {MIN_DIMENSION}x{MIN_DIMENSION}")]
+    TooSmall { width: u32, height: u32 },
+    #[error("the file has {0} streams; at most {MAX_STREAMS} are accepted")]
+    TooManyStreams(String),
+    #[error("{kind} codec `{codec}` is not accepted (accepted: {accepted})")]
+    UnsupportedCodec { kind: &'static str, codec: String, accepted: String },
     #[error("video is {0:.0} s long; the longest accepted is 12 hours")]
     TooLong(f64),
     #[error("could not run ffprobe: {0}")]
@@ -101,8 +156,9 @@ pub async fn probe(ffprobe: &Path, path: &Path) -> Result<MediaInfo, ProbeError>
     if tokio::fs::metadata(path).await?.len() == 0 {
         return Err(ProbeError::Empty);
     }
-    let output = run(Command::new(ffprobe)
+    let output = run(tool_command(ffprobe)
         .args(["-v", "error", "-protocol_whitelist", "file", "-format_whitelist", FORMAT_WHITELIST])
+        .args(decoder_limits())
         .args(["-print_format", "json", "-show_format", "-show_streams"])
         .arg(path))
     .await?;
@@ -117,6 +173,12 @@ pub async fn probe(ffprobe: &Path, path: &Path) -> Result<MediaInfo, ProbeError>
     Ok(info)
 }
 
+/// Input options that bound what a decoder may allocate: the largest
+/// picture and the number of streams.
+pub fn decoder_limits() -> [String; 4] {
+    ["-max_pixels".into(), MAX_PIXELS.to_string(), "-max_streams".into(), (MAX_STREAMS * 2).to_string()]
+}
+
 async fn run(cmd: &mut Command) -> Result<std::process::Output, ProbeError> {
     let child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true).spawn()?;
     match tokio::time::timeout(PROBE_TIMEOUT, child.wait_with_output()).await {
@@ -127,8 +189,9 @@ async fn run(cmd: &mut Command) -> Result<std::process::Output, ProbeError> {
 
 /// Headers can lie; decoding one frame proves the video stream is usable.
 async fn decode_first_frame(ffprobe: &Path, path: &Path, info: &MediaInfo) -> Result<(), ProbeError> {
-    let output = run(Command::new(ffprobe)
+    let output = run(tool_command(ffprobe)
         .args(["-v", "error", "-protocol_whitelist", "file", "-f", &info.demuxer])
+        .args(decoder_limits())
         .args(["-select_streams", &info.video_stream.to_string(), "-read_intervals", "%+#1"])
         .args(["-show_entries", "frame=pict_type", "-of", "csv=p=0"])
         .arg(path))
@@ -149,6 +212,9 @@ async fn refusal_reason(stderr: &str, path: &Path) -> ProbeError {
     if let Some(line) = stderr.lines().find(|l| l.contains("Format not on whitelist")) {
         let name = line.trim_start_matches('[').split(" @").next().unwrap_or("unknown").trim();
         return ProbeError::UnsupportedContainer(name.to_string());
+    }
+    if stderr.contains("exceeds max_streams") {
+        return ProbeError::TooManyStreams(format!("more than {}", MAX_STREAMS * 2));
     }
     if let Some(kind) = sniff_text(path).await {
         return ProbeError::UnsupportedContainer(kind);
@@ -208,6 +274,8 @@ struct ProbeStream {
     bit_rate: Option<String>,
     width: Option<u32>,
     height: Option<u32>,
+    coded_width: Option<u32>,
+    coded_height: Option<u32>,
     sample_aspect_ratio: Option<String>,
     avg_frame_rate: Option<String>,
     r_frame_rate: Option<String>,
@@ -234,12 +302,38 @@ impl MediaInfo {
                 s.codec_type.as_deref() == Some("video") && s.disposition.get("attached_pic").copied().unwrap_or(0) == 0
             })
             .ok_or(ProbeError::NoVideo)?;
+        if report.streams.len() > MAX_STREAMS {
+            return Err(ProbeError::TooManyStreams(report.streams.len().to_string()));
+        }
         let audio = report.streams.iter().find(|s| s.codec_type.as_deref() == Some("audio"));
+        let video_codec = video.codec_name.clone().unwrap_or_default();
+        if !VIDEO_CODECS.contains(&video_codec.as_str()) {
+            return Err(ProbeError::UnsupportedCodec {
+                kind: "video",
+                codec: video_codec,
+                accepted: VIDEO_CODECS.join(", "),
+            });
+        }
+        if let Some(codec) = audio.map(|a| a.codec_name.clone().unwrap_or_default()) {
+            if !audio_codec_allowed(&codec) {
+                return Err(ProbeError::UnsupportedCodec {
+                    kind: "audio",
+                    codec,
+                    accepted: format!("{}, PCM, ADPCM", AUDIO_CODECS.join(", ")),
+                });
+            }
+        }
 
+        // A decoder refused by `-max_pixels` leaves the size at 0.
         let (coded_w, coded_h) = match (video.width, video.height) {
             (Some(w), Some(h)) if w > 0 && h > 0 => (w, h),
             _ => return Err(ProbeError::Undecodable("the video stream has no picture size".into())),
         };
+        let stored_w = coded_w.max(video.coded_width.unwrap_or(0));
+        let stored_h = coded_h.max(video.coded_height.unwrap_or(0));
+        if stored_w > MAX_DIMENSION || stored_h > MAX_DIMENSION {
+            return Err(ProbeError::TooLarge { width: stored_w, height: stored_h });
+        }
         // Non-square pixels: the display width is what players show.
         let sar = video.sample_aspect_ratio.as_deref().and_then(|r| parse_ratio(r, ':'));
         let display_w = match sar {
@@ -252,6 +346,9 @@ impl MediaInfo {
             if rotation(video).rem_euclid(180) == 90 { (coded_h, display_w) } else { (display_w, coded_h) };
         if width > MAX_DIMENSION || height > MAX_DIMENSION {
             return Err(ProbeError::TooLarge { width, height });
+        }
+        if width < MIN_DIMENSION || height < MIN_DIMENSION {
+            return Err(ProbeError::TooSmall { width, height });
         }
 
         let frame_rate = [&video.avg_frame_rate, &video.r_frame_rate]
@@ -284,7 +381,7 @@ impl MediaInfo {
                 bit_rate: a.bit_rate.as_deref().and_then(|r| r.parse().ok()),
             }),
             demuxer,
-            video_codec: video.codec_name.clone().unwrap_or_default(),
+            video_codec,
             video_stream: video.index,
         })
     }

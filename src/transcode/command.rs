@@ -8,7 +8,7 @@
 use std::ffi::OsString;
 use std::path::Path;
 
-use crate::ingest::probe::MediaInfo;
+use crate::ingest::probe::{decoder_limits, decoder_names, MediaInfo};
 use crate::transcode::plan::{Audio, Plan, Rendition};
 
 /// x264 preset of every rendition. With one decode for the whole ladder,
@@ -56,14 +56,33 @@ pub const MEDIA_PLAYLIST: &str = "index.m3u8";
 pub const MASTER_PLAYLIST: &str = "master.m3u8";
 pub const THUMBNAIL: &str = "thumbnail.jpg";
 
+/// Decoding stops this far past the probed duration: a container can claim
+/// one second and hold an hour, and the work must follow the claim we
+/// checked, not what the file turns out to hold.
+const DURATION_SLACK_SECONDS: f64 = 2.0;
+/// More failed frames than this fraction fails the run (ffmpeg exits 69)
+/// instead of encoding a video of concealment artefacts.
+pub const MAX_DECODE_ERROR_RATE: &str = "0.25";
+
 /// Options before `-i` that make reading an untrusted file safe: no stdin, no
-/// protocol but plain files, and the demuxer the probe found, so the file is
-/// not probed again and cannot turn out to be a playlist.
+/// protocol but plain files, the demuxer the probe found (so the file is not
+/// probed again and cannot turn out to be a playlist), only the decoders of
+/// the streams we checked, no frame larger than the probe allows, and no
+/// more input time than the probed duration.
 fn safe_input(media: &MediaInfo, input: &Path) -> Vec<OsString> {
     let mut args: Vec<OsString> = ["-nostdin", "-hide_banner", "-loglevel", "error", "-protocol_whitelist", "file"]
         .into_iter()
         .map(OsString::from)
         .collect();
+    args.extend(["-max_error_rate".into(), MAX_DECODE_ERROR_RATE.into()]);
+    let mut decoders = decoder_names(&media.video_codec);
+    if let Some(audio) = &media.audio {
+        decoders.extend(decoder_names(&audio.codec));
+    }
+    args.extend(["-codec_whitelist".into(), decoders.join(",").into()]);
+    args.extend(decoder_limits().map(OsString::from));
+    let bound = media.duration_seconds + DURATION_SLACK_SECONDS.max(media.duration_seconds * 0.01);
+    args.extend(["-t".into(), format!("{bound:.3}").into()]);
     args.extend(["-f".into(), media.demuxer.clone().into(), "-i".into(), input.as_os_str().to_owned()]);
     args
 }
@@ -246,7 +265,10 @@ mod tests {
         let plan = Plan::new(&m, &Ladder::default());
         let args = joined(&ladder_args(&m, &plan, Path::new("/in/src.mp4"), Path::new("/out")));
         assert!(
-            args.starts_with("-nostdin -hide_banner -loglevel error -protocol_whitelist file -f mov -i /in/src.mp4"),
+            args.starts_with(
+                "-nostdin -hide_banner -loglevel error -protocol_whitelist file -max_error_rate 0.25 \
+                 -codec_whitelist h264,aac,aac_fixed -max_pixels 67108864 -max_streams 64 -t 12.000 -f mov -i /in/src.mp4"
+            ),
             "{args}"
         );
         assert!(

@@ -31,13 +31,63 @@ pub enum FfmpegError {
     #[error("could not start ffmpeg: {0}")]
     Spawn(std::io::Error),
     #[error("ffmpeg failed ({status}): {stderr}")]
-    Failed { status: String, stderr: String },
+    Failed {
+        status: String,
+        /// The exit code; `None` when a signal killed it.
+        code: Option<i32>,
+        stderr: String,
+    },
     #[error("ffmpeg stalled: no progress for {0:?}, killed by the stall watchdog")]
     Stalled(Duration),
     #[error("ffmpeg ran longer than the job timeout of {0:?} and was killed")]
     TimedOut(Duration),
     #[error("cancelled")]
     Cancelled,
+}
+
+/// ffmpeg's exit code when more frames failed to decode than `-max_error_rate` allows.
+pub const EXIT_TOO_MANY_DECODE_ERRORS: i32 = 69;
+
+/// What ffmpeg writes when the fault is ours (the machine), not the input's.
+const SYSTEM_FAULTS: &[&str] = &[
+    "No space left on device",
+    "Input/output error",
+    "Too many open files",
+    "Resource temporarily unavailable",
+    "Disk quota exceeded",
+    "Read-only file system",
+];
+
+impl FfmpegError {
+    /// True when the input is to blame, so running it again on the same bytes
+    /// would fail the same way: ffmpeg refused or could not decode it, or it
+    /// stalled or ran out of time on it. A killed process, a full disk and
+    /// the like are the machine's faults, and worth another attempt.
+    pub fn caused_by_input(&self) -> bool {
+        match self {
+            FfmpegError::Stalled(_) | FfmpegError::TimedOut(_) => true,
+            FfmpegError::Failed { code: Some(EXIT_TOO_MANY_DECODE_ERRORS), .. } => true,
+            FfmpegError::Failed { code: None, .. } => false,
+            FfmpegError::Failed { stderr, .. } => !SYSTEM_FAULTS.iter().any(|fault| stderr.contains(fault)),
+            FfmpegError::Spawn(_) | FfmpegError::Cancelled => false,
+        }
+    }
+}
+
+/// Variables ffmpeg and ffprobe keep. They parse hostile files, so they get
+/// nothing else of our environment: no cloud credentials, no DATABASE_URL.
+const TOOL_ENV: &[&str] = &["PATH"];
+
+/// A command for ffmpeg or ffprobe with a cleared environment (see [`TOOL_ENV`]).
+pub fn tool_command(program: &Path) -> Command {
+    let mut command = Command::new(program);
+    command.env_clear().env("LC_ALL", "C");
+    for name in TOOL_ENV {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    command
 }
 
 /// Kills the process group when dropped, unless the process already exited.
@@ -72,7 +122,7 @@ pub async fn run(
     cancel: &CancellationToken,
     progress: &watch::Sender<f64>,
 ) -> Result<(), FfmpegError> {
-    let mut command = Command::new(ffmpeg);
+    let mut command = tool_command(ffmpeg);
     command
         .args(args)
         .stdin(Stdio::null())
@@ -135,7 +185,7 @@ pub async fn run(
         Ok(status) => {
             guard.pgid = None;
             let stderr = stderr_tail.await.unwrap_or_default();
-            Err(FfmpegError::Failed { status: status.to_string(), stderr })
+            Err(FfmpegError::Failed { status: status.to_string(), code: status.code(), stderr })
         }
         Err(e) => {
             guard.kill();
@@ -171,6 +221,22 @@ fn parse_out_time(line: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_failures_of_the_input_are_final() {
+        let failed = |code: Option<i32>, stderr: &str| FfmpegError::Failed {
+            status: "x".into(),
+            code,
+            stderr: stderr.into(),
+        };
+        assert!(failed(Some(EXIT_TOO_MANY_DECODE_ERRORS), "").caused_by_input());
+        assert!(failed(Some(1), "Invalid data found when processing input").caused_by_input());
+        assert!(FfmpegError::Stalled(Duration::from_secs(1)).caused_by_input());
+        assert!(FfmpegError::TimedOut(Duration::from_secs(1)).caused_by_input());
+        assert!(!failed(None, "").caused_by_input(), "killed by a signal (OOM killer, operator)");
+        assert!(!failed(Some(1), "seg_00003.m4s: No space left on device").caused_by_input());
+        assert!(!FfmpegError::Spawn(std::io::Error::other("x")).caused_by_input());
+    }
 
     #[test]
     fn progress_lines_parse() {

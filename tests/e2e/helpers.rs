@@ -58,6 +58,8 @@ pub fn test_config(data_dir: &Path) -> Config {
         shutdown_grace: Duration::from_secs(5),
         tools: tools(),
         storage: Default::default(),
+        access: Default::default(),
+        limits: Default::default(),
     }
 }
 

@@ -166,6 +166,9 @@ async fn a_hundred_concurrent_uploads_all_complete_once() {
     let app = spawn_app_with(|c| {
         c.concurrency = 2;
         c.ladder = "240".parse().unwrap();
+        // All of them at once, past the default cap of uploads in flight.
+        c.limits.max_concurrent_uploads = 100;
+        c.limits.max_concurrent_probes = 4;
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
