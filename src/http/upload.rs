@@ -3,9 +3,10 @@
 //!
 //! Before a byte of the body is read, the caller is counted against the
 //! upload rate, takes one of the upload slots, and the disk is checked for
-//! room. Once the body is in, the rest runs on a task of its own: a client
-//! that hangs up after sending its video cannot cancel the commit halfway
-//! and lose a file the lecture already owns.
+//! room. Receiving, probing and committing run on a task of their own: a
+//! client that hangs up after sending its video cannot cancel the commit
+//! halfway and lose a file the lecture already owns, and one that hangs up
+//! mid-body ends the body stream, so the spooled file is removed.
 
 use axum::body::Body;
 use axum::extract::{Extension, State};
@@ -26,7 +27,7 @@ pub async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, HeaderMap, Json<Value>), ApiError> {
-    let _slot = app.uploads.admit(&caller.identity())?;
+    let slot = app.uploads.admit(&caller.identity())?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let boundary = multer::parse_boundary(content_type).map_err(|_| {
         ApiError::BadRequest("send the upload as multipart/form-data (`curl -F uploadedFile=@video.mp4 ...`)".into())
@@ -42,9 +43,13 @@ pub async fn upload(
         )));
     }
     app.ingest.check_disk(declared.unwrap_or(0))?;
-    let upload = app.ingest.receive(body.into_data_stream(), &boundary).await?;
 
+    // The rest runs on its own task: dropping this request (the client hung
+    // up) must not cancel a commit halfway. Reading stops by itself when the
+    // body does, and a spooled file that no lecture owns deletes itself.
     let commit = tokio::spawn(async move {
+        let _slot = slot;
+        let upload = app.ingest.receive(body.into_data_stream(), &boundary).await?;
         let id = LectureId::new();
         let source = app.ingest.uploads_dir.join(format!("{id}.{}", upload.media.demuxer));
         let file = upload.file.move_to(source.clone()).await?;

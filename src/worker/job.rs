@@ -39,12 +39,16 @@ enum JobError {
 }
 
 impl JobError {
-    /// Retrying cannot fix a source that is not a video.
+    /// Retrying cannot fix the input: a source that is not a video, one the
+    /// decoder rejects, or one ffmpeg stalls or runs out of time on would
+    /// fail the same way on every attempt, burning hours of worker time.
+    /// The machine's faults (storage, database, a killed process) retry.
     fn retryable(&self) -> bool {
         match self {
             JobError::Source(e) => !e.is_input_error(),
             JobError::LectureGone => false,
-            _ => true,
+            JobError::Ffmpeg(e) => !e.caused_by_input(),
+            JobError::Storage(_) | JobError::Internal(_) => true,
         }
     }
 }

@@ -7,3 +7,4 @@ mod operator;
 mod progressive;
 mod rejections;
 mod reliability;
+mod security;
