@@ -560,9 +560,9 @@ fn database_url(given: Option<String>, data_dir: &std::path::Path) -> Result<Str
         Some(url) if url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:") => {
             Ok(url)
         }
-        Some(url) => {
-            Err(ConfigError(format!("DATABASE_URL `{url}` is not supported: use sqlite://PATH or postgres://USER@HOST/DB")))
-        }
+        Some(url) => Err(ConfigError(format!(
+            "DATABASE_URL `{url}` is not supported: use sqlite://PATH or postgres://USER@HOST/DB"
+        ))),
         None => Ok(format!("sqlite://{}", data_dir.join("vidpipe.db").display())),
     }
 }

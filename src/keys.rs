@@ -165,7 +165,8 @@ impl ApiKeys {
 
     /// `false` if no key has that name.
     pub async fn revoke(&self, name: &KeyName) -> Result<bool, KeyError> {
-        let deleted = sqlx::query("DELETE FROM api_keys WHERE name = $1").bind(name.as_str()).execute(&self.db.pool).await?;
+        let deleted =
+            sqlx::query("DELETE FROM api_keys WHERE name = $1").bind(name.as_str()).execute(&self.db.pool).await?;
         Ok(deleted.rows_affected() > 0)
     }
 

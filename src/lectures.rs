@@ -276,7 +276,12 @@ impl LectureStore {
 
     /// Lectures that failed for good before `before_ms` (ms since the epoch),
     /// `limit` at a time after id `after`: their sources may go.
-    pub async fn failed_before(&self, before_ms: i64, after: &str, limit: u32) -> Result<Vec<Lecture>, LectureStoreError> {
+    pub async fn failed_before(
+        &self,
+        before_ms: i64,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<Lecture>, LectureStoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM lectures WHERE failed_error IS NOT NULL AND updated_at < $1 AND id > $2 \
              ORDER BY id LIMIT $3"

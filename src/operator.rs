@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 
 use crate::config::{Config, DatabaseArgs, KeysAction, LecturesAction, QueueAction, ServiceArgs, Tools};
 use crate::db::Database;
-use crate::keys::ApiKeys;
 use crate::domain::{now_ms, rfc3339, JobState, LectureId};
+use crate::keys::ApiKeys;
 use crate::lectures::remove_lecture;
 use crate::queue::{JobRecord, Queue};
 use crate::startup::{self, Backends};
@@ -76,7 +76,8 @@ pub async fn keys_command(action: KeysAction, json_out: bool, args: DatabaseArgs
         })?;
     }
     let url = args.url().map_err(|e| e.to_string())?;
-    let db = Database::connect(&url).await.map_err(|e| format!("cannot open the database ({e}); check DATABASE_URL"))?;
+    let db =
+        Database::connect(&url).await.map_err(|e| format!("cannot open the database ({e}); check DATABASE_URL"))?;
     let keys = ApiKeys::new(db);
     match action {
         KeysAction::Create { name, scope } => {

@@ -47,9 +47,7 @@ fn redact_token(token: &str, host: Option<&str>) -> String {
         "<url>".to_string()
     } else if trimmed.starts_with('/') && trimmed.len() > 1 {
         "<path>".to_string()
-    } else if is_hex_address(trimmed) {
-        "<address>".to_string()
-    } else if is_ip_address(trimmed) {
+    } else if is_hex_address(trimmed) || is_ip_address(trimmed) {
         "<address>".to_string()
     } else if let Some(host) = host.filter(|h| names_host(trimmed, h)) {
         format!("<host>{}", &trimmed[host.len()..])
@@ -75,7 +73,8 @@ fn is_ip_address(s: &str) -> bool {
         Some((h, port)) if s.matches(':').count() == 1 && port.bytes().all(|b| b.is_ascii_digit()) => h,
         _ => s,
     };
-    host.parse::<std::net::IpAddr>().is_ok() || (s.contains("::") && s.split('%').next().is_some_and(|h| h.parse::<std::net::Ipv6Addr>().is_ok()))
+    host.parse::<std::net::IpAddr>().is_ok()
+        || (s.contains("::") && s.split('%').next().is_some_and(|h| h.parse::<std::net::Ipv6Addr>().is_ok()))
 }
 
 #[cfg(test)]
@@ -93,9 +92,14 @@ mod tests {
         for secret in ["/var/lib", "0x55d5", "10.0.0.5", "http://", &host] {
             assert!(!shown.contains(secret), "`{secret}` in `{shown}`");
         }
-        assert!(shown.contains("No space left on device") && shown.contains("<path>") && shown.contains("<url>"), "{shown}");
-        assert_eq!(for_clients("not a decodable video: Invalid data found when processing input"),
-                   "not a decodable video: Invalid data found when processing input");
+        assert!(
+            shown.contains("No space left on device") && shown.contains("<path>") && shown.contains("<url>"),
+            "{shown}"
+        );
+        assert_eq!(
+            for_clients("not a decodable video: Invalid data found when processing input"),
+            "not a decodable video: Invalid data found when processing input"
+        );
         assert_eq!(for_clients("speed N/A, 1/2 done"), "speed N/A, 1/2 done");
         assert!(for_clients(&"x".repeat(2000)).chars().count() <= 501);
     }

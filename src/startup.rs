@@ -234,7 +234,9 @@ impl Application {
         if let Some(listener) = self.listener {
             tracing::info!(addr = %listener.local_addr().map_err(StartupError::Serve)?, "listening");
             let app = http::router(self.state).layer(tower_http::trace::TraceLayer::new_for_http());
-            http::server::serve(listener, app, self.server_limits, shutdown.clone()).await.map_err(StartupError::Serve)?;
+            http::server::serve(listener, app, self.server_limits, shutdown.clone())
+                .await
+                .map_err(StartupError::Serve)?;
         }
         if let Some(worker) = worker {
             let _ = worker.await;

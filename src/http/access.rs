@@ -126,7 +126,7 @@ impl AccessPolicy {
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(','))
                 .filter_map(|ip| ip.trim().parse::<IpAddr>().ok())
-                .last();
+                .next_back();
             if forwarded.is_some() {
                 return forwarded;
             }
@@ -149,7 +149,10 @@ fn host_name(authority: &str) -> String {
     let host = if let Some(v6) = authority.strip_prefix('[') {
         v6.split(']').next().unwrap_or_default()
     } else {
-        authority.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(authority, |(h, _)| h)
+        authority
+            .rsplit_once(':')
+            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(authority, |(h, _)| h)
     };
     host.trim_end_matches('.').to_ascii_lowercase()
 }
@@ -169,22 +172,27 @@ pub async fn check_host_and_origin(State(app): State<AppState>, request: Request
         .map(str::to_string)
         .or_else(|| request.uri().authority().map(|a| a.to_string()));
     let Some(authority) = authority else {
-        return ApiError::BadRequest("the request has no Host header".into()).into_response();
+        return refuse(request, ApiError::BadRequest("the request has no Host header".into())).await;
     };
     let host = host_name(&authority);
     if !policy.host_allowed(&host) {
         tracing::warn!(host = %host, "request for a host we do not serve refused");
-        return ApiError::BadRequest(format!(
-            "this server does not answer to host `{host}`; its operator can add it to VIDPIPE_ALLOWED_HOSTS"
-        ))
-        .into_response();
+        let message =
+            format!("this server does not answer to host `{host}`; its operator can add it to VIDPIPE_ALLOWED_HOSTS");
+        return refuse(request, ApiError::BadRequest(message)).await;
     }
     if !is_safe(request.method()) {
         if let Some(refusal) = cross_site_refusal(policy, request.headers(), &authority) {
-            return refusal.into_response();
+            return refuse(request, refusal).await;
         }
     }
     next.run(request).await
+}
+
+/// Answers `error` to a request whose body was not read (see `discard_body`).
+async fn refuse(request: Request, error: ApiError) -> Response {
+    super::discard_body(request.into_body()).await;
+    error.into_response()
 }
 
 /// A state-changing request from a page on another site, which the CORS
@@ -216,43 +224,58 @@ fn cross_site_refusal(policy: &AccessPolicy, headers: &HeaderMap, authority: &st
 
 /// Route-group middleware: the caller needs a key of at least `needed`
 /// scope (or the API is open). Adds [`Caller`] to the request.
-pub async fn authorize(
-    State((app, needed)): State<(AppState, Scope)>,
-    mut request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
+pub async fn authorize(State((app, needed)): State<(AppState, Scope)>, request: Request, next: Next) -> Response {
     let address = app.access.client_address(&request);
     let bearer = request.headers().get(header::AUTHORIZATION).map(|v| {
-        v.to_str().ok().and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))).map(str::trim)
+        v.to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(|v| v.trim().to_string())
     });
-    let caller = match (app.access.auth, bearer) {
-        (AuthMode::Open, _) => Caller { key: None, scope: Scope::Admin, address },
-        (AuthMode::KeysOnceCreated, None) if !app.keys.any().await.map_err(internal)? => {
-            Caller { key: None, scope: Scope::Admin, address }
+    match caller(&app, needed, bearer, address).await {
+        Ok(caller) => {
+            let mut request = request;
+            request.extensions_mut().insert(caller);
+            next.run(request).await
         }
-        (_, None) => {
-            return Err(ApiError::Unauthorized(
+        Err(refusal) => refuse(request, refusal).await,
+    }
+}
+
+/// The caller, if it may do what needs `needed`. `bearer`: the
+/// Authorization header, if any, and the key in it, if it is a bearer one.
+async fn caller(
+    app: &AppState,
+    needed: Scope,
+    bearer: Option<Option<String>>,
+    address: Option<IpAddr>,
+) -> Result<Caller, ApiError> {
+    let caller =
+        match (app.access.auth, bearer) {
+            (AuthMode::Open, _) => Caller { key: None, scope: Scope::Admin, address },
+            (AuthMode::KeysOnceCreated, None) if !app.keys.any().await.map_err(internal)? => {
+                Caller { key: None, scope: Scope::Admin, address }
+            }
+            (_, None) => return Err(ApiError::Unauthorized(
                 "an API key is needed: send `Authorization: Bearer <key>` (the operator creates keys with `vidpipe \
                  keys create`)"
                     .into(),
-            ))
-        }
-        (_, Some(None)) => {
-            return Err(ApiError::Unauthorized("the Authorization header must be `Bearer <key>`".into()));
-        }
-        (_, Some(Some(secret))) => match app.keys.authenticate(secret).await.map_err(internal)? {
-            Some(holder) => Caller { key: Some(holder.name), scope: holder.scope, address },
-            None => return Err(ApiError::Unauthorized("this API key is unknown or was revoked".into())),
-        },
-    };
+            )),
+            (_, Some(None)) => {
+                return Err(ApiError::Unauthorized("the Authorization header must be `Bearer <key>`".into()));
+            }
+            (_, Some(Some(secret))) => match app.keys.authenticate(&secret).await.map_err(internal)? {
+                Some(holder) => Caller { key: Some(holder.name), scope: holder.scope, address },
+                None => return Err(ApiError::Unauthorized("this API key is unknown or was revoked".into())),
+            },
+        };
     if caller.scope < needed {
         return Err(ApiError::Forbidden(format!(
             "this action needs a key with the `{needed}` scope; this key has `{}`",
             caller.scope
         )));
     }
-    request.extensions_mut().insert(caller);
-    Ok(next.run(request).await)
+    Ok(caller)
 }
 
 fn internal(e: crate::keys::KeyError) -> ApiError {

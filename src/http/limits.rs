@@ -65,7 +65,10 @@ pub struct UploadLimits {
 
 impl UploadLimits {
     pub fn new(rate: Option<RateLimit>, max_concurrent: usize) -> UploadLimits {
-        UploadLimits { rate: rate.map(|r| Arc::new(RateLimiter::new(r))), slots: Arc::new(Semaphore::new(max_concurrent)) }
+        UploadLimits {
+            rate: rate.map(|r| Arc::new(RateLimiter::new(r))),
+            slots: Arc::new(Semaphore::new(max_concurrent)),
+        }
     }
 
     /// Admits one upload from `caller`: counts it against the rate, then

@@ -92,6 +92,26 @@ pub fn router(state: AppState) -> Router {
         .layer(map_response(security_headers))
 }
 
+/// Reads and drops the start of a request body we refuse without reading:
+/// a client still sending it would otherwise get a connection reset (our
+/// close with its unread bytes) instead of our answer. At most 1 MiB, for
+/// at most a second: a large upload is cut off, as it must be.
+pub(crate) async fn discard_body(body: axum::body::Body) {
+    use futures::StreamExt;
+    const MAX: usize = 1 << 20;
+    let mut stream = body.into_data_stream();
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let mut read = 0;
+        while let Some(Ok(chunk)) = stream.next().await {
+            read += chunk.len();
+            if read > MAX {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 /// Headers every answer carries: nothing here is meant to be framed or
 /// sniffed into another type.
 async fn security_headers(mut response: axum::response::Response) -> axum::response::Response {

@@ -27,15 +27,19 @@ pub async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, HeaderMap, Json<Value>), ApiError> {
-    let slot = app.uploads.admit(&caller.identity())?;
+    let slot = match app.uploads.admit(&caller.identity()) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            super::discard_body(body).await;
+            return Err(refusal);
+        }
+    };
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let boundary = multer::parse_boundary(content_type).map_err(|_| {
         ApiError::BadRequest("send the upload as multipart/form-data (`curl -F uploadedFile=@video.mp4 ...`)".into())
     })?;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > app.ingest.max_bytes + FORM_OVERHEAD) {
         return Err(ApiError::PayloadTooLarge(format!(
             "upload is larger than the limit of {} bytes",
@@ -60,8 +64,11 @@ pub async fn upload(
             source_path: source,
             original_filename: upload.original_filename,
         };
-        let options =
-            EnqueueOptions { priority: upload.priority, delay: std::time::Duration::ZERO, max_attempts: app.max_attempts };
+        let options = EnqueueOptions {
+            priority: upload.priority,
+            delay: std::time::Duration::ZERO,
+            max_attempts: app.max_attempts,
+        };
         app.lectures.create_with_job(new, &options, app.queue.as_ref()).await?;
         // Committed: the lecture owns the file now.
         file.keep();

@@ -162,7 +162,9 @@ impl Ingest {
             }
             let is_file = field.name() == Some(FILE_FIELD) || field.file_name().is_some();
             if is_file && file.is_some() {
-                return Err(IngestError::InvalidField(format!("send one file per upload, in the `{FILE_FIELD}` field")));
+                return Err(IngestError::InvalidField(format!(
+                    "send one file per upload, in the `{FILE_FIELD}` field"
+                )));
             }
             match field.name() {
                 Some(FILE_FIELD) => {

@@ -48,15 +48,42 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 /// `codec_name`): cameras, phones, screen recorders, editors, old formats.
 /// Every decoder outside the list is attack surface and nothing else.
 pub const VIDEO_CODECS: &[&str] = &[
-    "h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mpeg2video", "mpeg1video", "mjpeg", "prores", "dnxhd", "wmv1",
-    "wmv2", "wmv3", "vc1", "h263", "theora", "flv1", "msmpeg4v2", "msmpeg4v3", "dvvideo", "vp6f", "svq3", "cinepak",
+    "h264",
+    "hevc",
+    "vp8",
+    "vp9",
+    "av1",
+    "mpeg4",
+    "mpeg2video",
+    "mpeg1video",
+    "mjpeg",
+    "prores",
+    "dnxhd",
+    "wmv1",
+    "wmv2",
+    "wmv3",
+    "vc1",
+    "h263",
+    "theora",
+    "flv1",
+    "msmpeg4v2",
+    "msmpeg4v3",
+    "dvvideo",
+    "vp6f",
+    "svq3",
+    "cinepak",
     // Lossless and intermediate codecs of screen recorders and editors.
-    "ffv1", "utvideo", "huffyuv", "ffvhuff", "rawvideo", "qtrle", "png",
+    "ffv1",
+    "utvideo",
+    "huffyuv",
+    "ffvhuff",
+    "rawvideo",
+    "qtrle",
+    "png",
 ];
 /// Audio codecs likewise; PCM and ADPCM variants are accepted by prefix.
-pub const AUDIO_CODECS: &[&str] = &[
-    "aac", "mp3", "opus", "vorbis", "ac3", "eac3", "flac", "alac", "mp2", "wmav2", "wmapro", "amr_nb", "amr_wb",
-];
+pub const AUDIO_CODECS: &[&str] =
+    &["aac", "mp3", "opus", "vorbis", "ac3", "eac3", "flac", "alac", "mp2", "wmav2", "wmapro", "amr_nb", "amr_wb"];
 
 fn audio_codec_allowed(codec: &str) -> bool {
     AUDIO_CODECS.contains(&codec) || codec.starts_with("pcm_") || codec.starts_with("adpcm_")

@@ -224,11 +224,8 @@ mod tests {
 
     #[test]
     fn only_failures_of_the_input_are_final() {
-        let failed = |code: Option<i32>, stderr: &str| FfmpegError::Failed {
-            status: "x".into(),
-            code,
-            stderr: stderr.into(),
-        };
+        let failed =
+            |code: Option<i32>, stderr: &str| FfmpegError::Failed { status: "x".into(), code, stderr: stderr.into() };
         assert!(failed(Some(EXIT_TOO_MANY_DECODE_ERRORS), "").caused_by_input());
         assert!(failed(Some(1), "Invalid data found when processing input").caused_by_input());
         assert!(FfmpegError::Stalled(Duration::from_secs(1)).caused_by_input());

@@ -21,7 +21,11 @@ fn cli(data: &Path, args: &[&str]) -> (bool, String, String) {
         .env_remove("DATABASE_URL")
         .output()
         .unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn create_key(data: &Path, name: &str, scope: &str) -> String {
@@ -233,7 +237,8 @@ async fn a_foreign_host_or_a_cross_site_form_is_refused() {
         }
         json_error(upload.send().await.unwrap(), 403).await;
     }
-    let health: Value = app.client.get(format!("{}/api/health/queue", app.base)).send().await.unwrap().json().await.unwrap();
+    let health: Value =
+        app.client.get(format!("{}/api/health/queue", app.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!(health["queue"]["paused"], false, "{health}");
     let list: Value = app.client.get(format!("{}/api/lectures", app.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!(list["total"], 0);
@@ -245,7 +250,8 @@ async fn a_foreign_host_or_a_cross_site_form_is_refused() {
 #[tokio::test]
 async fn cors_is_off_by_default_and_allows_only_configured_origins() {
     let closed = spawn_app().await;
-    let response = closed.client.get(format!("{}/api/lectures", closed.base)).header("origin", "https://app.example.com");
+    let response =
+        closed.client.get(format!("{}/api/lectures", closed.base)).header("origin", "https://app.example.com");
     let response = response.send().await.unwrap();
     assert!(response.headers().get("access-control-allow-origin").is_none());
 
@@ -304,7 +310,8 @@ async fn forms_with_long_file_names_or_two_files_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let clip = clip(dir.path(), "v.mp4", "320x240", "30", 1, false);
     let bytes = std::fs::read(&clip).unwrap();
-    let upload = |form: reqwest::multipart::Form| app.client.post(format!("{}/api/upload", app.base)).multipart(form).send();
+    let upload =
+        |form: reqwest::multipart::Form| app.client.post(format!("{}/api/upload", app.base)).multipart(form).send();
     let with_name = |name: String| {
         reqwest::multipart::Form::new()
             .text("courseId", "c")
@@ -315,10 +322,12 @@ async fn forms_with_long_file_names_or_two_files_are_refused() {
     assert!(body["message"].as_str().unwrap().contains("headers are longer"), "{body}");
     let body = json_error(upload(with_name(format!("{}.mp4", "a".repeat(300)))).await.unwrap(), 400).await;
     assert!(body["message"].as_str().unwrap().contains("255 bytes"), "{body}");
-    let two = with_name("a.mp4".into()).part("uploadedFile", reqwest::multipart::Part::bytes(bytes.clone()).file_name("b.mp4"));
+    let two = with_name("a.mp4".into())
+        .part("uploadedFile", reqwest::multipart::Part::bytes(bytes.clone()).file_name("b.mp4"));
     let body = json_error(upload(two).await.unwrap(), 400).await;
     assert!(body["message"].as_str().unwrap().contains("one file"), "{body}");
-    let smuggled = with_name("a.mp4".into()).part("attachment", reqwest::multipart::Part::bytes(bytes.clone()).file_name("b.mp4"));
+    let smuggled =
+        with_name("a.mp4".into()).part("attachment", reqwest::multipart::Part::bytes(bytes.clone()).file_name("b.mp4"));
     json_error(upload(smuggled).await.unwrap(), 400).await;
     assert_eq!(upload(with_name("ok.mp4".into())).await.unwrap().status(), 202, "the same form with one file is fine");
     let list: Value = app.client.get(format!("{}/api/lectures", app.base)).send().await.unwrap().json().await.unwrap();
@@ -552,8 +561,11 @@ async fn an_error_document_names_no_server_path() {
     let dir = tempfile::tempdir().unwrap();
     // An encoder failure whose message quotes its arguments, paths included.
     let broken = dir.path().join("broken-ffmpeg");
-    std::fs::write(&broken, "#!/bin/sh\ncase \"$*\" in *var_stream_map*) echo \"cannot write $*\" >&2; exit 1;; esac\nexec ffmpeg \"$@\"\n")
-        .unwrap();
+    std::fs::write(
+        &broken,
+        "#!/bin/sh\ncase \"$*\" in *var_stream_map*) echo \"cannot write $*\" >&2; exit 1;; esac\nexec ffmpeg \"$@\"\n",
+    )
+    .unwrap();
     std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let app = spawn_app_with(|c| {
         c.tools.ffmpeg = broken.clone();
@@ -577,8 +589,11 @@ async fn an_error_document_names_no_server_path() {
 async fn failed_sources_are_removed_after_the_retention_period() {
     let dir = tempfile::tempdir().unwrap();
     let broken = dir.path().join("broken-ffmpeg");
-    std::fs::write(&broken, "#!/bin/sh\ncase \"$*\" in *var_stream_map*) echo 'bad input' >&2; exit 1;; esac\nexec ffmpeg \"$@\"\n")
-        .unwrap();
+    std::fs::write(
+        &broken,
+        "#!/bin/sh\ncase \"$*\" in *var_stream_map*) echo 'bad input' >&2; exit 1;; esac\nexec ffmpeg \"$@\"\n",
+    )
+    .unwrap();
     std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let app = spawn_app_with(|c| {
         c.tools.ffmpeg = broken.clone();
@@ -616,7 +631,8 @@ async fn an_upload_whose_client_hangs_up_after_sending_is_kept() {
     drop(stream);
 
     let lectures = || async {
-        let list: Value = app.client.get(format!("{}/api/lectures", app.base)).send().await.unwrap().json().await.unwrap();
+        let list: Value =
+            app.client.get(format!("{}/api/lectures", app.base)).send().await.unwrap().json().await.unwrap();
         list["lectures"].as_array().unwrap().clone()
     };
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -675,8 +691,11 @@ async fn the_hostile_corpus_is_refused_or_handled_and_reads_nothing_outside_the_
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    let refused: Vec<&String> = files.iter().map(|(f, _)| f).filter(|f| !accepted.iter().any(|(a, _)| a == *f)).collect();
-    for must_refuse in ["playlist.m3u8.mp4", "concat.mp4", "polyglot.mp4", "pixel_bomb.mkv", "tiny_12h.mkv", "streams_1000.mp4"] {
+    let refused: Vec<&String> =
+        files.iter().map(|(f, _)| f).filter(|f| !accepted.iter().any(|(a, _)| a == *f)).collect();
+    for must_refuse in
+        ["playlist.m3u8.mp4", "concat.mp4", "polyglot.mp4", "pixel_bomb.mkv", "tiny_12h.mkv", "streams_1000.mp4"]
+    {
         assert!(refused.iter().any(|f| *f == must_refuse), "{must_refuse} was accepted");
     }
     assert!(!opened.load(std::sync::atomic::Ordering::SeqCst), "something opened {}", secret.display());
