@@ -43,8 +43,10 @@ async fn serve(args: vidpipe::config::ServiceArgs, role: Role) -> Result<(), Str
     let trigger = shutdown.clone();
     tokio::spawn(async move {
         startup::shutdown_signal().await;
-        tracing::info!("shutdown requested");
+        // Cancel first: logging can fail (a closed stderr) and must not
+        // stand between a signal and the shutdown.
         trigger.cancel();
+        tracing::info!("shutdown requested");
     });
     app.run_until_stopped(shutdown).await.map_err(|e| e.to_string())
 }

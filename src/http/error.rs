@@ -11,6 +11,7 @@ use axum::Json;
 use crate::ingest::IngestError;
 use crate::lectures::LectureStoreError;
 use crate::queue::QueueError;
+use crate::redact::for_clients;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -106,10 +107,13 @@ impl From<IngestError> for ApiError {
             IngestError::Stalled(_) => ApiError::RequestTimeout(e.to_string()),
             IngestError::DiskFull => ApiError::InsufficientStorage(e.to_string()),
             IngestError::ProbesBusy(retry_after) => ApiError::Busy { message: e.to_string(), retry_after },
+            // ffprobe's own words can name our paths and heap addresses.
             IngestError::Rejected(ref probe) if probe.is_unsupported_media_type() => {
-                ApiError::UnsupportedMediaType(e.to_string())
+                ApiError::UnsupportedMediaType(for_clients(&e.to_string()))
             }
-            IngestError::Rejected(ref probe) if probe.is_input_error() => ApiError::UnprocessableVideo(e.to_string()),
+            IngestError::Rejected(ref probe) if probe.is_input_error() => {
+                ApiError::UnprocessableVideo(for_clients(&e.to_string()))
+            }
             IngestError::Rejected(_) | IngestError::Io(_) => ApiError::Internal(e.to_string()),
         }
     }

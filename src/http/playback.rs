@@ -66,6 +66,20 @@ fn is_plain_name(uri: &str) -> bool {
     !uri.is_empty() && !uri.starts_with('.') && uri.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
+/// The file names a stored media playlist references, each to be signed as
+/// `<prefix>/<rendition>/<name>`: refused if any is not a plain name inside
+/// that directory, or if a tag carries a URI we would pass on unsigned.
+fn files_to_sign(text: &str) -> Result<Vec<&str>, String> {
+    if let Some(tag) = playlist::foreign_uri_tag(text) {
+        return Err(format!("a tag whose URI would not be signed: {tag}"));
+    }
+    let names = playlist::files(text);
+    match names.iter().find(|uri| !is_plain_name(uri)) {
+        Some(uri) => Err(format!("an unexpected URI `{uri}`")),
+        None => Ok(names),
+    }
+}
+
 pub async fn master(State(app): State<AppState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
     let (_, prefix) = published(&app, &raw).await?;
     let bytes = app.storage.get_bytes(&format!("{prefix}/{MASTER_PLAYLIST}")).await.map_err(storage_error)?;
@@ -87,14 +101,9 @@ pub async fn media(
     let key = format!("{prefix}/{rendition}/{MEDIA_PLAYLIST}");
     let bytes = app.storage.get_bytes(&key).await.map_err(storage_error)?;
     let text = String::from_utf8(bytes).map_err(|e| ApiError::Internal(format!("{key}: {e}")))?;
-    if let Some(tag) = playlist::foreign_uri_tag(&text) {
-        return Err(ApiError::Internal(format!("{key} has a tag whose URI would not be signed: {tag}")));
-    }
+    let names = files_to_sign(&text).map_err(|e| ApiError::Internal(format!("{key}: {e}")))?;
     let mut urls = HashMap::new();
-    for uri in playlist::files(&text) {
-        if !is_plain_name(uri) {
-            return Err(ApiError::Internal(format!("{key} lists an unexpected URI `{uri}`")));
-        }
+    for uri in names {
         let file = format!("{prefix}/{rendition}/{uri}");
         let url = match app.storage.presigned_url(&file).await.map_err(storage_error)? {
             Some(signed) => signed,
@@ -123,7 +132,62 @@ pub async fn thumbnail(State(app): State<AppState>, Path(raw): Path<String>) -> 
 
 #[cfg(test)]
 mod tests {
-    use super::is_plain_name;
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Lines a stored playlist could hold, honest or planted.
+    fn line() -> impl Strategy<Value = String> {
+        let uri = prop_oneof![
+            "seg_[0-9]{5}\\.m4s",
+            Just("init_2.mp4".to_string()),
+            Just("../other-lecture/seg_00001.m4s".to_string()),
+            Just("/etc/passwd".to_string()),
+            Just("http://169.254.169.254/latest/meta-data".to_string()),
+            Just("%2e%2e/seg.m4s".to_string()),
+            Just("sub/seg.m4s".to_string()),
+            Just(".hidden".to_string()),
+            "[ -~]{0,12}",
+        ];
+        prop_oneof![
+            uri.clone(),
+            uri.clone().prop_map(|u| format!("#EXT-X-MAP:URI=\"{u}\"")),
+            uri.clone().prop_map(|u| format!("#EXT-X-MAP:BYTERANGE=\"1@0\",URI=\"{u}\"")),
+            uri.clone().prop_map(|u| format!("#EXT-X-KEY:METHOD=AES-128,URI=\"{u}\"")),
+            uri.clone().prop_map(|u| format!("#EXT-X-MAP:URI=\"init_1.mp4\",URI=\"{u}\"")),
+            uri.prop_map(|u| format!("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{u}\"")),
+            Just("#EXTINF:6.000000,".to_string()),
+            Just("#EXT-X-TARGETDURATION:6".to_string()),
+            Just(String::new()),
+        ]
+    }
+
+    proptest! {
+        /// Whatever a stored playlist holds, what gets signed is a plain
+        /// name inside the rendition's directory, and no URI of the
+        /// playlist reaches the player unsigned.
+        #[test]
+        fn the_rewriter_never_signs_or_passes_a_uri_outside_the_lecture(lines in proptest::collection::vec(line(), 0..30)) {
+            let text = format!("#EXTM3U\n{}\n", lines.join("\n"));
+            if let Ok(names) = files_to_sign(&text) {
+                let prefix = "0123456789abcdef0123456789abcdef/tag/240p";
+                for name in &names {
+                    let key = format!("{prefix}/{name}");
+                    prop_assert!(!name.contains('/') && !name.contains("..") && !name.contains(':'), "{}", name);
+                    prop_assert!(key.starts_with(prefix) && key.matches('/').count() == 3, "{}", key);
+                }
+                let out = playlist::replace_files(&text, |uri| format!("https://signed.example/{prefix}/{uri}?sig=1"));
+                for line in out.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                    if line.starts_with('#') {
+                        for (at, _) in line.match_indices("URI=\"") {
+                            prop_assert!(line[at + 5..].starts_with("https://signed.example/"), "{}", line);
+                        }
+                    } else {
+                        prop_assert!(line.starts_with("https://signed.example/"), "{}", line);
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn only_plain_segment_names_are_signed() {

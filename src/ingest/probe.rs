@@ -253,8 +253,15 @@ async fn refusal_reason(stderr: &str, path: &Path) -> ProbeError {
     ProbeError::Undecodable(reason.to_string())
 }
 
+/// The first line ffmpeg wrote, without its `[demuxer @ 0x55d…]` prefix
+/// (a heap address, and noise to the uploader).
 fn first_line(s: &str) -> Option<&str> {
-    s.lines().map(str::trim).find(|l| !l.is_empty())
+    let line = s.lines().map(str::trim).find(|l| !l.is_empty())?;
+    let unprefixed = match line.strip_prefix('[').and_then(|rest| rest.split_once("] ")) {
+        Some((context, message)) if context.contains(" @ 0x") => message.trim_start(),
+        _ => line,
+    };
+    Some(unprefixed)
 }
 
 /// Recognises text files (playlists, concat lists, documents) by their first
@@ -412,6 +419,13 @@ impl MediaInfo {
             video_stream: video.index,
         })
     }
+}
+
+#[cfg(test)]
+#[test]
+fn ffmpeg_log_prefixes_are_dropped() {
+    assert_eq!(first_line("\n[mov,mp4,m4a @ 0x5647deee42c0] moov atom not found\n"), Some("moov atom not found"));
+    assert_eq!(first_line("Invalid data found"), Some("Invalid data found"));
 }
 
 fn rotation(stream: &ProbeStream) -> i64 {

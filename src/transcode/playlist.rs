@@ -34,10 +34,13 @@ pub fn replace_files(playlist: &str, mut to: impl FnMut(&str) -> String) -> Stri
     out
 }
 
-/// A tag other than `EXT-X-MAP` that carries a `URI` attribute (a key, a
-/// partial segment...): [`files`] and [`replace_files`] would leave it as is.
+/// A tag carrying a `URI` attribute that [`files`] and [`replace_files`]
+/// would leave as is: any tag but `EXT-X-MAP` (a key, a partial segment...),
+/// or an `EXT-X-MAP` with a second `URI`.
 pub fn foreign_uri_tag(playlist: &str) -> Option<&str> {
-    playlist.lines().map(str::trim).find(|l| l.starts_with('#') && l.contains("URI=") && !l.starts_with(MAP_TAG))
+    playlist.lines().map(str::trim).find(|l| {
+        l.starts_with('#') && l.contains("URI=") && (!l.starts_with(MAP_TAG) || l.matches("URI=").count() > 1)
+    })
 }
 
 /// `(text before, URI, text after)` of a line that references a file: a

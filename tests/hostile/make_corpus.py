@@ -338,6 +338,8 @@ def build(out, secret, tmp):
         maps += ["-map", "0:v"]
     ffmpeg("-i", t("clip64.mp4"), *maps, "-c", "copy", *BITEXACT, p("streams_1000.mp4"))
     add("streams_1000.mp4", "MP4 with 1000 copies of a 64x64 1 s H.264 video stream")
+    ffmpeg("-i", t("clip64.mp4"), *maps[:80], "-c", "copy", *BITEXACT, p("streams_40.mp4"))
+    add("streams_40.mp4", "MP4 with 40 copies of a 64x64 1 s H.264 video stream (over 32, under -max_streams)")
 
     # 8. plain text, 9. empty
     open(p("text.mp4"), "wb").write(b"This is not a video.\nJust some plain text, named .mp4.\n" * 4)
@@ -375,7 +377,7 @@ def build(out, secret, tmp):
         "corrupted (%d/%d packets): ~45%% decode errors" % (hit, n))
 
     order = ["playlist.m3u8.mp4", "concat.mp4", "dref.mp4", "pixel_bomb.mkv", "tiny_12h.mkv",
-             "truncated.mp4", "streams_1000.mp4", "text.mp4", "empty.mp4", "image.svg",
+             "truncated.mp4", "streams_40.mp4", "streams_1000.mp4", "text.mp4", "empty.mp4", "image.svg",
              "anim.gif", "polyglot.mp4", "lying_duration.mkv", "anamorphic_wide.mkv",
              "corrupt_after_start.mkv"]
     manifest.sort(key=lambda m: order.index(m["file"]))
