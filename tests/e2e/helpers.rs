@@ -167,6 +167,20 @@ impl Api {
     }
 }
 
+/// An executable shell script `dir/name` running `body`.
+pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    path
+}
+
+/// An ffmpeg that runs the shell command `on_encode` in place of the ladder
+/// encode, and is the real ffmpeg for everything else (thumbnails, doctor).
+pub fn ffmpeg_replacing_the_encode(dir: &Path, on_encode: &str) -> PathBuf {
+    script(dir, "fake-ffmpeg", &format!("case \"$*\" in *var_stream_map*) {on_encode};; esac\nexec ffmpeg \"$@\""))
+}
+
 /// Polls `check` until it holds or the deadline passes.
 pub async fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;

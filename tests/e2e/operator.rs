@@ -30,13 +30,7 @@ fn vidpipe(app: &TestApp, args: &[&str]) -> (bool, Value, String) {
 async fn queue_and_lecture_commands_find_retry_and_delete_failed_work() {
     let dir = tempfile::tempdir().unwrap();
     // An ffmpeg whose encode always fails, so the job fails for good.
-    let broken = dir.path().join("broken-ffmpeg");
-    std::fs::write(
-        &broken,
-        "#!/bin/sh\ncase \"$*\" in *var_stream_map*) echo 'encoder exploded' >&2; exit 1;; esac\nexec ffmpeg \"$@\"\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let broken = ffmpeg_replacing_the_encode(dir.path(), "echo 'encoder exploded' >&2; exit 1");
     let app = spawn_app_with(|c| {
         c.tools.ffmpeg = broken.clone();
         c.attempts = 1;

@@ -141,10 +141,7 @@ async fn a_hung_ffmpeg_is_killed_by_the_stall_watchdog_and_not_retried() {
     let dir = tempfile::tempdir().unwrap();
     // Behaves like ffmpeg, except that the encode hangs without output, as
     // ffmpeg does on a source that stops delivering data.
-    let fake = dir.path().join("hanging-ffmpeg");
-    std::fs::write(&fake, "#!/bin/sh\ncase \"$*\" in *var_stream_map*) exec sleep 300;; esac\nexec ffmpeg \"$@\"\n")
-        .unwrap();
-    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let fake = ffmpeg_replacing_the_encode(dir.path(), "exec sleep 300");
     let app = spawn_app_with(|c| {
         c.tools.ffmpeg = fake.clone();
         c.stall_timeout = Duration::from_secs(1);

@@ -559,10 +559,9 @@ async fn ffmpeg_and_ffprobe_run_without_our_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
     let recorder = |tool: &str| {
-        let script = data.join(format!("recording-{tool}"));
         let log = data.join(format!("{tool}.env"));
-        std::fs::write(&script, format!("#!/bin/sh\nenv >> '{}'\nexec {tool} \"$@\"\n", log.display())).unwrap();
-        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let script =
+            script(data, &format!("recording-{tool}"), &format!("env >> '{}'\nexec {tool} \"$@\"", log.display()));
         (script, log)
     };
     let (ffmpeg, ffmpeg_env) = recorder("ffmpeg");
@@ -628,13 +627,7 @@ async fn a_decode_error_fails_after_one_attempt_and_clients_see_no_server_paths(
 async fn an_error_document_names_no_server_path() {
     let dir = tempfile::tempdir().unwrap();
     // An encoder failure whose message quotes its arguments, paths included.
-    let broken = dir.path().join("broken-ffmpeg");
-    std::fs::write(
-        &broken,
-        "#!/bin/sh\ncase \"$*\" in *var_stream_map*) echo \"cannot write $*\" >&2; exit 1;; esac\nexec ffmpeg \"$@\"\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let broken = ffmpeg_replacing_the_encode(dir.path(), "echo \"cannot write $*\" >&2; exit 1");
     let app = spawn_app_with(|c| {
         c.tools.ffmpeg = broken.clone();
         c.attempts = 1;
@@ -656,13 +649,7 @@ async fn an_error_document_names_no_server_path() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_sources_are_removed_after_the_retention_period() {
     let dir = tempfile::tempdir().unwrap();
-    let broken = dir.path().join("broken-ffmpeg");
-    std::fs::write(
-        &broken,
-        "#!/bin/sh\ncase \"$*\" in *var_stream_map*) echo 'bad input' >&2; exit 1;; esac\nexec ffmpeg \"$@\"\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let broken = ffmpeg_replacing_the_encode(dir.path(), "echo 'bad input' >&2; exit 1");
     let app = spawn_app_with(|c| {
         c.tools.ffmpeg = broken.clone();
         c.attempts = 1;
@@ -684,9 +671,7 @@ async fn failed_sources_are_removed_after_the_retention_period() {
 async fn an_upload_whose_client_hangs_up_after_sending_is_kept() {
     let dir = tempfile::tempdir().unwrap();
     // A slow probe: the client is long gone when the lecture is committed.
-    let slow = dir.path().join("slow-ffprobe");
-    std::fs::write(&slow, "#!/bin/sh\nsleep 1\nexec ffprobe \"$@\"\n").unwrap();
-    std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let slow = script(dir.path(), "slow-ffprobe", "sleep 1\nexec ffprobe \"$@\"");
     let app = spawn_app_with(|c| c.tools.ffprobe = slow.clone()).await;
     let clip = std::fs::read(clip(dir.path(), "v.mp4", "320x240", "30", 1, false)).unwrap();
     let addr = app.base.trim_start_matches("http://").to_string();
