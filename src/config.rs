@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::domain::{JobState, ProcessingStatus};
+use crate::events::webhooks::{SigningKey, WebhookConfig};
 use crate::keys::{KeyName, Scope};
 use crate::publish::s3::S3Config;
 use crate::transcode::plan::Ladder;
@@ -25,6 +26,16 @@ use crate::transcode::plan::Ladder;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    /// Log lines as text, or as one JSON object per line (with lecture and job ids as fields).
+    #[arg(long, global = true, env = "VIDPIPE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -59,6 +70,15 @@ pub enum Command {
     Keys {
         #[command(subcommand)]
         action: KeysAction,
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// List webhook deliveries and send dead ones again (talks to the database directly).
+    Webhooks {
+        #[command(subcommand)]
+        action: WebhooksAction,
         #[command(flatten)]
         output: OutputArgs,
         #[command(flatten)]
@@ -158,6 +178,25 @@ pub enum KeysAction {
     },
 }
 
+#[derive(Debug, Clone, Subcommand)]
+pub enum WebhooksAction {
+    /// Deliveries, newest first.
+    List {
+        /// Only deliveries in this state: pending, delivered or dead.
+        #[arg(long, value_parser = ["pending", "delivered", "dead"])]
+        state: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Send a dead delivery (its id, `evt_N`) again, or every dead one.
+    Retry {
+        #[arg(required_unless_present = "all_dead")]
+        id: Option<String>,
+        #[arg(long, conflicts_with = "id")]
+        all_dead: bool,
+    },
+}
+
 /// Where the database is, for commands that need nothing else.
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
@@ -254,6 +293,66 @@ pub struct ServiceArgs {
 
     #[command(flatten)]
     pub security: SecurityArgs,
+
+    #[command(flatten)]
+    pub operations: OperationsArgs,
+}
+
+/// Metrics, webhooks, alerts and scheduled cleanup.
+#[derive(Debug, Clone, Args)]
+pub struct OperationsArgs {
+    /// Also serve GET /metrics (Prometheus, no key) on this address, e.g. for
+    /// `vidpipe worker`, which has no API. [default: only /metrics on the API, with an admin key]
+    #[arg(long, env = "VIDPIPE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// URLs that receive webhooks (lecture events and alerts), comma separated.
+    #[arg(long, env = "VIDPIPE_WEBHOOK_URL", value_delimiter = ',', value_parser = parse_webhook_url)]
+    pub webhook_url: Vec<String>,
+
+    /// Signing secret of the webhooks, whsec_<base64> (Standard Webhooks).
+    #[arg(long, env = "VIDPIPE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+
+    /// Delay before a failed webhook is sent again; doubled each time (at most 1h), for a day.
+    #[arg(long, env = "VIDPIPE_WEBHOOK_BACKOFF", default_value = "5s", value_parser = parse_duration)]
+    pub webhook_backoff: Duration,
+
+    /// How often alert rules are checked.
+    #[arg(long, env = "VIDPIPE_ALERT_INTERVAL", default_value = "1m", value_parser = parse_duration)]
+    pub alert_interval: Duration,
+
+    /// Alert when more than this share of the jobs that ended in the alert window failed (0-1).
+    #[arg(long, env = "VIDPIPE_ALERT_FAILURE_RATE", default_value_t = 0.5, value_parser = parse_fraction)]
+    pub alert_failure_rate: f64,
+
+    /// The window of the failure-rate alert.
+    #[arg(long, env = "VIDPIPE_ALERT_WINDOW", default_value = "1h", value_parser = parse_duration)]
+    pub alert_window: Duration,
+
+    /// Alert when more jobs than this are waiting.
+    #[arg(long, env = "VIDPIPE_ALERT_BACKLOG", default_value_t = 50)]
+    pub alert_backlog: u64,
+
+    /// Alert when the oldest waiting job has waited longer than this.
+    #[arg(long, env = "VIDPIPE_ALERT_OLDEST_WAITING", default_value = "30m", value_parser = parse_duration)]
+    pub alert_oldest_waiting: Duration,
+
+    /// Alert when no worker has sent a heartbeat for this long.
+    #[arg(long, env = "VIDPIPE_ALERT_NO_WORKER", default_value = "2m", value_parser = parse_duration)]
+    pub alert_no_worker: Duration,
+
+    /// How often old job records, events and sources are cleaned (one process at a time).
+    #[arg(long, env = "VIDPIPE_CLEAN_INTERVAL", default_value = "1h", value_parser = parse_duration)]
+    pub clean_interval: Duration,
+
+    /// Completed job records older than this are removed (lectures keep their outcome).
+    #[arg(long, env = "VIDPIPE_CLEAN_COMPLETED_AFTER", default_value = "24h", value_parser = parse_duration)]
+    pub clean_completed_after: Duration,
+
+    /// Failed and cancelled job records older than this are removed.
+    #[arg(long, env = "VIDPIPE_CLEAN_FAILED_AFTER", default_value = "7d", value_parser = parse_duration)]
+    pub clean_failed_after: Duration,
 }
 
 /// Who may reach the API, and how much any one caller may ask of it.
@@ -296,8 +395,9 @@ pub struct SecurityArgs {
     #[arg(long, env = "VIDPIPE_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections: u32,
 
-    /// Time a client has to send a request's headers.
-    #[arg(long, env = "VIDPIPE_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    /// Time a client has to send a request's headers; also how long an idle
+    /// keep-alive connection stays open.
+    #[arg(long, env = "VIDPIPE_HEADER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub header_timeout: Duration,
 
     /// Longest pause between two pieces of an upload's body before it is dropped.
@@ -407,6 +507,57 @@ pub struct Config {
     pub storage: StorageConfig,
     pub access: Access,
     pub limits: Limits,
+    pub operations: Operations,
+}
+
+/// Metrics, webhooks, alerts and cleanup, validated.
+#[derive(Debug, Clone)]
+pub struct Operations {
+    pub metrics_listen: Option<SocketAddr>,
+    pub webhooks: WebhookConfig,
+    pub alerts: AlertRules,
+    pub clean: CleanPolicy,
+}
+
+/// When each alert fires (see `alerts`).
+#[derive(Debug, Clone)]
+pub struct AlertRules {
+    pub interval: Duration,
+    pub failure_rate: f64,
+    pub window: Duration,
+    pub backlog: u64,
+    pub oldest_waiting: Duration,
+    pub no_worker: Duration,
+}
+
+/// What the scheduled cleanup removes, and how often it runs.
+#[derive(Debug, Clone)]
+pub struct CleanPolicy {
+    pub interval: Duration,
+    pub completed_after: Duration,
+    pub failed_after: Duration,
+}
+
+impl Default for Operations {
+    fn default() -> Self {
+        Operations {
+            metrics_listen: None,
+            webhooks: WebhookConfig { urls: Vec::new(), key: None, backoff: Duration::from_secs(5) },
+            alerts: AlertRules {
+                interval: Duration::from_secs(60),
+                failure_rate: 0.5,
+                window: Duration::from_secs(3600),
+                backlog: 50,
+                oldest_waiting: Duration::from_secs(1800),
+                no_worker: Duration::from_secs(120),
+            },
+            clean: CleanPolicy {
+                interval: Duration::from_secs(3600),
+                completed_after: Duration::from_secs(24 * 3600),
+                failed_after: Duration::from_secs(7 * 24 * 3600),
+            },
+        }
+    }
 }
 
 /// Who may reach the API.
@@ -444,7 +595,7 @@ impl Default for Limits {
             max_concurrent_uploads: 8,
             max_concurrent_probes: 2,
             max_connections: 1024,
-            header_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(30),
             body_idle_timeout: Duration::from_secs(30),
             min_free_disk: 1 << 30,
             source_retention: Duration::from_secs(7 * 24 * 3600),
@@ -531,6 +682,7 @@ impl Config {
             tools: Tools::check(&args.tools)?,
             storage,
             access: Access::from_args(&args.security),
+            operations: Operations::from_args(&args.operations)?,
             limits: Limits {
                 upload_rate: args.security.upload_rate_limit,
                 max_concurrent_uploads: args.security.max_concurrent_uploads as usize,
@@ -564,6 +716,43 @@ fn database_url(given: Option<String>, data_dir: &std::path::Path) -> Result<Str
             "DATABASE_URL `{url}` is not supported: use sqlite://PATH or postgres://USER@HOST/DB"
         ))),
         None => Ok(format!("sqlite://{}", data_dir.join("vidpipe.db").display())),
+    }
+}
+
+impl Operations {
+    fn from_args(args: &OperationsArgs) -> Result<Operations, ConfigError> {
+        let key = match args.webhook_secret.as_deref() {
+            None => None,
+            Some(secret) => Some(
+                secret
+                    .parse::<SigningKey>()
+                    .map_err(|e| ConfigError(format!("VIDPIPE_WEBHOOK_SECRET / --webhook-secret: {e}")))?,
+            ),
+        };
+        if !args.webhook_url.is_empty() && key.is_none() {
+            return Err(ConfigError(
+                "VIDPIPE_WEBHOOK_URL is set but VIDPIPE_WEBHOOK_SECRET is not: receivers need it to verify each \
+                 webhook; make one with `echo whsec_$(openssl rand -base64 32)`"
+                    .into(),
+            ));
+        }
+        Ok(Operations {
+            metrics_listen: args.metrics_listen,
+            webhooks: WebhookConfig { urls: args.webhook_url.clone(), key, backoff: args.webhook_backoff },
+            alerts: AlertRules {
+                interval: args.alert_interval,
+                failure_rate: args.alert_failure_rate,
+                window: args.alert_window,
+                backlog: args.alert_backlog,
+                oldest_waiting: args.alert_oldest_waiting,
+                no_worker: args.alert_no_worker,
+            },
+            clean: CleanPolicy {
+                interval: args.clean_interval,
+                completed_after: args.clean_completed_after,
+                failed_after: args.clean_failed_after,
+            },
+        })
     }
 }
 
@@ -757,6 +946,24 @@ fn parse_origin(s: &str) -> Result<String, String> {
     }
 }
 
+fn parse_webhook_url(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    match s.split_once("://") {
+        Some(("http" | "https", rest)) if !rest.is_empty() => Ok(s.to_string()),
+        _ => Err(format!("`{s}` is not a webhook URL; write an http(s) URL such as https://hooks.example.com/vidpipe")),
+    }
+}
+
+/// A share from 0 to 1: `0.5`, or `50%`.
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    let s = s.trim();
+    let value = match s.strip_suffix('%') {
+        Some(pct) => pct.trim().parse::<f64>().map(|p| p / 100.0),
+        None => s.parse::<f64>(),
+    };
+    value.ok().filter(|v| (0.0..=1.0).contains(v)).ok_or_else(|| format!("`{s}` is not a share; write 0.5 or 50%"))
+}
+
 fn parse_key_name(s: &str) -> Result<KeyName, String> {
     s.parse().map_err(|e: crate::domain::InvalidValue| e.0)
 }
@@ -812,6 +1019,9 @@ mod tests {
         assert!(parse_origin("app.example.com").is_err());
         assert!(parse_origin("https://app.example.com/path").is_err());
         assert_eq!(parse_bytes_or_zero("0").unwrap(), 0);
+        assert_eq!(parse_fraction("50%").unwrap(), 0.5);
+        assert!(parse_fraction("1.5").is_err());
+        assert!(parse_webhook_url("ftp://x").is_err());
     }
 
     fn storage(url: Option<&str>, adjust: impl FnOnce(&mut StorageArgs)) -> Result<StorageConfig, ConfigError> {

@@ -17,6 +17,7 @@ use sqlx::Row;
 
 use crate::db::Database;
 use crate::domain::{now_ms, LectureId};
+use crate::events::{EventError, EventKind, EventLog};
 use crate::queue::{Claim, EnqueueOptions, Queue, QueueError, SqlQueue};
 
 #[derive(Debug, Clone)]
@@ -99,11 +100,15 @@ pub enum LectureStoreError {
     Queue(#[from] QueueError),
     #[error("storage error: {0}")]
     Storage(String),
+    #[error(transparent)]
+    Events(#[from] EventError),
 }
 
 #[derive(Debug, Clone)]
 pub struct LectureStore {
     db: Database,
+    /// Every change here is also an event, in the same transaction.
+    events: EventLog,
     /// True when jobs live in this database (a SQL queue), so lecture and job
     /// writes can share transactions.
     jobs_here: bool,
@@ -114,7 +119,12 @@ const COLUMNS: &str = "id, course_id, name_of_topic, source_path, original_filen
 
 impl LectureStore {
     pub fn new(db: Database, jobs_here: bool) -> LectureStore {
-        LectureStore { db, jobs_here }
+        LectureStore { events: EventLog::new(db.clone()), db, jobs_here }
+    }
+
+    /// The event log this store writes to.
+    pub fn events(&self) -> &EventLog {
+        &self.events
     }
 
     /// Stores the lecture and enqueues its job: in one transaction with a SQL
@@ -140,6 +150,11 @@ impl LectureStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        let uploaded = serde_json::json!({
+            "lectureId": new.id.as_str(), "courseId": new.course_id, "nameOfTopic": new.name_of_topic,
+            "processingStatus": "pending",
+        });
+        self.events.append_on(&mut tx, EventKind::Uploaded, Some(new.id.as_str()), uploaded).await?;
         if self.jobs_here {
             SqlQueue::enqueue_on(&mut tx, self.db.dialect, new.id.as_str(), job).await?;
             tx.commit().await?;
@@ -149,6 +164,7 @@ impl LectureStore {
                 tracing::warn!(lecture = %new.id, error = %e, "enqueue failed; the reconciler will enqueue it");
             }
         }
+        self.events.appended();
         Ok(Lecture::new(new, now))
     }
 
@@ -186,12 +202,14 @@ impl LectureStore {
     }
 
     /// Stores the result and completes the job, in one transaction with a
-    /// SQL queue. `false`: the claim's lease was lost first.
+    /// SQL queue, with its `lecture.completed` event carrying `document`.
+    /// `false`: the claim's lease was lost first.
     pub async fn complete(
         &self,
         claim: &Claim,
         published: &Published,
         queue: &dyn Queue,
+        document: serde_json::Value,
     ) -> Result<bool, LectureStoreError> {
         let mut tx = self.db.pool.begin().await?;
         sqlx::query(
@@ -210,19 +228,30 @@ impl LectureStore {
             // The result is stored before the job is marked done: a crash in
             // between re-runs the job, it never loses the video.
             tx.commit().await?;
-            return Ok(queue.complete(claim).await?);
+            let completed = queue.complete(claim).await?;
+            if completed {
+                self.events.append(EventKind::Completed, Some(&claim.job_id), document).await?;
+            }
+            return Ok(completed);
         }
         if !SqlQueue::complete_on(&mut tx, claim).await? {
             tx.rollback().await?;
             return Ok(false);
         }
+        self.events.append_on(&mut tx, EventKind::Completed, Some(&claim.job_id), document).await?;
         tx.commit().await?;
+        self.events.appended();
         Ok(true)
     }
 
-    /// Marks the lecture playable from `prefix` while its job runs.
-    pub async fn set_playable(&self, id: &str, prefix: &str) -> Result<(), LectureStoreError> {
-        self.set_column(id, "playable_prefix", Some(prefix)).await
+    /// Marks the lecture playable from `prefix` while its job runs, and
+    /// announces it with `link`.
+    pub async fn set_playable(&self, id: &str, prefix: &str, link: &str) -> Result<(), LectureStoreError> {
+        self.set_column(id, "playable_prefix", Some(prefix)).await?;
+        let playable = serde_json::json!({
+            "lectureId": id, "processingStatus": "processing", "playable": true, "videoLink": link,
+        });
+        Ok(self.events.append(EventKind::Playable, Some(id), playable).await?)
     }
 
     /// Withdraws every link that still points at `prefix`, whose attempt is
@@ -244,9 +273,20 @@ impl LectureStore {
         Ok(())
     }
 
-    /// Records (or with `None`, clears) the lecture's final failure.
+    /// Records (or with `None`, clears) the lecture's final failure, silently:
+    /// for a failure already announced, or a retry.
     pub async fn set_failed(&self, id: &str, error: Option<&str>) -> Result<(), LectureStoreError> {
         self.set_column(id, "failed_error", error).await
+    }
+
+    /// Records the lecture's final failure and announces it
+    /// (`lecture.failed`, with the reason as clients may see it).
+    pub async fn record_failure(&self, id: &str, error: &str) -> Result<(), LectureStoreError> {
+        self.set_column(id, "failed_error", Some(error)).await?;
+        let failed = serde_json::json!({
+            "lectureId": id, "processingStatus": "failed", "processingError": crate::redact::for_clients(error),
+        });
+        Ok(self.events.append(EventKind::Failed, Some(id), failed).await?)
     }
 
     /// Sets one text column of a lecture, and its `updated_at`. `column` is
@@ -301,7 +341,12 @@ impl LectureStore {
         if self.jobs_here {
             SqlQueue::remove_on(&mut tx, id.as_str()).await?;
         }
+        if deleted.rows_affected() == 1 {
+            let gone = serde_json::json!({ "lectureId": id.as_str() });
+            self.events.append_on(&mut tx, EventKind::Deleted, Some(id.as_str()), gone).await?;
+        }
         tx.commit().await?;
+        self.events.appended();
         Ok(deleted.rows_affected() == 1)
     }
 }

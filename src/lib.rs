@@ -16,13 +16,17 @@
 //! (flags and env vars) and [`startup`] (wiring), [`operator`] (`vidpipe
 //! queue|lectures|keys|doctor`).
 
+pub mod alerts;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod events;
+pub mod housekeeping;
 pub mod http;
 pub mod ingest;
 pub mod keys;
 pub mod lectures;
+pub mod metrics;
 pub mod operator;
 pub mod publish;
 pub mod queue;

@@ -3,20 +3,21 @@
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
-use vidpipe::config::{Cli, Command, Config};
+use vidpipe::config::{Cli, Command, Config, LogFormat};
 use vidpipe::operator;
 use vidpipe::startup::{self, Application, Role};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "vidpipe=info,tower_http=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "vidpipe=info,tower_http=warn".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        // One object per line; span fields flattened so ids are top-level.
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).init(),
+    }
     let result = match cli.command {
         Command::Serve(args) => serve(args, Role::Serve).await,
         Command::Api(args) => serve(args, Role::Api).await,
@@ -24,6 +25,9 @@ async fn main() -> std::process::ExitCode {
         Command::Transcode(args) => startup::transcode_file(args).await,
         Command::Queue { action, output, service } => operator::queue_command(action, output.json, service).await,
         Command::Lectures { action, output, service } => operator::lectures_command(action, output.json, service).await,
+        Command::Webhooks { action, output, database } => {
+            operator::webhooks_command(action, output.json, database).await
+        }
         Command::Keys { action, output, database } => operator::keys_command(action, output.json, database).await,
         Command::Doctor { output, service } => operator::doctor(output.json, service).await,
     };

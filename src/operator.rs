@@ -8,9 +8,13 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::config::{Config, DatabaseArgs, KeysAction, LecturesAction, QueueAction, ServiceArgs, Tools};
+use crate::config::{
+    Config, DatabaseArgs, KeysAction, LecturesAction, QueueAction, ServiceArgs, Tools, WebhooksAction,
+};
 use crate::db::Database;
 use crate::domain::{now_ms, rfc3339, JobState, LectureId};
+use crate::events::{webhooks, EventLog};
+use crate::housekeeping::{clean_jobs, Cleaned};
 use crate::keys::ApiKeys;
 use crate::lectures::remove_lecture;
 use crate::queue::{JobRecord, Queue};
@@ -67,18 +71,57 @@ async fn connect(args: ServiceArgs) -> Result<(Config, Backends), String> {
     Ok((config, backends))
 }
 
-/// `vidpipe keys create|list|revoke`: straight to the database, so it works
-/// with no API running and no key in hand.
-pub async fn keys_command(action: KeysAction, json_out: bool, args: DatabaseArgs) -> Result<(), String> {
+async fn database(args: &DatabaseArgs) -> Result<Database, String> {
     if args.database_url.is_none() {
         std::fs::create_dir_all(&args.data_dir).map_err(|e| {
             format!("cannot create data directory {} ({e}); set --data-dir / VIDPIPE_DATA_DIR", args.data_dir.display())
         })?;
     }
     let url = args.url().map_err(|e| e.to_string())?;
-    let db =
-        Database::connect(&url).await.map_err(|e| format!("cannot open the database ({e}); check DATABASE_URL"))?;
-    let keys = ApiKeys::new(db);
+    Database::connect(&url).await.map_err(|e| format!("cannot open the database ({e}); check DATABASE_URL"))
+}
+
+/// `vidpipe webhooks list|retry`.
+pub async fn webhooks_command(action: WebhooksAction, json_out: bool, args: DatabaseArgs) -> Result<(), String> {
+    let log = EventLog::new(database(&args).await?);
+    match action {
+        WebhooksAction::List { state, limit } => {
+            let deliveries = webhooks::list(&log, state.as_deref(), limit).await.map_err(|e| e.to_string())?;
+            if json_out {
+                print_json(&serde_json::to_value(&deliveries).expect("deliveries serialize"));
+            } else {
+                let rows: Vec<Vec<String>> = deliveries
+                    .into_iter()
+                    .map(|d| {
+                        let error = d.last_error.unwrap_or_default();
+                        vec![d.id, d.kind, d.state, d.attempts.to_string(), d.url, d.next_attempt_at, error]
+                    })
+                    .collect();
+                print_table(&["ID", "EVENT", "STATE", "ATTEMPTS", "URL", "NEXT ATTEMPT", "LAST ERROR"], &rows);
+            }
+        }
+        WebhooksAction::Retry { id, all_dead: _ } => {
+            let n = webhooks::retry(&log, id.as_deref()).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err(match id {
+                    Some(id) => format!("{id}: no dead delivery with this id; `vidpipe webhooks list --state dead`"),
+                    None => "no dead deliveries".to_string(),
+                });
+            }
+            if json_out {
+                print_json(&json!({ "requeued": n }));
+            } else {
+                println!("{n} deliver{} queued again", if n == 1 { "y" } else { "ies" });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `vidpipe keys create|list|revoke`: straight to the database, so it works
+/// with no API running and no key in hand.
+pub async fn keys_command(action: KeysAction, json_out: bool, args: DatabaseArgs) -> Result<(), String> {
+    let keys = ApiKeys::new(database(&args).await?);
     match action {
         KeysAction::Create { name, scope } => {
             let secret = keys.create(&name, scope).await.map_err(|e| e.to_string())?;
@@ -128,15 +171,17 @@ async fn all_jobs(queue: &dyn Queue, state: JobState) -> Result<Vec<JobRecord>, 
 }
 
 pub async fn queue_command(action: QueueAction, json_out: bool, args: ServiceArgs) -> Result<(), String> {
-    let (_, Backends { queue, lectures, .. }) = connect(args).await?;
+    let (_, Backends { db, queue, lectures }) = connect(args).await?;
     let q = queue.as_ref();
     let err = |e: crate::queue::QueueError| e.to_string();
     match action {
         QueueAction::Status => {
             let counts = q.counts().await.map_err(err)?;
             let paused = q.is_paused().await.map_err(err)?;
+            let alerts = crate::alerts::states(&db).await.map_err(|e| e.to_string())?;
+            let firing: Vec<_> = alerts.into_iter().filter(|a| a.firing).collect();
             if json_out {
-                print_json(&json!({ "paused": paused, "counts": counts }));
+                print_json(&json!({ "paused": paused, "counts": counts, "alerts": firing }));
             } else {
                 let c = &counts;
                 let rows: Vec<Vec<String>> = [
@@ -152,6 +197,14 @@ pub async fn queue_command(action: QueueAction, json_out: bool, args: ServiceArg
                 .collect();
                 print_table(&["STATE", "JOBS"], &rows);
                 println!("queue is {}", if paused { "PAUSED" } else { "running" });
+                for alert in &firing {
+                    println!(
+                        "ALERT {} since {}: {}",
+                        alert.alert,
+                        alert.since.as_deref().unwrap_or("?"),
+                        alert.detail.as_deref().unwrap_or("")
+                    );
+                }
             }
         }
         QueueAction::List { state, limit, page } => {
@@ -183,7 +236,7 @@ pub async fn queue_command(action: QueueAction, json_out: bool, args: ServiceArg
             if !q.cancel(&id).await.map_err(err)? {
                 return Err(format!("{id}: no waiting, delayed or active job with this id"));
             }
-            lectures.set_failed(&id, Some("cancelled")).await.map_err(|e| e.to_string())?;
+            lectures.record_failure(&id, "cancelled").await.map_err(|e| e.to_string())?;
             report(json_out, "cancelled", &[id]);
         }
         QueueAction::Pause | QueueAction::Resume => {
@@ -196,19 +249,8 @@ pub async fn queue_command(action: QueueAction, json_out: bool, args: ServiceArg
             }
         }
         QueueAction::Clean { completed_older_than, failed_older_than } => {
-            let cutoff = |age: Duration| now_ms() - age.as_millis() as i64;
-            // A failed lecture keeps its reason after its job record goes.
-            for state in [JobState::Failed, JobState::Cancelled] {
-                for job in all_jobs(q, state).await? {
-                    if job.finished_at.is_some_and(|t| t < cutoff(failed_older_than)) {
-                        let reason = job.last_error.as_deref().unwrap_or("failed");
-                        lectures.set_failed(&job.id, Some(reason)).await.map_err(|e| e.to_string())?;
-                    }
-                }
-            }
-            let completed = q.clean(JobState::Completed, cutoff(completed_older_than)).await.map_err(err)?;
-            let mut failed = q.clean(JobState::Failed, cutoff(failed_older_than)).await.map_err(err)?;
-            failed.extend(q.clean(JobState::Cancelled, cutoff(failed_older_than)).await.map_err(err)?);
+            let Cleaned { completed, failed } =
+                clean_jobs(q, &lectures, completed_older_than, failed_older_than).await?;
             if json_out {
                 print_json(&json!({ "completed": completed, "failed": failed }));
             } else {

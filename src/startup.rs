@@ -8,8 +8,12 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::alerts::Alerts;
 use crate::config::{Config, ConfigError, StorageConfig, Tools, TranscodeArgs};
 use crate::db::{Database, Dialect};
+use crate::events::webhooks::Webhooks;
+use crate::events::EventFeed;
+use crate::housekeeping::Housekeeping;
 use crate::http::access::{AccessPolicy, AuthMode};
 use crate::http::limits::UploadLimits;
 use crate::http::server::ServerLimits;
@@ -20,6 +24,7 @@ use crate::keys::ApiKeys;
 use crate::lectures::LectureStore;
 use crate::publish::{LocalStorage, S3Storage, Storage};
 use crate::queue::{Backoff, Queue, QueueError, RedisQueue, SqlQueue};
+use crate::worker::presence::Presence;
 
 /// Key prefix of vidpipe's Redis queue.
 const REDIS_PREFIX: &str = "vidpipe";
@@ -104,10 +109,16 @@ pub struct Application {
     /// Set when workers should LISTEN for new jobs on PostgreSQL.
     notify_url: Option<String>,
     listener: Option<TcpListener>,
+    /// `VIDPIPE_METRICS_LISTEN`: `/metrics` alone, keyless.
+    metrics_listener: Option<TcpListener>,
     server_limits: ServerLimits,
     state: AppState,
     worker: Option<Arc<WorkerContext>>,
-    retention: Retention,
+    alerts: Alerts,
+    housekeeping: Housekeeping,
+    webhooks: Webhooks,
+    /// Stops the event feed, which starts in `build`.
+    feed_stop: CancellationToken,
 }
 
 impl Application {
@@ -160,6 +171,17 @@ impl Application {
         let storage = storage(&config, &public_base_url, true).await?;
         let media_root = matches!(config.storage, StorageConfig::Local).then(|| config.media_dir());
 
+        crate::metrics::install();
+        let events = lectures.events().clone();
+        let presence = Presence::new(db.clone());
+        let feed_stop = CancellationToken::new();
+        let events_url = (db.dialect == Dialect::Postgres).then(|| config.database_url.clone());
+        let feed = EventFeed::start(events.clone(), events_url, feed_stop.clone());
+        let metrics_listener = match config.operations.metrics_listen {
+            None => None,
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| StartupError::Listen { addr, source })?),
+        };
+
         let running = RunningJobs::default();
         let wake: Wake = Arc::default();
         let worker = (role != Role::Api).then(|| {
@@ -182,6 +204,7 @@ impl Application {
                 shutdown_grace: config.shutdown_grace,
                 running: running.clone(),
                 wake: wake.clone(),
+                presence: presence.clone(),
             })
         });
         let state = AppState {
@@ -199,11 +222,12 @@ impl Application {
             max_attempts: config.attempts,
             running,
             wake,
-            worker_concurrency: worker.as_ref().map(|w| w.concurrency),
             media_root,
             keys,
             access,
             uploads: UploadLimits::new(config.limits.upload_rate, config.limits.max_concurrent_uploads),
+            feed,
+            presence: presence.clone(),
         };
         let retention = Retention {
             uploads_dir: config.uploads_dir(),
@@ -215,7 +239,38 @@ impl Application {
             header_timeout: config.limits.header_timeout,
             drain: config.shutdown_grace,
         };
-        Ok(Application { notify_url, listener, server_limits, state, worker, retention })
+        let holder = worker::worker_id();
+        let alerts = Alerts {
+            db: db.clone(),
+            events: events.clone(),
+            queue: state.queue.clone(),
+            presence: presence.clone(),
+            rules: config.operations.alerts.clone(),
+            started_at: crate::domain::now_ms(),
+        };
+        let housekeeping = Housekeeping {
+            db: db.clone(),
+            queue: state.queue.clone(),
+            lectures: state.lectures.clone(),
+            events: events.clone(),
+            presence,
+            retention,
+            policy: config.operations.clean.clone(),
+            holder: holder.clone(),
+        };
+        let webhooks = Webhooks { log: events, config: config.operations.webhooks.clone(), holder };
+        Ok(Application {
+            notify_url,
+            listener,
+            metrics_listener,
+            server_limits,
+            state,
+            worker,
+            alerts,
+            housekeeping,
+            webhooks,
+            feed_stop,
+        })
     }
 
     /// The bound address, if this process serves HTTP.
@@ -230,7 +285,21 @@ impl Application {
             tokio::spawn(worker::listen_for_jobs(url, self.state.wake.clone(), shutdown.clone()));
         }
         let worker = self.worker.map(|ctx| tokio::spawn(worker::run(ctx, shutdown.clone())));
-        tokio::spawn(self.retention.run(shutdown.clone()));
+        tokio::spawn(self.alerts.run(shutdown.clone()));
+        tokio::spawn(self.housekeeping.run(shutdown.clone()));
+        tokio::spawn(self.webhooks.run(shutdown.clone()));
+        let feed_stop = self.feed_stop.clone();
+        let stopping = shutdown.clone();
+        tokio::spawn(async move {
+            stopping.cancelled().await;
+            feed_stop.cancel();
+        });
+        if let Some(listener) = self.metrics_listener {
+            tracing::info!(addr = %listener.local_addr().map_err(StartupError::Serve)?, "serving /metrics");
+            let metrics = http::ops::metrics_only(self.state.clone());
+            let (limits, stop) = (self.server_limits, shutdown.clone());
+            tokio::spawn(async move { http::server::serve(listener, metrics, limits, stop).await });
+        }
         if let Some(listener) = self.listener {
             tracing::info!(addr = %listener.local_addr().map_err(StartupError::Serve)?, "listening");
             let app = http::router(self.state).layer(tower_http::trace::TraceLayer::new_for_http());

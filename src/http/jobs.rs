@@ -126,7 +126,7 @@ pub async fn cancel(
         return Err(ApiError::Conflict(format!("job is already {}", job.state)));
     }
     // Kept on the lecture, so a lost job record does not bring it back.
-    app.lectures.set_failed(&job.id, Some("cancelled")).await?;
+    app.lectures.record_failure(&job.id, "cancelled").await?;
     app.running.stop(&job.id, STOP_WAIT).await;
     Ok(Json(job_json(&load(&app, &raw).await?, &caller)))
 }
@@ -140,33 +140,4 @@ pub async fn resume(State(app): State<AppState>) -> Result<Json<Value>, ApiError
     app.queue.set_paused(false).await?;
     app.wake.notify_one();
     Ok(Json(json!({ "paused": false })))
-}
-
-/// `GET /api/health`: the process is up. Keyless, so it tells nothing else.
-pub async fn liveness() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
-}
-
-/// The seed system's health shape: `{status, queue:{...}, worker:{...}}`.
-pub async fn health(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let counts = app.queue.counts().await?;
-    let paused = app.queue.is_paused().await?;
-    let worker_status = match (app.worker_concurrency, paused) {
-        (None, _) => "external",
-        (Some(_), true) => "paused",
-        (Some(_), false) => "running",
-    };
-    Ok(Json(json!({
-        "status": "ok",
-        "queue": {
-            "waiting": counts.waiting,
-            "active": counts.active,
-            "failed": counts.failed,
-            "delayed": counts.delayed,
-            "completed": counts.completed,
-            "cancelled": counts.cancelled,
-            "paused": paused,
-        },
-        "worker": { "concurrency": app.worker_concurrency.unwrap_or(0), "status": worker_status },
-    })))
 }

@@ -6,10 +6,12 @@
 
 pub mod access;
 mod error;
+mod events;
 mod jobs;
 mod lectures;
 pub mod limits;
 mod media;
+pub mod ops;
 mod playback;
 pub mod server;
 mod upload;
@@ -43,13 +45,14 @@ pub struct AppState {
     /// Jobs running in this process (serve mode), stopped at once on delete.
     pub running: RunningJobs,
     pub wake: Wake,
-    /// Concurrency of the worker in this process; `None` in `vidpipe api`.
-    pub worker_concurrency: Option<usize>,
     /// Served at `/media` when storage is the local disk; `None` otherwise.
     pub media_root: Option<PathBuf>,
     pub keys: ApiKeys,
     pub access: Arc<access::AccessPolicy>,
     pub uploads: limits::UploadLimits,
+    /// New events, for server-sent event streams.
+    pub feed: crate::events::EventFeed,
+    pub presence: crate::worker::presence::Presence,
 }
 
 /// How long a delete waits for a running job's ffmpeg to stop.
@@ -63,7 +66,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/lectures/{id}/master.m3u8", get(playback::master))
         .route("/api/lectures/{id}/thumbnail.jpg", get(playback::thumbnail))
         .route("/api/lectures/{id}/{rendition}/index.m3u8", get(playback::media))
-        .route("/api/health", get(jobs::liveness));
+        .route("/api/health", get(ops::liveness));
     let uploaders = Router::new()
         // The intake bounds the body itself (size, structure, pauses).
         .route("/api/upload", post(upload::upload).layer(DefaultBodyLimit::disable()))
@@ -71,7 +74,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/lectures/{id}", get(lectures::get))
         .route("/api/jobs", get(jobs::list))
         .route("/api/jobs/{id}", get(jobs::get))
-        .route("/api/health/queue", get(jobs::health))
+        .route("/api/health/queue", get(ops::health))
+        .route("/api/metrics", get(ops::api_metrics))
+        .route("/api/lectures/{id}/events", get(events::lecture))
         .route_layer(keyed(Scope::Upload));
     let admins = Router::new()
         .route("/api/lectures/{id}", axum::routing::delete(lectures::delete))
@@ -79,6 +84,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/jobs/{id}/cancel", post(jobs::cancel))
         .route("/api/queue/pause", post(jobs::pause))
         .route("/api/queue/resume", post(jobs::resume))
+        .route("/api/events", get(events::all))
+        .route("/metrics", get(ops::prometheus))
         .route_layer(keyed(Scope::Admin));
     let mut api = public.merge(uploaders).merge(admins).with_state(state.clone());
     if let Some(cors) = state.access.cors() {
@@ -87,7 +94,8 @@ pub fn router(state: AppState) -> Router {
     if let Some(root) = state.media_root.clone() {
         api = api.merge(media::routes(root));
     }
-    api.fallback(|| async { ApiError::NotFound("no such route".into()) })
+    api.layer(axum::middleware::from_fn(ops::track))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(from_fn_with_state(state, access::check_host_and_origin))
         .layer(map_response(security_headers))
 }

@@ -236,6 +236,7 @@ impl Ingest {
                 self.check_disk(0)?;
             }
             out.write_all(&chunk).await?;
+            crate::metrics::uploaded_bytes(chunk.len() as u64);
         }
         out.flush().await?;
         out.into_inner().sync_all().await?;

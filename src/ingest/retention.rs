@@ -8,11 +8,11 @@
 //!   process that was killed mid-upload, or a source whose lecture is gone.
 //!   They are left alone for [`ORPHAN_AGE`], far longer than any upload or
 //!   commit can take, so a file about to be owned is never touched.
+//!
+//! `housekeeping` runs [`Retention::sweep`] on its timer.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
-
-use tokio_util::sync::CancellationToken;
 
 use crate::domain::{now_ms, LectureId};
 use crate::lectures::LectureStore;
@@ -20,8 +20,6 @@ use crate::lectures::LectureStore;
 /// Files in the uploads directory untouched for this long, and owned by no
 /// lecture, are removed.
 pub const ORPHAN_AGE: Duration = Duration::from_secs(24 * 3600);
-/// Sweeps run at most this far apart.
-const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
 
 pub struct Retention {
     pub uploads_dir: PathBuf,
@@ -38,23 +36,7 @@ pub struct Swept {
 }
 
 impl Retention {
-    /// Sweeps now, then every hour (or twice per retention period, if that
-    /// is shorter), until `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) {
-        let every = (self.failed_source_retention / 2).clamp(Duration::from_millis(100), MAX_SWEEP_INTERVAL);
-        loop {
-            match self.sweep().await {
-                Ok(swept) if swept != Swept::default() => tracing::info!(?swept, "old uploads removed"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "could not sweep old uploads"),
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(every) => {}
-            }
-        }
-    }
-
+    /// Removes what is past its time; run by `housekeeping` on its timer.
     pub async fn sweep(&self) -> Result<Swept, crate::lectures::LectureStoreError> {
         let mut swept = Swept::default();
         let cutoff = now_ms() - self.failed_source_retention.as_millis() as i64;

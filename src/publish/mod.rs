@@ -152,7 +152,12 @@ impl Publisher {
         let storage = self.storage.clone();
         let storage = &storage;
         let mut uploads = futures::stream::iter(pending)
-            .map(|(key, path)| async move { storage.put_file(&key, &path).await.map(|()| key) })
+            .map(|(key, path)| async move {
+                let size = tokio::fs::metadata(&path).await.map_or(0, |m| m.len());
+                storage.put_file(&key, &path).await?;
+                crate::metrics::published_bytes(size);
+                Ok::<_, StorageError>(key)
+            })
             .buffer_unordered(self.storage.upload_concurrency().max(1));
         let mut count = 0;
         let mut first_error = None;

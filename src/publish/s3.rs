@@ -343,6 +343,7 @@ impl S3Storage {
                 )));
             }
             tracing::warn!(key, attempts, error = %failure, retry_in = ?delay, "S3 {what} failed; retrying");
+            crate::metrics::storage_retry();
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(MAX_FILE_BACKOFF);
         }

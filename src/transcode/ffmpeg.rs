@@ -90,6 +90,22 @@ pub fn tool_command(program: &Path) -> Command {
     command
 }
 
+/// Counts this ffmpeg in `vidpipe_ffmpeg_running` for as long as it lives.
+struct RunningGauge;
+
+impl RunningGauge {
+    fn new() -> RunningGauge {
+        crate::metrics::ffmpeg_started();
+        RunningGauge
+    }
+}
+
+impl Drop for RunningGauge {
+    fn drop(&mut self) {
+        crate::metrics::ffmpeg_ended();
+    }
+}
+
 /// Kills the process group when dropped, unless the process already exited.
 struct GroupGuard {
     pgid: Option<i32>,
@@ -143,6 +159,7 @@ pub async fn run(
     }
     let mut child = command.spawn().map_err(FfmpegError::Spawn)?;
     let mut guard = GroupGuard { pgid: child.id().map(|id| id as i32) };
+    let _running = RunningGauge::new();
     let stderr_tail = tokio::spawn(tail(child.stderr.take().expect("stderr is piped")));
     let mut lines = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();
 

@@ -8,16 +8,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::WorkerContext;
-use crate::domain::LectureId;
+use crate::domain::{now_ms, LectureId};
+use crate::events::{EventKind, EventLog};
 use crate::ingest::probe::{self, ProbeError};
-use crate::lectures::{Published, RenditionSummary};
+use crate::lectures::{Lecture, Published, RenditionSummary};
 use crate::publish::{Publisher, StorageError};
 use crate::queue::{Claim, FailOutcome};
-use crate::transcode::command::THUMBNAIL;
+use crate::status::LectureDocument;
+use crate::transcode::command::{MASTER_PLAYLIST, THUMBNAIL};
 use crate::transcode::ffmpeg::FfmpegError;
 use crate::transcode::plan::Plan;
 
@@ -36,6 +39,22 @@ enum JobError {
     Storage(#[from] StorageError),
     #[error("{0}")]
     Internal(String),
+}
+
+/// Why an attempt failed, as a small fixed set: the `reason` label of the
+/// failure metrics and the `class` field of the log event.
+fn failure_class(e: &JobError) -> &'static str {
+    match e {
+        JobError::Source(_) => "input",
+        JobError::LectureGone => "lecture_gone",
+        JobError::Ffmpeg(FfmpegError::Stalled(_)) => "stalled",
+        JobError::Ffmpeg(FfmpegError::TimedOut(_)) => "timeout",
+        JobError::Ffmpeg(FfmpegError::Cancelled) => "cancelled",
+        JobError::Ffmpeg(e) if e.caused_by_input() => "input",
+        JobError::Ffmpeg(_) => "system",
+        JobError::Storage(_) => "storage",
+        JobError::Internal(_) => "internal",
+    }
 }
 
 impl JobError {
@@ -62,10 +81,16 @@ pub(super) async fn process(
     hard_stop: &CancellationToken,
 ) {
     let id = claim.job_id.clone();
-    tracing::info!(job = %id, attempt = claim.attempt, "job started");
+    let started = std::time::Instant::now();
+    tracing::info!(lecture = %id, job = %id, attempt = claim.attempt, worker = %ctx.id, "job started");
+    let processing = json!({ "lectureId": id, "processingStatus": "processing", "attempt": claim.attempt });
+    if let Err(e) = ctx.lectures.events().append(EventKind::Processing, Some(&id), processing).await {
+        tracing::warn!(lecture = %id, error = %e, "could not record the job's start");
+    }
     ctx.running.insert(&id, cancel.clone());
     let (progress_tx, progress_rx) = watch::channel(0.0);
-    let heartbeat = tokio::spawn(heartbeat(ctx.queue.clone(), claim.clone(), ctx.lease, progress_rx, cancel.clone()));
+    let beat = Heartbeat { queue: ctx.queue.clone(), events: ctx.lectures.events().clone(), claim: claim.clone() };
+    let heartbeat = tokio::spawn(beat.run(ctx.lease, progress_rx, cancel.clone()));
 
     let tag = &claim.token[..12];
     let work = ctx.work_dir.join(format!("{id}-{tag}"));
@@ -74,15 +99,22 @@ pub(super) async fn process(
     heartbeat.abort();
 
     let keep_published = match result {
-        Ok(published) => match ctx.lectures.complete(&claim, &published, ctx.queue.as_ref()).await {
+        Ok((published, lecture, encode_time)) => match ctx
+            .lectures
+            .complete(&claim, &published, ctx.queue.as_ref(), completed_document(ctx, &lecture, &published))
+            .await
+        {
             Ok(true) => {
-                tracing::info!(job = %id, "job completed");
+                let speed = published.duration_seconds / encode_time.as_secs_f64().max(0.001);
+                let since_upload = Duration::from_millis((now_ms() - lecture.created_at).max(0) as u64);
+                crate::metrics::job_completed(started.elapsed(), since_upload, Some(speed));
+                tracing::info!(
+                    lecture = %id, job = %id, attempt = claim.attempt,
+                    duration_s = started.elapsed().as_secs_f64(), since_upload_s = since_upload.as_secs_f64(),
+                    speed = format!("{speed:.2}x"), "job completed"
+                );
                 remove_other_attempts(ctx, &id, tag).await;
-                if let Ok(Some(lecture)) =
-                    ctx.lectures.get(&id.parse::<LectureId>().expect("job ids are lecture ids")).await
-                {
-                    let _ = tokio::fs::remove_file(&lecture.source_path).await;
-                }
+                let _ = tokio::fs::remove_file(&lecture.source_path).await;
                 true
             }
             Ok(false) => {
@@ -108,13 +140,16 @@ pub(super) async fn process(
         }
         Err(e) => {
             let message = e.to_string();
+            let class = failure_class(&e);
+            crate::metrics::attempt_failed(class, started.elapsed());
             match ctx.queue.fail(&claim, &ctx.id, &message, e.retryable()).await {
                 Ok(FailOutcome::RetryAt(at)) => {
-                    tracing::warn!(job = %id, error = %message, retry_at = at, "attempt failed; will retry")
+                    tracing::warn!(lecture = %id, job = %id, class, error = %message, retry_at = at, "attempt failed; will retry")
                 }
                 Ok(FailOutcome::Failed) => {
-                    tracing::error!(job = %id, error = %message, "job failed");
-                    if let Err(e) = ctx.lectures.set_failed(&id, Some(&message)).await {
+                    crate::metrics::job_failed(class);
+                    tracing::error!(lecture = %id, job = %id, attempt = claim.attempt, class, error = %message, "job failed");
+                    if let Err(e) = ctx.lectures.record_failure(&id, &message).await {
                         tracing::warn!(job = %id, error = %e, "could not store the failure on the lecture");
                     }
                 }
@@ -152,7 +187,7 @@ async fn attempt(
     prefix: &str,
     cancel: &CancellationToken,
     progress: &watch::Sender<f64>,
-) -> Result<Published, JobError> {
+) -> Result<(Published, Lecture, Duration), JobError> {
     let lecture_id: LectureId =
         claim.job_id.parse().map_err(|e: crate::domain::InvalidValue| JobError::Internal(e.0))?;
     let lecture = ctx
@@ -172,10 +207,11 @@ async fn attempt(
     // A publishing failure stops ffmpeg through `stop_encode`.
     let stop_encode = cancel.child_token();
     let encoded = CancellationToken::new();
+    let encode_started = std::time::Instant::now();
     let encode = async {
         let result = ctx.transcoder.encode(&media, &plan, &lecture.source_path, work, &stop_encode, progress).await;
         encoded.cancel();
-        result
+        result.map(|()| encode_started.elapsed())
     };
     let publish = async {
         loop {
@@ -187,7 +223,11 @@ async fn attempt(
                 swept = publisher.sweep(&plan) => match swept {
                     Ok(sweep) if sweep.became_playable => {
                         tracing::info!(job = %claim.job_id, "playable while encoding");
-                        if let Err(e) = ctx.lectures.set_playable(&claim.job_id, prefix).await {
+                        let link = ctx.storage.url(&format!("{prefix}/{MASTER_PLAYLIST}"));
+                        let since_upload = Duration::from_millis((now_ms() - lecture.created_at).max(0) as u64);
+                        crate::metrics::upload_to_playable(since_upload);
+                        tracing::info!(lecture = %claim.job_id, job = %claim.job_id, since_upload_s = since_upload.as_secs_f64(), "playable");
+                        if let Err(e) = ctx.lectures.set_playable(&claim.job_id, prefix, &link).await {
                             tracing::warn!(job = %claim.job_id, error = %e, "could not publish the early link");
                         }
                     }
@@ -204,7 +244,7 @@ async fn attempt(
     };
     let (encoded_result, published_result) = tokio::join!(encode, publish);
     published_result?;
-    encoded_result?;
+    let encode_time = encoded_result?;
     // The encode writes it unless the video stream is shorter than a tenth
     // of the container's duration: a lecture without a thumbnail is still a
     // lecture.
@@ -213,7 +253,7 @@ async fn attempt(
         tracing::warn!(job = %claim.job_id, "no thumbnail: the video ends before 10% of the duration");
     }
     publisher.finish(&plan).await?;
-    Ok(Published {
+    let published = Published {
         prefix: prefix.to_string(),
         has_thumbnail,
         renditions: plan
@@ -227,38 +267,66 @@ async fn attempt(
             })
             .collect(),
         duration_seconds: plan.duration_seconds,
-    })
+    };
+    Ok((published, lecture, encode_time))
+}
+
+/// The lecture document as it will read once `published` is recorded: the
+/// payload of its `lecture.completed` event.
+fn completed_document(ctx: &WorkerContext, lecture: &Lecture, published: &Published) -> serde_json::Value {
+    let done = Lecture {
+        published_prefix: Some(published.prefix.clone()),
+        playable_prefix: None,
+        has_thumbnail: published.has_thumbnail,
+        renditions: published.renditions.clone(),
+        duration_seconds: Some(published.duration_seconds),
+        ..lecture.clone()
+    };
+    serde_json::to_value(LectureDocument::new(done, None, ctx.storage.as_ref())).unwrap_or_default()
 }
 
 /// Renews the lease and stores progress, on its own task so that a busy
 /// attempt never misses a renewal. Cancels the attempt when the lease is
 /// lost, or when renewals have failed for a whole lease (the queue is
 /// unreachable): by then another worker may have taken the job over.
-async fn heartbeat(
+struct Heartbeat {
     queue: Arc<dyn crate::queue::Queue>,
+    /// Progress changes become `lecture.progress` events, one per beat at most.
+    events: EventLog,
     claim: Claim,
-    lease: Duration,
-    mut progress: watch::Receiver<f64>,
-    cancel: CancellationToken,
-) {
-    let every = (lease / 3).min(Duration::from_secs(2));
-    let mut renewed = tokio::time::Instant::now();
-    loop {
-        tokio::time::sleep(every).await;
-        let pct = *progress.borrow_and_update();
-        match queue.heartbeat(&claim, lease, pct).await {
-            Ok(true) => renewed = tokio::time::Instant::now(),
-            Ok(false) => {
-                tracing::warn!(job = %claim.job_id, "lease lost (cancelled, deleted or expired); stopping");
-                cancel.cancel();
-                return;
+}
+
+impl Heartbeat {
+    async fn run(self, lease: Duration, mut progress: watch::Receiver<f64>, cancel: CancellationToken) {
+        let claim = &self.claim;
+        let every = (lease / 3).min(Duration::from_secs(2));
+        let mut renewed = tokio::time::Instant::now();
+        let mut announced = 0u32;
+        loop {
+            tokio::time::sleep(every).await;
+            let pct = *progress.borrow_and_update();
+            match self.queue.heartbeat(claim, lease, pct).await {
+                Ok(true) => renewed = tokio::time::Instant::now(),
+                Ok(false) => {
+                    tracing::warn!(job = %claim.job_id, "lease lost (cancelled, deleted or expired); stopping");
+                    cancel.cancel();
+                    return;
+                }
+                Err(e) if renewed.elapsed() >= lease => {
+                    tracing::error!(job = %claim.job_id, error = %e, "no heartbeat for a whole lease; stopping");
+                    cancel.cancel();
+                    return;
+                }
+                Err(e) => tracing::warn!(job = %claim.job_id, error = %e, "heartbeat failed; retrying"),
             }
-            Err(e) if renewed.elapsed() >= lease => {
-                tracing::error!(job = %claim.job_id, error = %e, "no heartbeat for a whole lease; stopping");
-                cancel.cancel();
-                return;
+            let whole = pct.floor() as u32;
+            if whole > announced {
+                announced = whole;
+                let update = json!({ "lectureId": claim.job_id, "processingStatus": "processing", "progress": whole });
+                if let Err(e) = self.events.append(EventKind::Progress, Some(&claim.job_id), update).await {
+                    tracing::debug!(job = %claim.job_id, error = %e, "could not record progress");
+                }
             }
-            Err(e) => tracing::warn!(job = %claim.job_id, error = %e, "heartbeat failed; retrying"),
         }
     }
 }

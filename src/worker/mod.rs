@@ -9,6 +9,7 @@
 //! attempt, so another worker resumes them at once.
 
 mod job;
+pub mod presence;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -41,6 +42,15 @@ impl RunningJobs {
 
     fn remove(&self, id: &str) {
         self.0.lock().expect("running jobs lock").remove(id);
+    }
+
+    /// How many jobs run here now.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     pub fn contains(&self, id: &str) -> bool {
@@ -83,6 +93,7 @@ pub struct WorkerContext {
     pub shutdown_grace: Duration,
     pub running: RunningJobs,
     pub wake: Wake,
+    pub presence: presence::Presence,
 }
 
 /// This process's worker id: `hostname:pid`.
@@ -95,6 +106,7 @@ pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) {
     tracing::info!(worker = %ctx.id, concurrency = ctx.concurrency, "worker started");
     remove_dead_work_dirs(&ctx.work_dir).await;
     let reconciler = tokio::spawn(reconcile_forever(ctx.clone(), shutdown.clone()));
+    let heartbeat = tokio::spawn(announce_forever(ctx.clone()));
     let permits = Arc::new(Semaphore::new(ctx.concurrency));
     // Cancelled once the grace period is over: kills whatever still runs.
     let hard_stop = CancellationToken::new();
@@ -135,7 +147,21 @@ pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) {
         while jobs.join_next().await.is_some() {}
     }
     reconciler.abort();
+    heartbeat.abort();
+    if let Err(e) = ctx.presence.leave(&ctx.id).await {
+        tracing::warn!(error = %e, "could not remove this worker from the worker list; it ages out");
+    }
     tracing::info!("worker stopped");
+}
+
+/// Tells everyone this worker is alive, and how busy, every few seconds.
+async fn announce_forever(ctx: Arc<WorkerContext>) {
+    loop {
+        if let Err(e) = ctx.presence.beat(&ctx.id, ctx.concurrency, ctx.running.len()).await {
+            tracing::warn!(error = %e, "worker heartbeat failed");
+        }
+        tokio::time::sleep(presence::BEAT).await;
+    }
 }
 
 /// Settles every unfinished lecture against its job:
@@ -161,7 +187,7 @@ pub async fn reconcile(ctx: &WorkerContext) -> Result<usize, String> {
             } else {
                 "failed"
             });
-            ctx.lectures.set_failed(&job.id, Some(reason)).await.map_err(|e| e.to_string())?;
+            ctx.lectures.record_failure(&job.id, reason).await.map_err(|e| e.to_string())?;
             tracing::info!(lecture = %job.id, reason, "recorded the job's failure on its lecture");
         }
         let live: std::collections::HashSet<&str> = jobs.iter().map(|j| j.id.as_str()).collect();

@@ -60,6 +60,7 @@ pub fn test_config(data_dir: &Path) -> Config {
         storage: Default::default(),
         access: Default::default(),
         limits: Default::default(),
+        operations: Default::default(),
     }
 }
 

@@ -1,0 +1,152 @@
+//! Server-sent events: `GET /api/lectures/{id}/events` (one lecture) and
+//! `GET /api/events` (everything, admin).
+//!
+//! Each event carries its log `seq` as the SSE `id`, so a reconnecting
+//! `EventSource` sends `Last-Event-ID` and resumes with the next event: the
+//! backlog comes from the event log (kept for a day), then the stream
+//! follows this process's [`EventFeed`], which tails the same log. The log
+//! is written by whichever process made the change (a worker elsewhere), so
+//! the stream sees every change wherever it happened.
+//!
+//! Without `Last-Event-ID`, a lecture stream opens with a `lecture.snapshot`
+//! (the current document, no id) and then follows changes.
+//!
+//! [`EventFeed`]: crate::events::EventFeed
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures::Stream;
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::lectures::parse_id;
+use super::{ApiError, AppState};
+use crate::events::{Event, EventKind};
+use crate::status::LectureDocument;
+
+/// Keep-alive comments keep proxies from closing a quiet stream.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Backlog read per query when resuming.
+const PAGE: u32 = 500;
+
+pub async fn lecture(
+    State(app): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let id = parse_id(&raw)?;
+    let after = last_event_id(&headers);
+    let snapshot = match after {
+        Some(_) => None,
+        None => Some(
+            document(&app, id.as_str())
+                .await?
+                .ok_or_else(|| ApiError::NotFound(format!("no lecture with id `{raw}`")))?,
+        ),
+    };
+    stream(app, Some(id.to_string()), after, snapshot).await
+}
+
+pub async fn all(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    stream(app, None, last_event_id(&headers), None).await
+}
+
+fn last_event_id(headers: &HeaderMap) -> Option<i64> {
+    headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok())
+}
+
+async fn document(app: &AppState, id: &str) -> Result<Option<serde_json::Value>, ApiError> {
+    let Ok(lecture_id) = id.parse() else { return Ok(None) };
+    let Some(lecture) = app.lectures.get(&lecture_id).await? else { return Ok(None) };
+    let job = app.queue.get(id).await?;
+    Ok(serde_json::to_value(LectureDocument::new(lecture, job.as_ref(), app.storage.as_ref())).ok())
+}
+
+async fn stream(
+    app: AppState,
+    lecture: Option<String>,
+    after: Option<i64>,
+    snapshot: Option<serde_json::Value>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    // Subscribe before reading the backlog, so nothing falls in between.
+    let mut live = app.feed.subscribe();
+    let log = app.lectures.events().clone();
+    let internal = |e: crate::events::EventError| ApiError::Internal(e.to_string());
+    let mut sent = match after {
+        Some(seq) => seq,
+        None => log.last_seq().await.map_err(internal)?,
+    };
+    let events = async_stream(move |tx| async move {
+        if let Some(doc) = snapshot {
+            if tx.send(SseEvent::default().event("lecture.snapshot").data(doc.to_string())).await.is_err() {
+                return;
+            }
+        }
+        loop {
+            // The backlog (on resume, or after falling behind the feed).
+            loop {
+                let Ok(page) = log.after(sent, lecture.as_deref(), PAGE).await else { return };
+                let full = page.len() == PAGE as usize;
+                for event in page {
+                    sent = event.seq;
+                    if tx.send(sse(&app, event).await).await.is_err() {
+                        return;
+                    }
+                }
+                if !full {
+                    break;
+                }
+            }
+            loop {
+                match live.recv().await {
+                    Ok(event) if event.seq <= sent => {}
+                    Ok(event) if lecture.is_some() && event.lecture_id != lecture => {}
+                    Ok(event) => {
+                        sent = event.seq;
+                        if tx.send(sse(&app, Arc::unwrap_or_clone(event)).await).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => break,
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        }
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+}
+
+/// One log event as an SSE event. Completions and failures carry the
+/// lecture's whole document.
+async fn sse(app: &AppState, event: Event) -> SseEvent {
+    let mut data = event.payload;
+    if matches!(event.kind, EventKind::Completed | EventKind::Failed) && data.get("_id").is_none() {
+        if let Some(id) = event.lecture_id.as_deref() {
+            if let Ok(Some(doc)) = document(app, id).await {
+                data = doc;
+            }
+        }
+    }
+    let body = json!({ "seq": event.seq, "type": event.kind.as_str(), "lectureId": event.lecture_id, "data": data });
+    SseEvent::default().id(event.seq.to_string()).event(event.kind.as_str()).data(body.to_string())
+}
+
+/// A stream fed by a task through a small channel: the task stops when the
+/// client goes (the receiver is dropped).
+fn async_stream<F, Fut>(producer: F) -> impl Stream<Item = Result<SseEvent, Infallible>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<SseEvent>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(producer(tx));
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) })
+}

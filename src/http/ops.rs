@@ -1,0 +1,134 @@
+//! What operators and their tools read: liveness, the queue's health, the
+//! seed's JSON metrics, the Prometheus exposition, and the middleware that
+//! counts every HTTP request by route template.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::{ApiError, AppState};
+use crate::alerts::{self, Alert};
+use crate::domain::{now_ms, JobState};
+
+/// Completed jobs `avgProcessingTime` is averaged over.
+const PERFORMANCE_JOBS: u32 = 100;
+
+/// `GET /api/health`: the process is up. Keyless, so it tells nothing else.
+pub async fn liveness() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `GET /api/health/queue`, in the seed's shape: `healthy`, or `unhealthy`
+/// with 503 while an alert fires. Workers are counted from their own
+/// heartbeats, whichever process they run in.
+pub async fn health(State(app): State<AppState>) -> Result<Response, ApiError> {
+    let counts = app.queue.counts().await?;
+    let paused = app.queue.is_paused().await?;
+    let workers = app.presence.live().await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    let firing: Vec<_> = alerts::states(app.lectures.events().database())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .into_iter()
+        .filter(|a| a.firing)
+        .collect();
+    let healthy = firing.is_empty();
+    let busy = workers.iter().any(|w| w.active > 0);
+    let body = json!({
+        "status": if healthy { "healthy" } else { "unhealthy" },
+        "queue": {
+            "waiting": counts.waiting,
+            "active": counts.active,
+            "failed": counts.failed,
+            "delayed": counts.delayed,
+            "completed": counts.completed,
+            "cancelled": counts.cancelled,
+            "paused": paused,
+        },
+        "worker": {
+            "concurrency": workers.iter().map(|w| w.concurrency).sum::<u64>(),
+            "status": if busy { "processing" } else { "idle" },
+            "live": workers.len(),
+        },
+        "alerts": firing,
+    });
+    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    Ok((status, Json(body)).into_response())
+}
+
+/// `GET /api/metrics`, the seed's JSON: counts per state, and performance
+/// over the last 100 completed jobs and the last hour.
+pub async fn api_metrics(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let counts = app.queue.counts().await?;
+    let recent = app.queue.list(JobState::Completed, PERFORMANCE_JOBS, 0).await?;
+    let took: Vec<f64> =
+        recent.iter().filter_map(|j| Some((j.finished_at? - j.started_at?).max(0) as f64 / 1000.0)).collect();
+    let average = if took.is_empty() { 0.0 } else { took.iter().sum::<f64>() / took.len() as f64 };
+    let hour_ago = now_ms() - 3_600_000;
+    let last_hour = app
+        .lectures
+        .events()
+        .count_since(crate::events::EventKind::Completed, hour_ago)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(json!({
+        "queue": {
+            "waiting": counts.waiting,
+            "active": counts.active,
+            "completed": counts.completed,
+            "failed": counts.failed,
+        },
+        "performance": {
+            "avgProcessingTime": format!("{average:.1}s"),
+            "throughput": format!("{last_hour} jobs/hour"),
+            "window": format!("avgProcessingTime: the last {} completed jobs ({} here); throughput: the last hour", PERFORMANCE_JOBS, took.len()),
+        },
+    })))
+}
+
+/// `GET /metrics`: Prometheus text. Queue-wide gauges are read now.
+pub async fn prometheus(State(app): State<AppState>) -> Result<Response, ApiError> {
+    refresh_gauges(&app).await?;
+    let text = crate::metrics::render();
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
+}
+
+async fn refresh_gauges(app: &AppState) -> Result<(), ApiError> {
+    let counts = app.queue.counts().await?;
+    for (state, n) in [
+        (JobState::Waiting, counts.waiting),
+        (JobState::Active, counts.active),
+        (JobState::Delayed, counts.delayed),
+        (JobState::Completed, counts.completed),
+        (JobState::Failed, counts.failed),
+        (JobState::Cancelled, counts.cancelled),
+    ] {
+        crate::metrics::jobs_in_state(state.as_str(), n);
+    }
+    let states =
+        alerts::states(app.lectures.events().database()).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    for alert in Alert::ALL {
+        let firing = states.iter().any(|s| s.alert == alert.name() && s.firing);
+        crate::metrics::alert_firing(alert.name(), firing);
+    }
+    Ok(())
+}
+
+/// Counts and times every request under its route template.
+pub async fn track(request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_string();
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    crate::metrics::http_request(route, method, response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// A router serving only `/metrics`, keyless, for `VIDPIPE_METRICS_LISTEN`.
+pub fn metrics_only(state: AppState) -> axum::Router {
+    axum::Router::new().route("/metrics", axum::routing::get(prometheus)).with_state(state)
+}
