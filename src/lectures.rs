@@ -84,6 +84,14 @@ impl Lecture {
     }
 }
 
+/// The events a completion announces, in its transaction.
+pub struct Completion {
+    /// `lecture.playable`, when the encode finished before it went out.
+    pub playable: Option<serde_json::Value>,
+    /// `lecture.completed`: the lecture's document.
+    pub document: serde_json::Value,
+}
+
 /// What a completed job produced.
 pub struct Published {
     pub prefix: String,
@@ -202,15 +210,16 @@ impl LectureStore {
     }
 
     /// Stores the result and completes the job, in one transaction with a
-    /// SQL queue, with its `lecture.completed` event carrying `document`.
-    /// `false`: the claim's lease was lost first.
+    /// SQL queue, with the events of `completion`. `false`: the claim's
+    /// lease was lost first.
     pub async fn complete(
         &self,
         claim: &Claim,
         published: &Published,
         queue: &dyn Queue,
-        document: serde_json::Value,
+        completion: Completion,
     ) -> Result<bool, LectureStoreError> {
+        let id = claim.job_id.as_str();
         let mut tx = self.db.pool.begin().await?;
         sqlx::query(
             "UPDATE lectures SET published_prefix = $1, has_thumbnail = $2, renditions = $3, duration_seconds = $4, \
@@ -230,7 +239,10 @@ impl LectureStore {
             tx.commit().await?;
             let completed = queue.complete(claim).await?;
             if completed {
-                self.events.append(EventKind::Completed, Some(&claim.job_id), document).await?;
+                if let Some(playable) = completion.playable {
+                    self.events.append(EventKind::Playable, Some(id), playable).await?;
+                }
+                self.events.append(EventKind::Completed, Some(id), completion.document).await?;
             }
             return Ok(completed);
         }
@@ -238,20 +250,25 @@ impl LectureStore {
             tx.rollback().await?;
             return Ok(false);
         }
-        self.events.append_on(&mut tx, EventKind::Completed, Some(&claim.job_id), document).await?;
+        if let Some(playable) = completion.playable {
+            self.events.append_on(&mut tx, EventKind::Playable, Some(id), playable).await?;
+        }
+        self.events.append_on(&mut tx, EventKind::Completed, Some(id), completion.document).await?;
         tx.commit().await?;
         self.events.appended();
         Ok(true)
     }
 
     /// Marks the lecture playable from `prefix` while its job runs, and
-    /// announces it with `link`.
-    pub async fn set_playable(&self, id: &str, prefix: &str, link: &str) -> Result<(), LectureStoreError> {
+    /// announces it (`lecture.playable` with `event`).
+    pub async fn set_playable(
+        &self,
+        id: &str,
+        prefix: &str,
+        event: serde_json::Value,
+    ) -> Result<(), LectureStoreError> {
         self.set_column(id, "playable_prefix", Some(prefix)).await?;
-        let playable = serde_json::json!({
-            "lectureId": id, "processingStatus": "processing", "playable": true, "videoLink": link,
-        });
-        Ok(self.events.append(EventKind::Playable, Some(id), playable).await?)
+        Ok(self.events.append(EventKind::Playable, Some(id), event).await?)
     }
 
     /// Withdraws every link that still points at `prefix`, whose attempt is

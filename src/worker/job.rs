@@ -16,7 +16,7 @@ use super::WorkerContext;
 use crate::domain::{now_ms, LectureId};
 use crate::events::{EventKind, EventLog};
 use crate::ingest::probe::{self, ProbeError};
-use crate::lectures::{Lecture, Published, RenditionSummary};
+use crate::lectures::{Completion, Lecture, Published, RenditionSummary};
 use crate::publish::{Publisher, StorageError};
 use crate::queue::{Claim, FailOutcome};
 use crate::status::LectureDocument;
@@ -99,12 +99,23 @@ pub(super) async fn process(
     heartbeat.abort();
 
     let keep_published = match result {
-        Ok((published, lecture, encode_time)) => match ctx
+        Ok(Attempted { published, lecture, encode_time, announced_playable }) => match ctx
             .lectures
-            .complete(&claim, &published, ctx.queue.as_ref(), completed_document(ctx, &lecture, &published))
+            .complete(
+                &claim,
+                &published,
+                ctx.queue.as_ref(),
+                Completion {
+                    playable: (!announced_playable).then(|| playable_event(ctx, &claim.job_id, &published.prefix)),
+                    document: completed_document(ctx, &lecture, &published),
+                },
+            )
             .await
         {
             Ok(true) => {
+                if !announced_playable {
+                    announce_playable(&claim.job_id, &lecture);
+                }
                 let speed = published.duration_seconds / encode_time.as_secs_f64().max(0.001);
                 let since_upload = Duration::from_millis((now_ms() - lecture.created_at).max(0) as u64);
                 crate::metrics::job_completed(started.elapsed(), since_upload, Some(speed));
@@ -187,7 +198,7 @@ async fn attempt(
     prefix: &str,
     cancel: &CancellationToken,
     progress: &watch::Sender<f64>,
-) -> Result<(Published, Lecture, Duration), JobError> {
+) -> Result<Attempted, JobError> {
     let lecture_id: LectureId =
         claim.job_id.parse().map_err(|e: crate::domain::InvalidValue| JobError::Internal(e.0))?;
     let lecture = ctx
@@ -208,6 +219,7 @@ async fn attempt(
     let stop_encode = cancel.child_token();
     let encoded = CancellationToken::new();
     let encode_started = std::time::Instant::now();
+    let announced_playable = std::sync::atomic::AtomicBool::new(false);
     let encode = async {
         let result = ctx.transcoder.encode(&media, &plan, &lecture.source_path, work, &stop_encode, progress).await;
         encoded.cancel();
@@ -222,12 +234,10 @@ async fn attempt(
             tokio::select! {
                 swept = publisher.sweep(&plan) => match swept {
                     Ok(sweep) if sweep.became_playable => {
-                        tracing::info!(job = %claim.job_id, "playable while encoding");
-                        let link = ctx.storage.url(&format!("{prefix}/{MASTER_PLAYLIST}"));
-                        let since_upload = Duration::from_millis((now_ms() - lecture.created_at).max(0) as u64);
-                        crate::metrics::upload_to_playable(since_upload);
-                        tracing::info!(lecture = %claim.job_id, job = %claim.job_id, since_upload_s = since_upload.as_secs_f64(), "playable");
-                        if let Err(e) = ctx.lectures.set_playable(&claim.job_id, prefix, &link).await {
+                        announce_playable(&claim.job_id, &lecture);
+                        announced_playable.store(true, std::sync::atomic::Ordering::Relaxed);
+                        let event = playable_event(ctx, &claim.job_id, prefix);
+                        if let Err(e) = ctx.lectures.set_playable(&claim.job_id, prefix, event).await {
                             tracing::warn!(job = %claim.job_id, error = %e, "could not publish the early link");
                         }
                     }
@@ -268,11 +278,35 @@ async fn attempt(
             .collect(),
         duration_seconds: plan.duration_seconds,
     };
-    Ok((published, lecture, encode_time))
+    Ok(Attempted { published, lecture, encode_time, announced_playable: announced_playable.into_inner() })
 }
 
-/// The lecture document as it will read once `published` is recorded: the
-/// payload of its `lecture.completed` event.
+/// What a successful attempt made, for its completion.
+struct Attempted {
+    published: Published,
+    /// The lecture as the attempt found it.
+    lecture: Lecture,
+    encode_time: Duration,
+    /// Whether `lecture.playable` went out while encoding (a short video can
+    /// finish between two publishing sweeps).
+    announced_playable: bool,
+}
+
+/// The payload of `lecture.playable`.
+fn playable_event(ctx: &WorkerContext, id: &str, prefix: &str) -> serde_json::Value {
+    let link = ctx.storage.url(&format!("{prefix}/{MASTER_PLAYLIST}"));
+    json!({ "lectureId": id, "processingStatus": "processing", "playable": true, "videoLink": link })
+}
+
+/// The log line and metric of a lecture becoming playable.
+fn announce_playable(id: &str, lecture: &Lecture) {
+    let since_upload = Duration::from_millis((now_ms() - lecture.created_at).max(0) as u64);
+    crate::metrics::upload_to_playable(since_upload);
+    tracing::info!(lecture = %id, job = %id, since_upload_s = since_upload.as_secs_f64(), "playable");
+}
+
+/// The lecture document as it will read once `published` is recorded (with
+/// `lectureId`, as every event has): the payload of `lecture.completed`.
 fn completed_document(ctx: &WorkerContext, lecture: &Lecture, published: &Published) -> serde_json::Value {
     let done = Lecture {
         published_prefix: Some(published.prefix.clone()),
@@ -282,7 +316,11 @@ fn completed_document(ctx: &WorkerContext, lecture: &Lecture, published: &Publis
         duration_seconds: Some(published.duration_seconds),
         ..lecture.clone()
     };
-    serde_json::to_value(LectureDocument::new(done, None, ctx.storage.as_ref())).unwrap_or_default()
+    let mut document = serde_json::to_value(LectureDocument::new(done, None, ctx.storage.as_ref())).unwrap_or_default();
+    if let Some(fields) = document.as_object_mut() {
+        fields.insert("lectureId".into(), json!(lecture.id.as_str()));
+    }
+    document
 }
 
 /// Renews the lease and stores progress, on its own task so that a busy

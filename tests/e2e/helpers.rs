@@ -182,6 +182,11 @@ pub fn ffmpeg_replacing_the_encode(dir: &Path, on_encode: &str) -> PathBuf {
     script(dir, "fake-ffmpeg", &format!("case \"$*\" in *var_stream_map*) {on_encode};; esac\nexec ffmpeg \"$@\""))
 }
 
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
 /// Polls `check` until it holds or the deadline passes.
 pub async fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
