@@ -26,7 +26,19 @@ pub async fn liveness() -> Json<Value> {
 /// `GET /api/health/queue`, in the seed's shape: `healthy`, or `unhealthy`
 /// with 503 while an alert fires. Workers are counted from their own
 /// heartbeats, whichever process they run in.
-pub async fn health(State(app): State<AppState>) -> Result<Response, ApiError> {
+pub async fn health(State(app): State<AppState>) -> Response {
+    match queue_health(&app).await {
+        Ok(response) => response,
+        // The seed's shape for this route's errors.
+        Err(e) => {
+            tracing::error!(error = %e, "health check failed");
+            let body = json!({ "status": "error", "message": "the queue or the database cannot be read" });
+            (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()
+        }
+    }
+}
+
+async fn queue_health(app: &AppState) -> Result<Response, ApiError> {
     let counts = app.queue.counts().await?;
     let paused = app.queue.is_paused().await?;
     let workers = app.presence.live().await.map_err(|e| ApiError::Internal(e.to_string()))?;

@@ -77,8 +77,17 @@ async fn prometheus_metrics_move_as_jobs_complete_and_fail() {
     assert_eq!(value(&before, "vidpipe_build_info", Some(("version", env!("CARGO_PKG_VERSION")))), 1.0);
     assert_eq!(value(&before, "vidpipe_jobs_completed_total", None), 0.0);
 
-    let good = clip(data, "ok.mp4", "320x240", "30", 2, true);
+    let good = clip(data, "ok.mp4", "640x360", "30", 20, true);
     let id = api.upload_ok(&good).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // While it encodes, its ffmpeg is counted.
+        if value(&scrape(&api).await, "vidpipe_ffmpeg_running", None) == 1.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "vidpipe_ffmpeg_running never showed the running ffmpeg");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     api.wait_for(&id, "completed", Duration::from_secs(60)).await;
     let bad = api.upload_ok(&undecodable(data)).await;
     api.wait_for(&bad, "failed", Duration::from_secs(60)).await;
@@ -106,10 +115,14 @@ async fn prometheus_metrics_move_as_jobs_complete_and_fail() {
 async fn the_json_metrics_keep_the_seed_shape() {
     let app = spawn_app().await;
     let dir = tempfile::tempdir().unwrap();
-    let id = app.upload_ok(&clip(dir.path(), "ok.mp4", "320x240", "30", 1, false)).await;
+    let clip = clip(dir.path(), "ok.mp4", "320x240", "30", 1, false);
+    let id = app.upload_ok(&clip).await;
     app.wait_for(&id, "completed", Duration::from_secs(60)).await;
+    // A second upload that waits: counted as waiting, not as throughput.
+    app.client.post(format!("{}/api/queue/pause", app.base)).send().await.unwrap();
+    app.upload_ok(&clip).await;
     let m: Value = app.client.get(format!("{}/api/metrics", app.base)).send().await.unwrap().json().await.unwrap();
-    assert_eq!(m["queue"], serde_json::json!({"waiting": 0, "active": 0, "completed": 1, "failed": 0}), "{m}");
+    assert_eq!(m["queue"], serde_json::json!({"waiting": 1, "active": 0, "completed": 1, "failed": 0}), "{m}");
     let average = m["performance"]["avgProcessingTime"].as_str().unwrap();
     let seconds: f64 = average.strip_suffix('s').unwrap().parse().unwrap();
     assert!(seconds > 0.0 && seconds < 60.0, "{m}");
@@ -166,8 +179,9 @@ async fn read_events(url: &str, last_event_id: Option<i64>, until: impl Fn(&Sse)
 }
 
 /// The API streams what a worker in another process does, through the
-/// shared database (PostgreSQL, with NOTIFY), and a client that reconnects
-/// with Last-Event-ID misses nothing.
+/// shared database (PostgreSQL: the API's feed polls the event log and is
+/// woken early by NOTIFY), and a client that reconnects with Last-Event-ID
+/// misses nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_events_cross_processes_and_resume_without_loss() {
     let Some(database_url) = postgres_database().await else { return };
@@ -204,6 +218,12 @@ async fn live_events_cross_processes_and_resume_without_loss() {
     assert_eq!([ids(&first), ids(&second)].concat(), ids(&all));
     assert!(ids(&all).windows(2).all(|w| w[0] < w[1]));
     assert!(all.iter().any(|e| e.kind == "lecture.progress"), "{:?}", all.iter().map(|e| &e.kind).collect::<Vec<_>>());
+
+    // The admin stream carries every lecture's events, the same ones.
+    let everything = read_events(&format!("{}/api/events", api.base), Some(0), |e| e.kind == "lecture.completed").await;
+    let of_lecture: Vec<i64> =
+        everything.iter().filter(|e| e.data["lectureId"] == id.as_str()).map(|e| e.id.unwrap()).collect();
+    assert_eq!(of_lecture, ids(&all));
 
     // Without Last-Event-ID: the current document first, then changes.
     let snapshot = read_events(&url, None, |_| true).await;
@@ -488,19 +508,52 @@ async fn old_job_records_are_cleaned_on_a_timer_and_lectures_keep_their_outcome(
     let app = spawn_app_with(|c| {
         c.operations.clean.interval = Duration::from_millis(300);
         c.operations.clean.completed_after = Duration::from_secs(2);
+        c.operations.clean.failed_after = Duration::from_secs(2);
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
     let id = app.upload_ok(&clip(dir.path(), "v.mp4", "320x240", "30", 1, false)).await;
+    let bad = app.upload_ok(&undecodable(dir.path())).await;
     let doc = app.wait_for(&id, "completed", Duration::from_secs(60)).await;
-    let job_status = || async { app.client.get(format!("{}/api/jobs/{id}", app.base)).send().await.unwrap().status() };
-    assert_eq!(job_status().await, 200, "the job record is there at first");
+    let failed = app.wait_for(&bad, "failed", Duration::from_secs(60)).await;
+    let base = app.base.clone();
+    let job_status = |id: String| {
+        let url = format!("{base}/api/jobs/{id}");
+        async move { reqwest::get(url).await.unwrap().status() }
+    };
+    for job in [&id, &bad] {
+        assert_eq!(job_status(job.clone()).await, 200, "the job record is there at first");
+    }
     let deadline = Instant::now() + Duration::from_secs(15);
-    while job_status().await != 404 {
-        assert!(Instant::now() < deadline, "the job record was not cleaned");
+    while job_status(id.clone()).await != 404 || job_status(bad.clone()).await != 404 {
+        assert!(Instant::now() < deadline, "the job records were not cleaned");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let after = app.lecture(&id).await;
     assert_eq!(after["processingStatus"], "completed");
     assert_eq!(after["videoLink"], doc["videoLink"]);
+    let after = app.lecture(&bad).await;
+    assert_eq!(after["processingStatus"], "failed", "a failed lecture stays failed without its job");
+    assert_eq!(after["processingError"], failed["processingError"]);
+}
+
+/// A worker has no API: `VIDPIPE_METRICS_LISTEN` gives it a keyless /metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_serves_metrics_on_its_own_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _worker = Process::start("worker", dir.path(), &[("VIDPIPE_METRICS_LISTEN", format!("127.0.0.1:{port}"))]);
+    let api = Api::new(format!("http://127.0.0.1:{port}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        if let Ok(r) = api.client.get(format!("{}/metrics", api.base)).send().await {
+            break r.text().await.unwrap();
+        }
+        assert!(Instant::now() < deadline, "no /metrics on the worker");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(value(&text, "vidpipe_build_info", None), 1.0, "{text}");
+    assert_eq!(value(&text, "vidpipe_jobs", Some(("state", "waiting"))), 0.0);
+    let other = api.client.get(format!("{}/api/lectures", api.base)).send().await.unwrap();
+    assert_eq!(other.status(), 404, "only /metrics there");
 }

@@ -143,6 +143,8 @@ async fn keys_and_scopes_decide_who_may_do_what() {
     }
     let doc: Value = c.get(url(&location)).bearer_auth(&uploader).send().await.unwrap().json().await.unwrap();
     assert_eq!(doc["_id"], id.as_str(), "the lecture is still there");
+    assert_eq!(c.get(url("/metrics")).bearer_auth(&uploader).send().await.unwrap().status(), 403);
+    assert_eq!(c.get(url("/metrics")).bearer_auth(&admin).send().await.unwrap().status(), 200);
     let health: Value = c.get(url("/api/health/queue")).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
     assert_eq!(health["queue"]["paused"], false, "{health}");
 
