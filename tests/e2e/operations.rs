@@ -557,3 +557,59 @@ async fn a_worker_serves_metrics_on_its_own_address() {
     let other = api.client.get(format!("{}/api/lectures", api.base)).send().await.unwrap();
     assert_eq!(other.status(), 404, "only /metrics there");
 }
+
+/// Polls the health document until `alert` fires; returns its entry.
+async fn until_firing(app: &TestApp, alert: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let response = app.client.get(format!("{}/api/health/queue", app.base)).send().await.unwrap();
+        let status = response.status().as_u16();
+        let doc: Value = response.json().await.unwrap();
+        if let Some(entry) = doc["alerts"].as_array().unwrap().iter().find(|a| a["alert"] == alert) {
+            assert_eq!((status, doc["status"].as_str()), (503, Some("unhealthy")), "{doc}");
+            return entry.clone();
+        }
+        assert!(Instant::now() < deadline, "{alert} did not fire: {doc}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_rate_over_the_threshold_fires_an_alert() {
+    let app = spawn_app_with(|c| {
+        c.operations.alerts.failure_rate = 0.5;
+        c.operations.alerts.interval = Duration::from_millis(200);
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let bad = undecodable(dir.path());
+    let good = clip(dir.path(), "ok.mp4", "320x240", "30", 1, false);
+    // Four failures out of four: under the five ended jobs the rule needs.
+    for _ in 0..4 {
+        let id = app.upload_ok(&bad).await;
+        app.wait_for(&id, "failed", Duration::from_secs(60)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let doc = app.client.get(format!("{}/api/health/queue", app.base)).send().await.unwrap();
+    assert_eq!(doc.status(), 200, "four jobs are too few to judge");
+    // A fifth ended job, a success: 4 of 5 failed, over half.
+    let id = app.upload_ok(&good).await;
+    app.wait_for(&id, "completed", Duration::from_secs(60)).await;
+    let alert = until_firing(&app, "failure_rate").await;
+    assert!(alert["detail"].as_str().unwrap().starts_with("4 of 5 jobs failed"), "{alert}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_waiting_too_long_fires_an_alert() {
+    let app = spawn_app_with(|c| {
+        c.operations.alerts.oldest_waiting = Duration::from_secs(2);
+        c.operations.alerts.interval = Duration::from_millis(200);
+    })
+    .await;
+    app.client.post(format!("{}/api/queue/pause", app.base)).send().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    app.upload_ok(&clip(dir.path(), "ok.mp4", "320x240", "30", 1, false)).await;
+    let uploaded = Instant::now();
+    let alert = until_firing(&app, "oldest_waiting").await;
+    assert!(uploaded.elapsed() >= Duration::from_secs(2), "not before the threshold: {alert}");
+}
