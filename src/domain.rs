@@ -183,5 +183,20 @@ mod tests {
             assert_eq!(status.as_str().parse::<ProcessingStatus>().unwrap(), status);
         }
         assert!("running".parse::<JobState>().is_err());
+        // What clients see for each state (the seed's four statuses).
+        let expected = [
+            (JobState::Waiting, ProcessingStatus::Pending),
+            (JobState::Delayed, ProcessingStatus::Pending),
+            (JobState::Active, ProcessingStatus::Processing),
+            (JobState::Completed, ProcessingStatus::Completed),
+            (JobState::Failed, ProcessingStatus::Failed),
+            (JobState::Cancelled, ProcessingStatus::Failed),
+        ];
+        assert_eq!(expected.len(), JobState::ALL.len());
+        for (state, status) in expected {
+            assert_eq!(state.processing_status(), status, "{state}");
+        }
+        let names: Vec<&str> = expected.iter().map(|(_, s)| s.as_str()).collect();
+        assert_eq!(names, ["pending", "pending", "processing", "completed", "failed", "failed"]);
     }
 }

@@ -32,7 +32,8 @@ async fn deleting_a_lecture_being_processed_stops_ffmpeg_and_removes_everything(
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let doc = app.lecture(&id).await;
-        if doc["processingStatus"] == "processing" && doc["progress"].as_u64().unwrap() > 0 {
+        // Playable: segments are published, so the delete has something to remove.
+        if doc["processingStatus"] == "processing" && doc["playable"] == true {
             break;
         }
         assert_ne!(doc["processingStatus"], "completed", "clip too short for this test");
@@ -40,6 +41,9 @@ async fn deleting_a_lecture_being_processed_stops_ffmpeg_and_removes_everything(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(!processes_mentioning(&id).is_empty(), "ffmpeg is running for the lecture");
+    let media = app.data_dir.path().join("media").join(&id);
+    assert!(!files_under(&media).is_empty(), "files were published");
+    assert_eq!(app.client.get(format!("{}/api/jobs/{id}", app.base)).send().await.unwrap().status(), 200);
 
     let response = app.client.delete(format!("{}/api/lectures/{id}", app.base)).send().await.unwrap();
     assert_eq!(response.status(), 200);
@@ -51,8 +55,9 @@ async fn deleting_a_lecture_being_processed_stops_ffmpeg_and_removes_everything(
 
     let response = app.client.get(format!("{}/api/lectures/{id}", app.base)).send().await.unwrap();
     assert_eq!(response.status(), 404);
-    let media = app.data_dir.path().join("media").join(&id);
     eventually("published files removed", Duration::from_secs(5), || !media.exists()).await;
+    let job = app.client.get(format!("{}/api/jobs/{id}", app.base)).send().await.unwrap();
+    assert_eq!(job.status(), 404, "the job went with the lecture");
     assert!(files_under(&app.uploads_dir()).is_empty());
     eventually("work files removed", Duration::from_secs(5), || {
         files_under(&app.data_dir.path().join("work")).is_empty()
@@ -88,6 +93,15 @@ async fn lectures_list_newest_first_by_course_with_paging_and_media_serves_range
     assert_eq!(page["lectures"].as_array().unwrap().len(), 1);
     assert_eq!(page["lectures"][0]["_id"], ids[1].as_str(), "newest first");
     assert_eq!(page["lectures"][0]["courseId"], "math");
+    let page_of = |n: u32| {
+        let url = format!("{}/api/lectures?courseId=math&limit=1&page={n}", app.base);
+        async move { reqwest::get(url).await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let second = page_of(2).await;
+    assert_eq!(second["lectures"].as_array().unwrap().len(), 1, "{second}");
+    assert_eq!(second["lectures"][0]["_id"], ids[0].as_str(), "the older one on page 2");
+    let third = page_of(3).await;
+    assert_eq!((third["lectures"].as_array().unwrap().len(), third["total"].as_u64()), (0, Some(2)), "{third}");
     for key in [
         "processingStatus",
         "progress",

@@ -163,8 +163,11 @@ async fn uploads_over_the_limit_are_413_and_leave_no_partial_file() {
     let form =
         reqwest::multipart::Form::new().text("courseId", "c").text("nameOfTopic", "t").part("uploadedFile", part);
     let response = app.client.post(format!("{}/api/upload", app.base)).multipart(form).send().await;
-    if let Ok(response) = response {
-        assert_eq!(response.status(), 413);
+    // The server answers as soon as the limit passes, which can break the
+    // client's pipe while it is still sending: that, or the 413, and nothing else.
+    match response {
+        Ok(response) => assert_eq!(response.status(), 413),
+        Err(e) => assert!(e.is_request() && !e.is_connect() && !e.is_timeout(), "not a body-write error: {e:?}"),
     }
     eventually("partial upload removed", Duration::from_secs(5), || files_under(&app.uploads_dir()).is_empty()).await;
     assert_nothing_created(&app).await;

@@ -68,9 +68,25 @@ async fn a_worker_killed_mid_transcode_loses_its_job_to_another_worker() {
     assert!(job["worker"].as_str().unwrap().ends_with(&format!(":{}", first.pid())), "{job}");
     // The second worker starts only now, so the first one surely holds the job.
     let second = Process::start("worker", data, &env);
+    let orphan_dir = format!("-{}/", first.pid());
+    let encoders = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|p| {
+                std::fs::read(p.path().join("cmdline"))
+                    .map(|c| String::from_utf8_lossy(&c).contains(&orphan_dir))
+                    .unwrap_or(false)
+            })
+            .count()
+    };
+    assert!(encoders() > 0, "the worker's ffmpeg runs before the kill");
     first.child.kill().unwrap(); // SIGKILL: no cleanup runs
     first.child.wait().unwrap();
     let killed_at = Instant::now();
+    // Its ffmpeg dies with it, at once (PR_SET_PDEATHSIG), not when the
+    // encode would have ended on its own.
+    eventually("orphan ffmpeg gone", Duration::from_secs(2), || encoders() == 0).await;
 
     let job = wait_job(&api, &id, Duration::from_secs(lease + 10), "taken over", |j| {
         j["state"] == "active" && j["worker"].as_str().unwrap().ends_with(&format!(":{}", second.pid()))
@@ -78,16 +94,6 @@ async fn a_worker_killed_mid_transcode_loses_its_job_to_another_worker() {
     .await;
     assert_eq!(job["attempts"], 2, "the lost attempt counts: {job}");
     eprintln!("taken over {:?} after kill -9", killed_at.elapsed());
-    // The killed worker's ffmpeg died with it (no orphan still encoding).
-    let orphan_dir = format!("-{}/", first.pid());
-    eventually("orphan ffmpeg gone", Duration::from_secs(5), || {
-        std::fs::read_dir("/proc").unwrap().flatten().all(|p| {
-            std::fs::read(p.path().join("cmdline"))
-                .map(|c| !String::from_utf8_lossy(&c).contains(&orphan_dir))
-                .unwrap_or(true)
-        })
-    })
-    .await;
 
     api.wait_for(&id, "completed", Duration::from_secs(180)).await;
     assert_plays(&api, &id).await;
@@ -135,30 +141,40 @@ async fn sigterm_mid_transcode_exits_within_grace_and_the_job_resumes_after_rest
 
 /// A stall is the input's fault (a source that stops delivering data):
 /// another attempt on the same bytes would hang the same way, so the job
-/// fails at once even with attempts to spare.
+/// fails at once even with attempts to spare. The fake ffmpeg encodes for
+/// real (so segments get published), then keeps printing one constant
+/// progress line: only advancing output time counts as progress.
 #[tokio::test]
 async fn a_hung_ffmpeg_is_killed_by_the_stall_watchdog_and_not_retried() {
     let dir = tempfile::tempdir().unwrap();
-    // Behaves like ffmpeg, except that the encode hangs without output, as
-    // ffmpeg does on a source that stops delivering data.
-    let fake = ffmpeg_replacing_the_encode(dir.path(), "exec sleep 300");
+    let fake = ffmpeg_replacing_the_encode(
+        dir.path(),
+        "ffmpeg \"$@\"; while :; do echo out_time_us=1000000; echo progress=continue; sleep 0.2; done",
+    );
     let app = spawn_app_with(|c| {
         c.tools.ffmpeg = fake.clone();
-        c.stall_timeout = Duration::from_secs(1);
+        c.stall_timeout = Duration::from_secs(2);
         c.attempts = 3;
         c.backoff = Duration::from_millis(100);
     })
     .await;
     let clip = clip(dir.path(), "ok.mp4", "320x240", "30", 2, false);
     let id = app.upload_ok(&clip).await;
+    let media = app.data_dir.path().join("media").join(&id);
+    eventually("segments published before the hang", Duration::from_secs(30), || {
+        files_under(&media).iter().any(|f| f.extension().is_some_and(|e| e == "m4s"))
+    })
+    .await;
     let doc = app.wait_for(&id, "failed", Duration::from_secs(60)).await;
     assert!(doc["processingError"].as_str().unwrap().contains("stalled"), "{doc}");
+    assert_eq!(doc["videoLink"], serde_json::Value::Null, "the early link is withdrawn");
     // Long enough for two retries at this backoff, had there been any.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let job = app.job(&id).await;
     assert_eq!((job["state"].as_str(), job["attempts"].as_u64()), (Some("failed"), Some(1)), "not retried: {job}");
     assert_eq!(job["errors"].as_array().unwrap().len(), 1, "{job}");
-    assert!(files_under(&app.data_dir.path().join("media")).is_empty(), "a failed job publishes nothing");
+    eventually("what the failed job published is removed", Duration::from_secs(5), || files_under(&media).is_empty())
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,8 +342,19 @@ async fn a_job_failed_by_the_lease_reaper_stays_failed_without_its_record() {
     }
 
     // The job record goes, as with a Redis queue that lost its data.
+    let jobs = || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM jobs WHERE id = ?").bind(&id).fetch_one(&db).await.unwrap()
+    };
+    assert_eq!(jobs().await, 1, "the job record existed");
     sqlx::query("DELETE FROM jobs WHERE id = ?").bind(&id).execute(&db).await.unwrap();
-    let doc = api.lecture(&id).await;
-    assert_eq!(doc["processingStatus"], "failed", "{doc}");
-    assert_eq!(doc["processingError"].as_str(), Some(reason.as_str()), "{doc}");
+    // Four reconciler intervals: had it taken the lecture for unfinished, it
+    // would have enqueued it again by now.
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        let doc = api.lecture(&id).await;
+        assert_eq!(doc["processingStatus"], "failed", "{doc}");
+        assert_eq!(doc["processingError"].as_str(), Some(reason.as_str()), "{doc}");
+        assert_eq!(jobs().await, 0, "no job came back");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
