@@ -61,22 +61,31 @@ async fn files_that_are_not_videos_are_refused_with_a_reason() {
 
 /// ffmpeg's HLS and concat demuxers follow references inside a file. An
 /// upload that is a playlist pointing at a local file must be refused before
-/// anything reads that file, and must never be transcoded.
+/// anything reads that file, and must never be transcoded. The files they
+/// name are FIFOs: opening one blocks, so a refusal within 2 s proves
+/// nothing opened them (an HLS or concat demuxer that got to read them
+/// would hang until the probe's timeout).
 #[tokio::test]
 async fn playlists_and_concat_lists_pointing_at_local_files_are_refused() {
     let app = spawn_app().await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let secret = clip(d, "secret.mp4", "320x240", "30", 2, false);
+    let fifo = |path: &std::path::Path| {
+        let c = std::ffi::CString::new(path.display().to_string()).unwrap();
+        // SAFETY: a valid C string path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "{}", path.display());
+    };
+    // `.ts`: the HLS demuxer follows only segment names with a media extension.
     let secret_ts = d.join("secret.ts");
-    assert!(std::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-i"])
-        .arg(&secret)
-        .args(["-c", "copy", "-f", "mpegts"])
-        .arg(&secret_ts)
-        .status()
-        .unwrap()
-        .success());
+    fifo(&secret_ts);
+    let refused_fast = |file: &'static str, status: u16| {
+        let (app, path) = (&app, d.join(file));
+        async move {
+            let started = std::time::Instant::now();
+            expect_rejected(app, &path, status, "unsupported container").await;
+            assert!(started.elapsed() < Duration::from_secs(2), "{file}: {:?}", started.elapsed());
+        }
+    };
 
     let hls = format!(
         "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nfile://{}\n#EXTINF:2.0,\n{}\n#EXT-X-ENDLIST\n",
@@ -84,13 +93,18 @@ async fn playlists_and_concat_lists_pointing_at_local_files_are_refused() {
         secret_ts.display()
     );
     std::fs::write(d.join("evil.mp4"), &hls).unwrap();
-    expect_rejected(&app, &d.join("evil.mp4"), 415, "unsupported container").await;
+    refused_fast("evil.mp4", 415).await;
     std::fs::write(d.join("evil.m3u8"), &hls).unwrap();
-    expect_rejected(&app, &d.join("evil.m3u8"), 415, "unsupported container").await;
+    refused_fast("evil.m3u8", 415).await;
 
-    let concat = format!("ffconcat version 1.0\nfile '{}'\n", secret.display());
-    std::fs::write(d.join("evil.mov"), &concat).unwrap();
-    expect_rejected(&app, &d.join("evil.mov"), 415, "unsupported container").await;
+    // ffmpeg's concat demuxer refuses absolute paths by itself (`safe`); a
+    // relative name next to the list is "safe", so the FIFO sits in the
+    // uploads directory, where the list is stored while it is probed.
+    std::fs::create_dir_all(app.uploads_dir()).unwrap();
+    fifo(&app.uploads_dir().join("secret.ts"));
+    std::fs::write(d.join("evil.mov"), "ffconcat version 1.0\nfile 'secret.ts'\n").unwrap();
+    refused_fast("evil.mov", 415).await;
+    std::fs::remove_file(app.uploads_dir().join("secret.ts")).unwrap();
 
     assert_nothing_created(&app).await;
 
