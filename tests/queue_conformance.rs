@@ -182,16 +182,31 @@ pub async fn cancel_and_pause(q: Arc<dyn Queue>) {
 }
 
 pub async fn priority_then_fifo_and_delays(q: Arc<dyn Queue>) {
-    for (id, priority) in [("j1", 5), ("j2", 0), ("j3", 5), ("j4", 0), ("j5", -1)] {
+    // Equal priorities enqueued in reverse alphabetical order (most within
+    // the same millisecond): first in, first out, whatever the ids.
+    for (id, priority) in [("j9", 5), ("j8", 0), ("j7", 5), ("j6", 0), ("j5", -1)] {
         q.enqueue(id, &opts(priority, 3)).await.unwrap();
     }
     assert_eq!(q.position("j5").await.unwrap(), Some(0));
-    assert_eq!(q.position("j3").await.unwrap(), Some(4));
+    assert_eq!(q.position("j8").await.unwrap(), Some(1));
+    assert_eq!(q.position("j7").await.unwrap(), Some(4));
     let mut order = Vec::new();
     while let Some(c) = q.claim("w", LEASE).await.unwrap() {
         order.push(c.job_id);
     }
-    assert_eq!(order, ["j5", "j2", "j4", "j1", "j3"]);
+    assert_eq!(order, ["j5", "j8", "j6", "j9", "j7"]);
+
+    // Many at one priority, as fast as they go: several share a millisecond,
+    // and still come out in the order they went in.
+    let ids: Vec<String> = (0..60).rev().map(|i| format!("t{i:02}")).collect();
+    for id in &ids {
+        q.enqueue(id, &opts(1, 3)).await.unwrap();
+    }
+    let mut order = Vec::new();
+    while let Some(c) = q.claim("w", LEASE).await.unwrap() {
+        order.push(c.job_id);
+    }
+    assert_eq!(order, ids, "first in, first out");
 
     q.enqueue("later", &EnqueueOptions { priority: 0, delay: Duration::from_millis(1500), max_attempts: 3 })
         .await

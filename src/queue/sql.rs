@@ -51,8 +51,8 @@ impl SqlQueue {
         let delay_ms = options.delay.as_millis() as i64;
         let state = if delay_ms > 0 { JobState::Delayed } else { JobState::Waiting };
         sqlx::query(
-            "INSERT INTO jobs (id, state, priority, attempts, max_attempts, run_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, 0, $4, $5, $6, $6)",
+            "INSERT INTO jobs (id, state, priority, attempts, max_attempts, run_at, created_at, updated_at, seq) \
+             VALUES ($1, $2, $3, 0, $4, $5, $6, $6, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs))",
         )
         .bind(id)
         .bind(state.as_str())
@@ -186,7 +186,7 @@ impl Queue for SqlQueue {
             "UPDATE jobs SET state = 'active', attempts = attempts + 1, lease_token = $1, lease_until = $2, \
                  worker_id = $3, progress = 0, started_at = COALESCE(started_at, $4), updated_at = $4 \
              WHERE id = (SELECT id FROM jobs WHERE state IN {RUNNABLE} AND run_at <= $4 \
-                         ORDER BY priority, created_at, id LIMIT 1 {lock}) \
+                         ORDER BY priority, seq, id LIMIT 1 {lock}) \
                AND state IN {RUNNABLE} \
                AND NOT EXISTS (SELECT 1 FROM queue_flags WHERE name = 'paused' AND value = 1) \
              RETURNING id, attempts"
@@ -352,7 +352,7 @@ impl Queue for SqlQueue {
             "SELECT COUNT(*) AS ahead FROM jobs o, jobs j \
              WHERE j.id = $1 AND j.state IN {RUNNABLE} AND o.state IN {RUNNABLE} AND o.id <> j.id \
                AND (o.priority < j.priority OR (o.priority = j.priority AND \
-                    (o.created_at < j.created_at OR (o.created_at = j.created_at AND o.id < j.id))))"
+                    (o.seq < j.seq OR (o.seq = j.seq AND o.id < j.id))))"
         ))
         .bind(id)
         .fetch_one(&self.db.pool)

@@ -280,7 +280,8 @@ async fn a_redis_restart_that_loses_its_data_strands_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let clip = clip(dir.path(), "short.mp4", "320x240", "30", 2, true);
     let done = app.upload_ok(&clip).await;
-    app.wait_for(&done, "completed", Duration::from_secs(120)).await;
+    let before = app.wait_for(&done, "completed", Duration::from_secs(120)).await;
+    assert_eq!(app.client.get(format!("{}/api/jobs/{done}", app.base)).send().await.unwrap().status(), 200);
 
     let pause = app.client.post(format!("{}/api/queue/pause", app.base)).send().await.unwrap();
     assert_eq!(pause.status(), 200);
@@ -298,7 +299,15 @@ async fn a_redis_restart_that_loses_its_data_strands_nothing() {
     }
     let doc = app.lecture(&done).await;
     assert_eq!(doc["processingStatus"], "completed", "a finished lecture keeps its outcome: {doc}");
-    assert!(doc["videoLink"].is_string());
+    assert_eq!(doc["videoLink"], before["videoLink"], "and the same video");
+    // Its job went with Redis's data and is not brought back (the lecture is
+    // finished): several reconciler rounds later, still none.
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        let job = app.client.get(format!("{}/api/jobs/{done}", app.base)).send().await.unwrap();
+        assert_eq!(job.status(), 404, "no job reappears for a finished lecture");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// A worker dies on the job's last attempt. The lease reaper fails the job,
