@@ -267,8 +267,17 @@ impl LectureStore {
         prefix: &str,
         event: serde_json::Value,
     ) -> Result<(), LectureStoreError> {
-        self.set_column(id, "playable_prefix", Some(prefix)).await?;
-        Ok(self.events.append(EventKind::Playable, Some(id), event).await?)
+        let mut tx = self.db.pool.begin().await?;
+        sqlx::query("UPDATE lectures SET playable_prefix = $1, updated_at = $2 WHERE id = $3")
+            .bind(prefix)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        self.events.append_on(&mut tx, EventKind::Playable, Some(id), event).await?;
+        tx.commit().await?;
+        self.events.appended();
+        Ok(())
     }
 
     /// Withdraws every link that still points at `prefix`, whose attempt is
@@ -297,13 +306,29 @@ impl LectureStore {
     }
 
     /// Records the lecture's final failure and announces it
-    /// (`lecture.failed`, with the reason as clients may see it).
-    pub async fn record_failure(&self, id: &str, error: &str) -> Result<(), LectureStoreError> {
-        self.set_column(id, "failed_error", Some(error)).await?;
-        let failed = serde_json::json!({
-            "lectureId": id, "processingStatus": "failed", "processingError": crate::redact::for_clients(error),
-        });
-        Ok(self.events.append(EventKind::Failed, Some(id), failed).await?)
+    /// (`lecture.failed`, with the reason as clients may see it), in one
+    /// transaction and once: a failure already recorded (the worker and the
+    /// reconciler can both see it) is not announced again.
+    pub async fn record_failure(&self, id: &str, error: &str, cancelled: bool) -> Result<(), LectureStoreError> {
+        let mut tx = self.db.pool.begin().await?;
+        let recorded = sqlx::query(
+            "UPDATE lectures SET failed_error = $1, updated_at = $2 WHERE id = $3 AND failed_error IS NULL",
+        )
+        .bind(error)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if recorded.rows_affected() == 1 {
+            let failed = serde_json::json!({
+                "lectureId": id, "processingStatus": "failed", "processingError": crate::redact::for_clients(error),
+                "cancelled": cancelled,
+            });
+            self.events.append_on(&mut tx, EventKind::Failed, Some(id), failed).await?;
+        }
+        tx.commit().await?;
+        self.events.appended();
+        Ok(())
     }
 
     /// Sets one text column of a lecture, and its `updated_at`. `column` is

@@ -236,7 +236,7 @@ pub async fn queue_command(action: QueueAction, json_out: bool, args: ServiceArg
             if !q.cancel(&id).await.map_err(err)? {
                 return Err(format!("{id}: no waiting, delayed or active job with this id"));
             }
-            lectures.record_failure(&id, "cancelled").await.map_err(|e| e.to_string())?;
+            lectures.record_failure(&id, "cancelled", true).await.map_err(|e| e.to_string())?;
             report(json_out, "cancelled", &[id]);
         }
         QueueAction::Pause | QueueAction::Resume => {

@@ -56,11 +56,11 @@ pub enum StartupError {
     #[error("{0}")]
     Storage(String),
     #[error(
-        "vidpipe would listen on {0}, which is not a loopback address, and no API key exists. Create one with \
-         `vidpipe keys create --name admin --scope admin` (same VIDPIPE_DATA_DIR / DATABASE_URL), or pass --no-auth \
-         (VIDPIPE_NO_AUTH=1) to serve without authentication on purpose"
+        "vidpipe {0}, and no API key exists. Create one with `vidpipe keys create --name admin --scope admin` \
+         (same VIDPIPE_DATA_DIR / DATABASE_URL), or pass --no-auth (VIDPIPE_NO_AUTH=1) to serve without \
+         authentication on purpose"
     )]
-    NoKeys(SocketAddr),
+    NoKeys(String),
     #[error("cannot read the API keys ({0}); check DATABASE_URL")]
     Keys(#[from] crate::keys::KeyError),
     #[error("server error: {0}")]
@@ -151,7 +151,17 @@ impl Application {
             Some(l) => {
                 let addr = l.local_addr().map_err(StartupError::Serve)?;
                 let any_key = keys.any().await?;
-                if addr.ip().is_loopback() {
+                // Loopback behind a reverse proxy is as public as the proxy.
+                let exposed_by = if !addr.ip().is_loopback() {
+                    Some(format!("listens on {addr}, which is not a loopback address"))
+                } else if config.access.trust_forwarded_for {
+                    Some("trusts X-Forwarded-For, so it sits behind a proxy".to_string())
+                } else if config.public_base_url.as_deref().is_some_and(crate::http::access::names_another_host) {
+                    Some("has a VIDPIPE_PUBLIC_BASE_URL on another host, so it is reached through a proxy".to_string())
+                } else {
+                    None
+                };
+                if exposed_by.is_none() {
                     if !any_key {
                         tracing::warn!(
                             "no API key exists: the API is open to this machine only; `vidpipe keys create` protects it"
@@ -161,7 +171,7 @@ impl Application {
                 } else if any_key {
                     AuthMode::KeysRequired
                 } else {
-                    return Err(StartupError::NoKeys(addr));
+                    return Err(StartupError::NoKeys(exposed_by.unwrap_or_default()));
                 }
             }
         };

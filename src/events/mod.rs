@@ -180,22 +180,31 @@ impl EventLog {
         Ok(row.try_get("seq")?)
     }
 
-    /// How many events of `kind` happened since `since_ms`.
+    /// How many events of `kind` happened since `since_ms`. Cancellations
+    /// (`lecture.failed` with `"cancelled": true`) are an operator's choice,
+    /// not a failure, and are not counted.
     pub async fn count_since(&self, kind: EventKind, since_ms: i64) -> Result<u64, EventError> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM events WHERE kind = $1 AND created_at >= $2")
-            .bind(kind.as_str())
-            .bind(since_ms)
-            .fetch_one(&self.db.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM events WHERE kind = $1 AND created_at >= $2 \
+             AND payload NOT LIKE '%\"cancelled\":true%'",
+        )
+        .bind(kind.as_str())
+        .bind(since_ms)
+        .fetch_one(&self.db.pool)
+        .await?;
         Ok(row.try_get::<i64, _>("n")? as u64)
     }
 
-    /// Removes events older than `before_ms` (their deliveries are kept).
+    /// Removes events older than `before_ms`, but never the newest (seq
+    /// numbers must not restart) nor one a webhook delivery still needs.
     pub async fn prune(&self, before_ms: i64) -> Result<u64, EventError> {
-        let done = sqlx::query("DELETE FROM events WHERE created_at < $1 AND seq < (SELECT MAX(seq) FROM events)")
-            .bind(before_ms)
-            .execute(&self.db.pool)
-            .await?;
+        let done = sqlx::query(
+            "DELETE FROM events WHERE created_at < $1 AND seq < (SELECT MAX(seq) FROM events) \
+             AND seq NOT IN (SELECT event_seq FROM webhook_deliveries WHERE state <> 'delivered')",
+        )
+        .bind(before_ms)
+        .execute(&self.db.pool)
+        .await?;
         Ok(done.rows_affected())
     }
 }

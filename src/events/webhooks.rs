@@ -12,8 +12,9 @@
 //! then marked dead for operators (`vidpipe webhooks list|retry`). Every
 //! retry carries the same `webhook-id`, so receivers can drop duplicates.
 //! A lecture's events go out in order: a delivery waits while an earlier one
-//! of the same lecture to the same URL is still pending. Deliveries run on
-//! their own tasks with a timeout: a slow receiver never slows a transcode.
+//! of the same lecture to the same URL is still pending. Deliveries run on a
+//! task of their own (one request at a time per process), each with a
+//! timeout: a slow receiver delays other deliveries, never a transcode.
 
 use std::time::Duration;
 
@@ -94,6 +95,16 @@ pub struct Delivery {
     pub last_error: Option<String>,
     pub created_at: String,
     pub next_attempt_at: String,
+}
+
+/// A delivery claimed for an attempt.
+struct Due {
+    seq: i64,
+    url: String,
+    /// Attempts before this one.
+    attempts: i64,
+    /// When the delivery was created, or put back in line by an operator.
+    since: i64,
 }
 
 /// The `webhook-id` of an event: the same on every retry.
@@ -195,7 +206,7 @@ impl Webhooks {
 
     /// Leases the oldest due delivery whose lecture has no earlier one
     /// pending for the same URL.
-    async fn claim(&self) -> Result<Option<(i64, String, i64)>, EventError> {
+    async fn claim(&self) -> Result<Option<Due>, EventError> {
         let now = now_ms();
         let row = sqlx::query(
             "UPDATE webhook_deliveries SET lease_until = $1 \
@@ -207,16 +218,24 @@ impl Webhooks {
                        AND e.lecture_id = d.lecture_id AND e.state = 'pending' AND e.event_seq < d.event_seq) \
                  ORDER BY d.event_seq LIMIT 1) \
                AND (lease_until IS NULL OR lease_until < $2) \
-             RETURNING event_seq, url, attempts",
+             RETURNING event_seq, url, attempts, created_at",
         )
         .bind(now + LEASE.as_millis() as i64)
         .bind(now)
         .fetch_optional(&self.log.database().pool)
         .await?;
-        row.map(|r| Ok((r.try_get("event_seq")?, r.try_get("url")?, r.try_get("attempts")?))).transpose()
+        row.map(|r| {
+            Ok(Due {
+                seq: r.try_get("event_seq")?,
+                url: r.try_get("url")?,
+                attempts: r.try_get("attempts")?,
+                since: r.try_get("created_at")?,
+            })
+        })
+        .transpose()
     }
 
-    async fn deliver(&self, client: &reqwest::Client, (seq, url, attempts): (i64, String, i64)) {
+    async fn deliver(&self, client: &reqwest::Client, Due { seq, url, attempts, since }: Due) {
         let event = match self.log.after(seq - 1, None, 1).await {
             Ok(events) => events.into_iter().next().filter(|e| e.seq == seq),
             Err(e) => return tracing::warn!(error = %e, "cannot read the event of a webhook"),
@@ -265,9 +284,8 @@ impl Webhooks {
             Err(error) => {
                 crate::metrics::webhook_delivered(false);
                 let delay = self.config.backoff.saturating_mul(1 << attempts.clamp(0, 16) as u32).min(MAX_BACKOFF);
-                let created = event.as_ref().map_or(0, |e| e.created_at);
-                let dead =
-                    event.is_none() || now + delay.as_millis() as i64 > created + GIVE_UP_AFTER.as_millis() as i64;
+                // A day from the event, or from an operator's retry.
+                let dead = event.is_none() || now + delay.as_millis() as i64 > since + GIVE_UP_AFTER.as_millis() as i64;
                 tracing::warn!(url = %url, event = seq, attempts = attempts + 1, dead, error = %error, "webhook not delivered");
                 sqlx::query(
                     "UPDATE webhook_deliveries SET state = $1, attempts = attempts + 1, next_attempt_at = $2, \

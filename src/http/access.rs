@@ -119,19 +119,30 @@ impl AccessPolicy {
     /// `X-Forwarded-For` entry (the one that proxy appended).
     pub fn client_address(&self, request: &Request) -> Option<IpAddr> {
         if self.trust_forwarded_for {
-            let forwarded = request
+            // Only the last entry is the proxy's; one it cannot parse does
+            // not make an earlier (client-written) one count.
+            let last = request
                 .headers()
                 .get_all("x-forwarded-for")
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(','))
-                .filter_map(|ip| ip.trim().parse::<IpAddr>().ok())
-                .next_back();
-            if forwarded.is_some() {
-                return forwarded;
+                .next_back()
+                .and_then(|ip| ip.trim().parse::<IpAddr>().ok());
+            if last.is_some() {
+                return last;
             }
         }
         super::server::remote_addr(request.extensions()).map(|a| a.ip())
+    }
+}
+
+/// True when `url` names a host other than this machine (`localhost` or a
+/// loopback address): the API is reachable from elsewhere through it.
+pub fn names_another_host(url: &str) -> bool {
+    match url_host(url) {
+        None => false,
+        Some(host) => host != "localhost" && !host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()),
     }
 }
 
@@ -304,6 +315,8 @@ mod tests {
         let defaults = policy(&[], &[]);
         assert!(defaults.host_allowed("localhost") && defaults.host_allowed("video.example.com"));
         assert!(!defaults.host_allowed("0.0.0.0") && !defaults.host_allowed("evil.example"));
+        assert!(names_another_host("https://video.example.com") && !names_another_host("http://127.0.0.1:8080"));
+        assert!(!names_another_host("http://localhost:8080") && !names_another_host("http://[::1]:8080"));
         let configured = policy(&["api.example.com"], &[]);
         assert!(configured.host_allowed("api.example.com") && !configured.host_allowed("localhost"));
     }

@@ -40,23 +40,17 @@ pub async fn lecture(
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let id = parse_id(&raw)?;
-    let after = last_event_id(&headers);
-    let snapshot = match after {
-        Some(_) => None,
-        None => Some(
-            document(&app, id.as_str())
-                .await?
-                .ok_or_else(|| ApiError::NotFound(format!("no lecture with id `{raw}`")))?,
-        ),
-    };
-    stream(app, Some(id.to_string()), after, snapshot).await
+    if app.lectures.get(&id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("no lecture with id `{raw}`")));
+    }
+    stream(app, Some(id.to_string()), last_event_id(&headers)).await
 }
 
 pub async fn all(
     State(app): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    stream(app, None, last_event_id(&headers), None).await
+    stream(app, None, last_event_id(&headers)).await
 }
 
 fn last_event_id(headers: &HeaderMap) -> Option<i64> {
@@ -74,15 +68,19 @@ async fn stream(
     app: AppState,
     lecture: Option<String>,
     after: Option<i64>,
-    snapshot: Option<serde_json::Value>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    // Subscribe before reading the backlog, so nothing falls in between.
+    // Subscribe, then note where the log ends, then read the snapshot: an
+    // event committed in between is in the snapshot or after `sent`.
     let mut live = app.feed.subscribe();
     let log = app.lectures.events().clone();
     let internal = |e: crate::events::EventError| ApiError::Internal(e.to_string());
     let mut sent = match after {
         Some(seq) => seq,
         None => log.last_seq().await.map_err(internal)?,
+    };
+    let snapshot = match (&lecture, after) {
+        (Some(id), None) => document(&app, id).await?,
+        _ => None,
     };
     let events = async_stream(move |tx| async move {
         if let Some(doc) = snapshot {
@@ -106,7 +104,12 @@ async fn stream(
                 }
             }
             loop {
-                match live.recv().await {
+                // A client that left is noticed at once, not at the next event.
+                let received = tokio::select! {
+                    _ = tx.closed() => return,
+                    received = live.recv() => received,
+                };
+                match received {
                     Ok(event) if event.seq <= sent => {}
                     Ok(event) if lecture.is_some() && event.lecture_id != lecture => {}
                     Ok(event) => {

@@ -126,7 +126,7 @@ pub async fn cancel(
         return Err(ApiError::Conflict(format!("job is already {}", job.state)));
     }
     // Kept on the lecture, so a lost job record does not bring it back.
-    app.lectures.record_failure(&job.id, "cancelled").await?;
+    app.lectures.record_failure(&job.id, "cancelled", true).await?;
     app.running.stop(&job.id, STOP_WAIT).await;
     Ok(Json(job_json(&load(&app, &raw).await?, &caller)))
 }

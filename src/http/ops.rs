@@ -133,7 +133,12 @@ async fn refresh_gauges(app: &AppState) -> Result<(), ApiError> {
 /// Counts and times every request under its route template.
 pub async fn track(request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_string();
-    let method = request.method().to_string();
+    // A fixed set: any other method would mint a new series.
+    let method = match request.method().as_str() {
+        m @ ("GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS") => m,
+        _ => "other",
+    }
+    .to_string();
     let started = Instant::now();
     let response = next.run(request).await;
     crate::metrics::http_request(route, method, response.status().as_u16(), started.elapsed());

@@ -4,8 +4,9 @@
 //! - A connection permit is taken *before* `accept()` (as in mini-redis), so
 //!   at most `max_connections` are open; further clients wait in the kernel's
 //!   backlog instead of costing memory here.
-//! - A client has `header_timeout` to send its request headers (slowloris);
-//!   body pauses are bounded by the upload intake's idle timeout.
+//! - A client has `header_timeout` to send its first byte and then its
+//!   request headers (slowloris); idle HTTP/2 connections are pinged on the
+//!   same period; body pauses are bounded by the upload intake's idle timeout.
 //! - On shutdown, connections stop taking new requests and in-flight ones get
 //!   `drain` to finish; whatever still runs then (a stalled upload) is
 //!   dropped, so a slow client never holds up a shutdown.
@@ -68,6 +69,13 @@ pub async fn serve(
         let app = app.clone();
         let mut stop = stop_rx.clone();
         connections.spawn(async move {
+            // hyper's header timeout starts once it knows the protocol; a
+            // client that sends nothing at all is dropped here.
+            let mut first = [0u8; 1];
+            if !matches!(tokio::time::timeout(limits.header_timeout, stream.peek(&mut first)).await, Ok(Ok(n)) if n > 0) {
+                drop(permit);
+                return;
+            }
             let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(remote));
                 let app = app.clone();
@@ -75,7 +83,12 @@ pub async fn serve(
             });
             let mut builder = Builder::new(TokioExecutor::new());
             builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
-            builder.http2().timer(TokioTimer::new());
+            // Idle HTTP/2 connections are pinged, and dropped when silent.
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .keep_alive_interval(limits.header_timeout)
+                .keep_alive_timeout(limits.header_timeout);
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
             tokio::select! {

@@ -42,8 +42,12 @@ enum Place {
     Preamble { seen: usize },
     /// In a part's body, looking for the next delimiter.
     Data,
-    /// Right after a delimiter: `--` there means the closing one.
-    AfterDelimiter { dashes: u8 },
+    /// Right after a delimiter: `--` there means the closing one; spaces
+    /// and tabs (transport padding) may follow; then the line's CRLF.
+    /// `seen` counts toward the header limit.
+    AfterDelimiter { dashes: u8, seen: usize },
+    /// The CR of the delimiter line's CRLF was seen.
+    DelimiterLineEnd { seen: usize },
     /// In a header block: `seen` bytes, `tail` holds the last four.
     Headers { seen: usize, tail: u32 },
     /// After the closing delimiter: the epilogue, ignored.
@@ -89,27 +93,37 @@ impl PartHeaderGuard {
         for &b in chunk {
             self.place = match self.place {
                 Place::Done => return Ok(()),
+                // The parser consumes the delimiter line (padding and CRLF)
+                // and then looks for a blank line of its own, so the guard
+                // does too: that CRLF does not count toward the header end.
+                Place::AfterDelimiter { .. } | Place::DelimiterLineEnd { .. } | Place::Headers { .. }
+                    if self.header_bytes() + 1 > self.limit =>
+                {
+                    return Err(IntakeError::HeaderTooLong);
+                }
                 Place::Headers { seen, tail } => {
                     let tail = (tail << 8) | b as u32;
                     if tail == u32::from_be_bytes(*b"\r\n\r\n") {
                         self.matched = 0;
                         Place::Data
-                    } else if seen + 1 > self.limit {
-                        return Err(IntakeError::HeaderTooLong);
                     } else {
                         Place::Headers { seen: seen + 1, tail }
                     }
                 }
-                Place::AfterDelimiter { dashes } => match (b, dashes) {
-                    (b'-', 0) => Place::AfterDelimiter { dashes: 1 },
+                Place::AfterDelimiter { dashes, seen } => match (b, dashes) {
+                    (b'-', 0) => Place::AfterDelimiter { dashes: 1, seen: seen + 1 },
                     (b'-', 1) => Place::Done,
-                    // The CRLF after the delimiter line counts as header bytes:
-                    // a part without headers is `delimiter CRLF CRLF`.
-                    _ => Place::Headers { seen: 1, tail: b as u32 },
+                    (b' ' | b'\t', _) => Place::AfterDelimiter { dashes: 2, seen: seen + 1 },
+                    (b'\r', _) => Place::DelimiterLineEnd { seen: seen + 1 },
+                    _ => Place::Headers { seen: seen + 1, tail: b as u32 },
+                },
+                Place::DelimiterLineEnd { seen } => match b {
+                    b'\n' => Place::Headers { seen: seen + 1, tail: 0 },
+                    _ => Place::Headers { seen: seen + 1, tail: b as u32 },
                 },
                 Place::Preamble { .. } | Place::Data => {
                     if self.advance_match(b) {
-                        Place::AfterDelimiter { dashes: 0 }
+                        Place::AfterDelimiter { dashes: 0, seen: 0 }
                     } else if let Place::Preamble { seen } = self.place {
                         if seen + 1 > self.limit {
                             return Err(IntakeError::HeaderTooLong);
@@ -122,6 +136,14 @@ impl PartHeaderGuard {
             };
         }
         Ok(())
+    }
+
+    /// Bytes of the delimiter line's end and header block seen so far.
+    fn header_bytes(&self) -> usize {
+        match self.place {
+            Place::AfterDelimiter { seen, .. } | Place::DelimiterLineEnd { seen } | Place::Headers { seen, .. } => seen,
+            _ => 0,
+        }
     }
 
     /// Feeds one byte to the delimiter matcher; true when it completes one.
@@ -195,8 +217,15 @@ mod tests {
         body
     }
 
-    fn header_bomb(bytes: usize) -> Vec<u8> {
-        let mut body = b"--XyZ123\r\nContent-Disposition: form-data; name=\"uploadedFile\"; filename=\"".to_vec();
+    /// A part header that never ends, after one of the delimiter lines a
+    /// parser accepts: with headers, with none, with transport padding.
+    fn header_bomb(bytes: usize, opening: usize) -> Vec<u8> {
+        let openings: [&[u8]; 3] = [
+            b"--XyZ123\r\nContent-Disposition: form-data; name=\"uploadedFile\"; filename=\"",
+            b"--XyZ123\r\n\r\n",
+            b"--XyZ123 \t\r\n",
+        ];
+        let mut body = openings[opening % openings.len()].to_vec();
         body.extend(std::iter::repeat_n(b'a', bytes));
         body
     }
@@ -231,10 +260,18 @@ mod tests {
 
     #[test]
     fn a_header_block_without_its_blank_line_is_cut_off() {
-        assert_eq!(run(vec![Bytes::from(header_bomb(100_000))]).1, Some(IntakeError::HeaderTooLong));
+        assert_eq!(run(vec![Bytes::from(header_bomb(100_000, 0))]).1, Some(IntakeError::HeaderTooLong));
         assert_eq!(run(vec![Bytes::from(form(&[0u8; 100_000]))]).1, None, "big file data is not a header");
         let preamble = [vec![b'p'; 20_000], form(b"x")].concat();
         assert_eq!(run(vec![Bytes::from(preamble)]).1, Some(IntakeError::HeaderTooLong));
+        // No headers at all: the parser wants a blank line after the
+        // delimiter line, so a bare `--B CRLF CRLF` and data is still a header.
+        let headerless = [b"--XyZ123\r\n\r\n".to_vec(), vec![b'a'; 100_000]].concat();
+        assert_eq!(run(vec![Bytes::from(headerless)]).1, Some(IntakeError::HeaderTooLong));
+        let padded = [b"--XyZ123 \t \r\n".to_vec(), vec![b'a'; 100_000]].concat();
+        assert_eq!(run(vec![Bytes::from(padded)]).1, Some(IntakeError::HeaderTooLong));
+        let padding_bomb = [b"--XyZ123".to_vec(), vec![b' '; 100_000]].concat();
+        assert_eq!(run(vec![Bytes::from(padding_bomb)]).1, Some(IntakeError::HeaderTooLong));
         // A file whose bytes look like a delimiter without a following header
         // end is data until the real delimiter.
         let tricky = form(b"\r\n--XyZ12\r\n--XyZ1\r\n-");
@@ -256,9 +293,9 @@ mod tests {
         /// before more than the limit of it has been passed on to the parser
         /// (plus the one chunk that opened it).
         #[test]
-        fn header_bombs_are_refused_within_the_limit(extra in 1usize..50_000,
+        fn header_bombs_are_refused_within_the_limit(extra in 1usize..50_000, opening in 0usize..3,
                                                      cuts in proptest::collection::vec(any::<usize>(), 0..40)) {
-            let body = header_bomb(MAX_PART_HEADER_BYTES + extra);
+            let body = header_bomb(MAX_PART_HEADER_BYTES + extra, opening);
             let (passed, error) = run(split(&body, &cuts));
             prop_assert_eq!(error, Some(IntakeError::HeaderTooLong));
             prop_assert!(passed <= MAX_PART_HEADER_BYTES + BOUNDARY.len() + 4, "passed on {} bytes", passed);

@@ -160,7 +160,7 @@ pub(super) async fn process(
                 Ok(FailOutcome::Failed) => {
                     crate::metrics::job_failed(class);
                     tracing::error!(lecture = %id, job = %id, attempt = claim.attempt, class, error = %message, "job failed");
-                    if let Err(e) = ctx.lectures.record_failure(&id, &message).await {
+                    if let Err(e) = ctx.lectures.record_failure(&id, &message, false).await {
                         tracing::warn!(job = %id, error = %e, "could not store the failure on the lecture");
                     }
                 }

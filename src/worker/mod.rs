@@ -187,7 +187,10 @@ pub async fn reconcile(ctx: &WorkerContext) -> Result<usize, String> {
             } else {
                 "failed"
             });
-            ctx.lectures.record_failure(&job.id, reason).await.map_err(|e| e.to_string())?;
+            ctx.lectures
+                .record_failure(&job.id, reason, job.state == JobState::Cancelled)
+                .await
+                .map_err(|e| e.to_string())?;
             tracing::info!(lecture = %job.id, reason, "recorded the job's failure on its lecture");
         }
         let live: std::collections::HashSet<&str> = jobs.iter().map(|j| j.id.as_str()).collect();

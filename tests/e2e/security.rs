@@ -208,6 +208,17 @@ async fn a_public_address_without_keys_is_refused_unless_no_auth_is_explicit() {
     let mut stderr = String::new();
     refused.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
     assert!(stderr.contains("vidpipe keys create") && stderr.contains("--no-auth"), "{stderr}");
+    // On loopback, but behind a proxy (the README's setup): just as exposed.
+    for proxied in [&["--trust-forwarded-for"][..], &["--public-base-url", "https://video.example.com"]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vidpipe"))
+            .args(["api", "--listen", &format!("127.0.0.1:{port}")])
+            .args(proxied)
+            .env("VIDPIPE_DATA_DIR", data)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{proxied:?} started without keys");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("proxy"), "{}", String::from_utf8_lossy(&out.stderr));
+    }
 
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
@@ -425,6 +436,8 @@ async fn rate_limits_count_per_client_and_say_when_to_come_back() {
     let app = spawn_app_with(|c| {
         c.limits.upload_rate = Some(vidpipe::config::RateLimit { count: 2, per: Duration::from_secs(3600) });
         c.access.trust_forwarded_for = true;
+        // Behind a proxy vidpipe wants keys; this test is about rates.
+        c.access.no_auth = true;
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
