@@ -267,23 +267,39 @@ pub async fn list_and_clean(q: Arc<dyn Queue>) {
     let by_id = |id: &str| claims.iter().find(|c| c.job_id == id).unwrap().clone();
     assert!(q.complete(&by_id("a")).await.unwrap());
     assert_eq!(q.fail(&by_id("b"), "w", "bad", false).await.unwrap(), FailOutcome::Failed);
-    for id in ["c", "urgent"] {
+    // Handed back urgent first: the most recently changed is `c`, but the
+    // list follows the claim order.
+    for id in ["urgent", "c"] {
         q.release(&by_id(id)).await.unwrap();
     }
     let ids = |jobs: Vec<vidpipe::queue::JobRecord>| jobs.into_iter().map(|j| j.id).collect::<Vec<_>>();
     assert_eq!(ids(q.list(JobState::Completed, 10, 0).await.unwrap()), ["a"]);
     assert_eq!(ids(q.list(JobState::Failed, 10, 0).await.unwrap()), ["b"]);
-    let mut waiting = ids(q.list(JobState::Waiting, 10, 0).await.unwrap());
-    waiting.sort();
-    assert_eq!(waiting, ["c", "urgent"]);
-    assert_eq!(q.list(JobState::Waiting, 10, 1).await.unwrap().len(), 1, "paging");
+    // Waiting: in the order they will be claimed; the page after the first.
+    assert_eq!(ids(q.list(JobState::Waiting, 10, 0).await.unwrap()), ["urgent", "c"]);
+    assert_eq!(ids(q.list(JobState::Waiting, 10, 1).await.unwrap()), ["c"], "paging");
+    assert_eq!(ids(q.list(JobState::Waiting, 1, 0).await.unwrap()), ["urgent"], "limit");
+    // Finished: the most recent first, whatever the ids.
+    for id in ["e", "d"] {
+        q.enqueue(id, &opts(-2000, 1)).await.unwrap();
+    }
+    for id in ["e", "d"] {
+        let claim = q.claim("w", LEASE).await.unwrap().unwrap();
+        assert_eq!(claim.job_id, id);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(q.fail(&claim, "w", "bad", false).await.unwrap(), FailOutcome::Failed);
+    }
+    assert_eq!(ids(q.list(JobState::Failed, 10, 0).await.unwrap()), ["d", "e", "b"]);
+    assert_eq!(ids(q.list(JobState::Failed, 2, 1).await.unwrap()), ["e", "b"]);
 
     let an_hour_ago = now_ms() - 3_600_000;
     assert!(q.clean(JobState::Completed, an_hour_ago).await.unwrap().is_empty(), "recent jobs stay");
     let soon = now_ms() + 1_000;
     assert_eq!(q.clean(JobState::Completed, soon).await.unwrap(), ["a"]);
     assert!(q.get("a").await.unwrap().is_none());
-    assert_eq!(q.clean(JobState::Failed, soon).await.unwrap(), ["b"]);
+    let mut cleaned = q.clean(JobState::Failed, soon).await.unwrap();
+    cleaned.sort();
+    assert_eq!(cleaned, ["b", "d", "e"]);
     let far_future = now_ms() + 10_000_000_000_000_000;
     for state in [JobState::Waiting, JobState::Active, JobState::Delayed] {
         assert!(q.clean(state, far_future).await.unwrap().is_empty(), "unfinished jobs are never cleaned");

@@ -169,7 +169,10 @@ pub trait Queue: Send + Sync + 'static {
 
     async fn is_paused(&self) -> Result<bool, QueueError>;
 
-    /// Jobs in `state`, most recently changed first.
+    /// Jobs in `state`: waiting ones in the order they will be claimed
+    /// (priority, then first in), delayed ones by due time, active ones by
+    /// lease expiry, finished ones most recently finished first. Ties go by
+    /// id (descending for finished jobs).
     async fn list(&self, state: JobState, limit: u32, offset: u64) -> Result<Vec<JobRecord>, QueueError>;
 
     /// Removes jobs in a final `state` that finished before `before_ms`;

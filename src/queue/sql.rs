@@ -406,8 +406,14 @@ impl Queue for SqlQueue {
     }
 
     async fn list(&self, state: JobState, limit: u32, offset: u64) -> Result<Vec<JobRecord>, QueueError> {
+        let order = match state {
+            JobState::Waiting => "priority, seq, id",
+            JobState::Delayed => "run_at, id",
+            JobState::Active => "lease_until, id",
+            JobState::Completed | JobState::Failed | JobState::Cancelled => "finished_at DESC, id DESC",
+        };
         let rows = sqlx::query(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE state = $1 ORDER BY updated_at DESC, id LIMIT $2 OFFSET $3"
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE state = $1 ORDER BY {order} LIMIT $2 OFFSET $3"
         ))
         .bind(state.as_str())
         .bind(limit as i64)
