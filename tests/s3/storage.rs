@@ -109,7 +109,8 @@ async fn the_start_up_check_says_what_is_wrong() {
     let started = Instant::now();
     let e = S3Storage::new(down.config(""), "").unwrap().check().await.unwrap_err().to_string();
     assert!(e.contains("unreachable") && e.contains("AWS_ENDPOINT_URL") && e.contains(&down.endpoint()), "{e}");
-    assert!(started.elapsed() < Duration::from_secs(20), "the check answers fast: {:?}", started.elapsed());
+    // The check's requests time out after 3 s; 2 s more is this 2-core machine's allowance.
+    assert!(started.elapsed() < Duration::from_secs(5), "the check answers fast: {:?}", started.elapsed());
 }
 
 #[tokio::test]
@@ -120,7 +121,9 @@ async fn an_unreachable_store_fails_after_the_retry_budget_naming_endpoint_and_e
     let started = Instant::now();
     let e = storage.put_bytes("L/a/master.m3u8", b"x".to_vec()).await.unwrap_err().to_string();
     let took = started.elapsed();
-    assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(15), "bounded by the budget: {took:?}");
+    // It retries for a while (over 1 s), and gives up before a retry would
+    // overrun the 2 s budget: 2 s, with 1.5 s allowance.
+    assert!(took >= Duration::from_secs(1) && took < Duration::from_millis(3500), "bounded by the budget: {took:?}");
     assert!(e.contains(&server.endpoint()) && e.contains("L/a/master.m3u8") && e.contains("attempt"), "{e}");
     eprintln!("error after {took:?}: {e}");
 }
