@@ -54,6 +54,18 @@ async fn objects_carry_their_content_type_and_large_files_go_up_in_parts() {
     );
     let (ct, cc, len) = served_headers(&storage, "L/a/240p/seg_00001.ts").await;
     assert_eq!((ct.as_str(), len), ("video/mp2t", large_bytes.len()), "multipart object");
+    // A multipart upload's ETag is `<md5 of the part md5s>-<parts>`; a
+    // single PUT's is the plain md5.
+    let etag = |key: &'static str| {
+        let storage = &storage;
+        async move {
+            let url = storage.presigned_url(key).await.unwrap().unwrap();
+            let response = reqwest::get(&url).await.unwrap();
+            response.headers()["etag"].to_str().unwrap().trim_matches('"').to_string()
+        }
+    };
+    assert!(etag("L/a/240p/seg_00001.ts").await.ends_with("-2"), "two parts");
+    assert!(!etag("L/a/240p/seg_00000.ts").await.contains('-'), "one PUT");
     assert!(cc.contains("immutable"), "segments cache long: {cc}");
     assert_eq!(storage.get_bytes("L/a/240p/seg_00001.ts").await.unwrap(), large_bytes, "parts joined in order");
     let (ct, cc, _) = served_headers(&storage, "L/a/240p/seg_00000.ts").await;
