@@ -232,7 +232,8 @@ async fn aac_from_mpeg_ts_is_copied_and_opus_from_matroska_is_encoded() {
     let ts_audio_bps: u64 =
         probed.lines().next().unwrap_or_default().trim().parse().expect("the TS source's audio bitrate");
     let mut bandwidths = Vec::new();
-    for source in [ts, mkv] {
+    let mut hashes = Vec::new();
+    for source in [&ts, &mkv] {
         let expect = Expect {
             renditions: &[("240p", 426, 240), ("360p", 640, 360)],
             source: (640, 360),
@@ -240,12 +241,34 @@ async fn aac_from_mpeg_ts_is_copied_and_opus_from_matroska_is_encoded() {
             audio: true,
             frame_rate: "30.000",
         };
-        let doc = upload_and_check(&app, &source, expect).await;
-        bandwidths.push(doc["renditions"][0]["bandwidth"].as_u64().unwrap());
+        let doc = upload_and_check(&app, source, expect).await;
+        // BANDWIDTH as players read it: from the published master playlist.
+        let link = doc["videoLink"].as_str().unwrap();
+        let master = reqwest::get(link).await.unwrap().text().await.unwrap();
+        let (attrs, uri) = variants(&master).into_iter().find(|(a, _)| a.contains("RESOLUTION=426x240")).unwrap();
+        let bandwidth: u64 = attrs.split(',').find_map(|a| a.strip_prefix("BANDWIDTH=")).unwrap().parse().unwrap();
+        bandwidths.push(bandwidth);
+        hashes.push(audio_hash(&format!("{}{uri}", link.trim_end_matches("master.m3u8")), false).await);
     }
     // BANDWIDTH is (peak video + audio) x 1.1: the source's own audio rate
     // when copied, 96 kbit/s when encoded for 240p.
     let bandwidth = |audio_bps: u64| ((800_000 + audio_bps) as f64 * 1.1) as u64;
-    assert_eq!(bandwidths[0], bandwidth(ts_audio_bps), "the TS source's AAC was copied at its own rate");
+    assert_eq!(bandwidths[0], bandwidth(ts_audio_bps), "the TS source's AAC counted at its own rate");
     assert_eq!(bandwidths[1], bandwidth(96_000), "Opus was encoded at 96 kbit/s");
+    // Copied means the very same AAC packets (the TS's ADTS headers aside).
+    assert_eq!(hashes[0], audio_hash(&ts.display().to_string(), true).await, "the TS source's AAC was copied");
+    assert_ne!(hashes[1], audio_hash(&mkv.display().to_string(), false).await, "Opus was re-encoded");
+}
+
+/// A hash of the first audio stream's packets (their bytes, not their
+/// timestamps); `adts`: strip ADTS headers first, as the copy into fMP4 does.
+async fn audio_hash(input: &str, adts: bool) -> String {
+    let mut cmd = tokio::process::Command::new("ffmpeg");
+    cmd.args(["-v", "error", "-i", input, "-map", "0:a:0", "-c", "copy"]);
+    if adts {
+        cmd.args(["-bsf:a", "aac_adtstoasc"]);
+    }
+    let out = cmd.args(["-f", "hash", "-hash", "md5", "-"]).output().await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
