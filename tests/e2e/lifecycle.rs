@@ -168,4 +168,23 @@ async fn the_transcode_command_writes_the_same_layout_without_a_server() {
         assert!((probed.duration - 3.0).abs() < 0.6);
     }
     assert!(out.join("thumbnail.jpg").exists());
+
+    // The same layout, file for file, as a lecture the server published.
+    let app = spawn_app().await;
+    let id = app.upload_ok(&clip).await;
+    let doc = app.wait_for(&id, "completed", Duration::from_secs(60)).await;
+    let published = app.data_dir.path().join("media").join(&id);
+    let attempt = std::fs::read_dir(&published).unwrap().flatten().next().unwrap().path();
+    assert!(doc["videoLink"].as_str().unwrap().contains(&attempt.file_name().unwrap().to_string_lossy().to_string()));
+    let layout = |root: &std::path::Path| {
+        let mut files: Vec<String> =
+            files_under(root).iter().map(|f| f.strip_prefix(root).unwrap().display().to_string()).collect();
+        files.sort();
+        files
+    };
+    assert_eq!(layout(&out), layout(&attempt));
+    for playlist in ["master.m3u8", "240p/index.m3u8", "360p/index.m3u8"] {
+        let (a, b) = (std::fs::read_to_string(out.join(playlist)), std::fs::read_to_string(attempt.join(playlist)));
+        assert_eq!(a.unwrap(), b.unwrap(), "{playlist}");
+    }
 }
