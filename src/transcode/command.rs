@@ -282,9 +282,25 @@ mod tests {
         assert!(args.contains("-map [v0] -map 0:1 -map [v1] -map 0:1 -map [v2] -map 0:1"), "{args}");
         assert!(args.contains("-preset veryfast -tune ssim"), "{args}");
         assert!(args.contains("-force_key_frames expr:gte(t,n_forced*2)"), "{args}");
-        assert!(args.contains("-crf:v:0 7 -maxrate:v:0 800000 -bufsize:v:0 1600000 -level:v:0 3.0 -x264-params:v:0 aq-strength=0.8:trellis=1 -b:a:0 96000"), "{args}");
-        assert!(args.contains("-crf:v:1 10 -maxrate:v:1 1400000"), "{args}");
-        assert!(args.contains("-crf:v:2 16 -maxrate:v:2 2800000 -bufsize:v:2 5600000 -level:v:2 3.1 -x264-params:v:2 aq-strength=0.8:me=dia:rc-lookahead=5 -b:a:2 128000"), "{args}");
+        // Each rung's rate control as documented: its plan's CRF, the peak as
+        // maxrate, a VBV buffer of twice the peak, its level; trellis up to
+        // 640x360, the cheap motion search above; 96 kbit/s audio below 720p.
+        for (i, r) in plan.renditions.iter().enumerate() {
+            let x264 = if r.width() * r.height() <= 640 * 360 {
+                "aq-strength=0.8:trellis=1"
+            } else {
+                "aq-strength=0.8:me=dia:rc-lookahead=5"
+            };
+            let audio = if r.height() < 720 { 96_000 } else { 128_000 };
+            let expected = format!(
+                "-crf:v:{i} {} -maxrate:v:{i} {peak} -bufsize:v:{i} {} -level:v:{i} {} -x264-params:v:{i} {x264} -b:a:{i} {audio}",
+                r.crf(),
+                2 * r.peak_video_bps(),
+                r.level().as_option(),
+                peak = r.peak_video_bps(),
+            );
+            assert!(args.contains(&expected), "{expected}\n{args}");
+        }
         assert!(args.contains("-c:a aac -ac 2 -ar 48000"), "HE-AAC is re-encoded: {args}");
         assert!(
             args.contains(

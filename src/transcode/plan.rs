@@ -406,12 +406,45 @@ mod tests {
             assert!(r.codecs().ends_with(",mp4a.40.2"));
         }
         assert_eq!(plan.renditions[2].level(), H264Level(31));
-        let rates: Vec<(u8, u32)> = plan.renditions.iter().map(|r| (r.crf(), r.peak_video_bps() / 1000)).collect();
-        assert_eq!(rates, [(7, 800), (10, 1400), (16, 2800)], "CRF and peak kbit/s per rung");
-        let full_hd = Plan::new(&media(1920, 1080, true), &"1080".parse().unwrap());
-        assert_eq!((full_hd.renditions[0].crf(), full_hd.renditions[0].peak_video_bps() / 1000), (20, 4200));
-        let tiny = Plan::new(&media(1920, 1080, true), &"144".parse().unwrap());
-        assert_eq!((tiny.renditions[0].crf(), tiny.renditions[0].peak_video_bps() / 1000), (5, 396));
+        // The documented rule, computed here on its own: the old design's
+        // rates (at 426x240, 640x360, 1280x720, 30 fps) as bits per pixel,
+        // straight lines in log-log space through them and beyond; CRF 16 at
+        // 720p, 9.5 less per tripling of the short side, within 5..=23.
+        let anchors = [
+            (240.0f64, 800e3 / (426.0 * 240.0 * 30.0)),
+            (360.0, 1400e3 / (640.0 * 360.0 * 30.0)),
+            (720.0, 2800e3 / (1280.0 * 720.0 * 30.0)),
+        ];
+        let bpp = |short: f64| -> f64 {
+            let (a, b): ((f64, f64), (f64, f64)) =
+                if short <= 360.0 { (anchors[0], anchors[1]) } else { (anchors[1], anchors[2]) };
+            let slope = (b.1 / a.1).ln() / (b.0 / a.0).ln();
+            a.1 * (short / a.0).powf(slope)
+        };
+        let crf = |short: f64| (16.0 - 9.5 * (720.0 / short).ln() / 3f64.ln()).clamp(5.0, 23.0).round() as u8;
+        for (ladder, width, height) in [("240,360,720", 0, 0), ("1080", 1920, 1080), ("144", 256, 144)] {
+            let plan = Plan::new(&media(1920, 1080, true), &ladder.parse().unwrap());
+            for r in &plan.renditions {
+                assert!(
+                    width == 0 || (r.width(), r.height()) == (width, height),
+                    "{ladder}: {}x{}",
+                    r.width(),
+                    r.height()
+                );
+                let short = r.width().min(r.height()) as f64;
+                let expected = bpp(short) * (r.width() * r.height()) as f64 * 30.0;
+                let peak = r.peak_video_bps() as f64;
+                assert!(
+                    (peak - expected).abs() <= expected * 0.005 + 1000.0,
+                    "{}: peak {peak}, rule {expected:.0}",
+                    r.name()
+                );
+                assert_eq!(r.crf(), crf(short), "{}", r.name());
+            }
+        }
+        // At the old design's own rungs the caps are its rates.
+        let kbps: Vec<u32> = plan.renditions.iter().map(|r| r.peak_video_bps() / 1000).collect();
+        assert_eq!(kbps, [800, 1400, 2800]);
         assert_eq!(plan.renditions[2].codecs(), "avc1.64001f,mp4a.40.2");
         let silent = Plan::new(&media(1920, 1080, false), &Ladder::default());
         assert!(silent.renditions.iter().all(|r| r.audio_bps().is_none() && !r.codecs().contains("mp4a")));
