@@ -58,19 +58,20 @@ pub async fn state_transitions(q: Arc<dyn Queue>) {
 }
 
 pub async fn retries_back_off_exponentially_then_fail(q: Arc<dyn Queue>) {
-    // Four attempts, three delays: base, 2 x base, 4 x base. Linear backoff
-    // would give 3 x base for the third, under its lower bound.
-    q.enqueue("a", &opts(0, 4)).await.unwrap();
+    // Five attempts, four delays: base, 2, 4 and 8 x base. With the +-20%
+    // jitter, linear backoff (4 x base at most 4.8) cannot reach the fourth's
+    // lower bound (6.4).
+    q.enqueue("a", &opts(0, 5)).await.unwrap();
     let mut last_delay = 0;
-    for attempt in 1..=4u32 {
-        let claim = claim_within(&*q, Duration::from_secs(10)).await.expect("claimable again after backoff");
+    for attempt in 1..=5u32 {
+        let claim = claim_within(&*q, Duration::from_secs(15)).await.expect("claimable again after backoff");
         assert_eq!(claim.attempt, attempt);
         let before = now_ms();
         let outcome = q.fail(&claim, "w", &format!("boom {attempt}"), true).await.unwrap();
         let after = now_ms();
         match outcome {
             FailOutcome::RetryAt(at) => {
-                assert!(attempt < 4);
+                assert!(attempt < 5);
                 let delay = at - before;
                 let nominal = BACKOFF.as_millis() as i64 * (1 << (attempt - 1));
                 // ±20% jitter, measured from somewhere inside the call.
@@ -83,17 +84,17 @@ pub async fn retries_back_off_exponentially_then_fail(q: Arc<dyn Queue>) {
                 assert_eq!(state(&*q, "a").await, JobState::Delayed);
                 assert!(q.claim("w", LEASE).await.unwrap().is_none(), "not before its time");
             }
-            FailOutcome::Failed => assert_eq!(attempt, 4),
+            FailOutcome::Failed => assert_eq!(attempt, 5),
             other => panic!("{other:?}"),
         }
     }
     let job = q.get("a").await.unwrap().unwrap();
-    assert_eq!((job.state, job.attempts), (JobState::Failed, 4));
+    assert_eq!((job.state, job.attempts), (JobState::Failed, 5));
     assert_eq!(
         job.errors.iter().map(|e| e.error.as_str()).collect::<Vec<_>>(),
-        ["boom 1", "boom 2", "boom 3", "boom 4"]
+        ["boom 1", "boom 2", "boom 3", "boom 4", "boom 5"]
     );
-    assert_eq!(job.last_error.as_deref(), Some("boom 4"));
+    assert_eq!(job.last_error.as_deref(), Some("boom 5"));
 }
 
 pub async fn permanent_failures_do_not_retry(q: Arc<dyn Queue>) {

@@ -66,8 +66,6 @@ async fn a_worker_killed_mid_transcode_loses_its_job_to_another_worker() {
     let env = [("VIDPIPE_LISTEN", format!("127.0.0.1:{port}")), ("VIDPIPE_LEASE", format!("{lease}s"))];
     let (_api, api, mut first, id, job) = api_and_worker_mid_job(data, &env).await;
     assert!(job["worker"].as_str().unwrap().ends_with(&format!(":{}", first.pid())), "{job}");
-    // The second worker starts only now, so the first one surely holds the job.
-    let second = Process::start("worker", data, &env);
     let orphan_dir = format!("-{}/", first.pid());
     let encoders = || {
         std::fs::read_dir("/proc")
@@ -87,6 +85,9 @@ async fn a_worker_killed_mid_transcode_loses_its_job_to_another_worker() {
     // Its ffmpeg dies with it, at once (PR_SET_PDEATHSIG), not when the
     // encode would have ended on its own.
     eventually("orphan ffmpeg gone", Duration::from_secs(2), || encoders() == 0).await;
+    // Only now the second worker starts: its clean-up of dead workers' files
+    // must not be what stops the orphan.
+    let second = Process::start("worker", data, &env);
 
     // The lease runs out, the next reap (each poll, 1 s) frees it, the next
     // claim takes it: lease + 4 s, with allowance for this machine.
