@@ -60,3 +60,14 @@ impl Database {
         Ok(Database { pool, dialect })
     }
 }
+
+/// A fresh SQLite database in a temporary directory, for unit tests; the
+/// directory (and the database) goes when the guard drops.
+#[cfg(test)]
+pub async fn scratch() -> (tempfile::TempDir, Database) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let db = Database::connect(&format!("sqlite://{}", dir.path().join("test.db").display()))
+        .await
+        .expect("a scratch SQLite database");
+    (dir, db)
+}

@@ -151,8 +151,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_holder_at_a_time_until_the_lease_ends() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Database::connect(&format!("sqlite://{}", dir.path().join("l.db").display())).await.unwrap();
+        let (_dir, db) = crate::db::scratch().await;
         let hold = Duration::from_millis(300);
         assert!(try_lock(&db, "chore", "a", hold).await.unwrap());
         assert!(!try_lock(&db, "chore", "b", hold).await.unwrap(), "b waits while a holds it");

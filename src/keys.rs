@@ -233,8 +233,7 @@ mod tests {
 
     #[tokio::test]
     async fn only_a_hash_is_stored_and_revocation_is_immediate() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Database::connect(&format!("sqlite://{}", dir.path().join("k.db").display())).await.unwrap();
+        let (_dir, db) = crate::db::scratch().await;
         let keys = ApiKeys::new(db.clone());
         assert!(!keys.any().await.unwrap());
         let name: KeyName = "uploader".parse().unwrap();

@@ -307,8 +307,7 @@ mod tests {
 
     #[tokio::test]
     async fn events_are_numbered_in_order_and_read_back_per_lecture() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Database::connect(&format!("sqlite://{}", dir.path().join("e.db").display())).await.unwrap();
+        let (_dir, db) = crate::db::scratch().await;
         let log = EventLog::new(db);
         assert_eq!(log.last_seq().await.unwrap(), 0);
         log.append(EventKind::Uploaded, Some("a"), serde_json::json!({"n": 1})).await.unwrap();
