@@ -352,9 +352,13 @@ async fn a_webhook_committed_before_a_kill_is_delivered_after_the_restart() {
     wait_until_up(&api.client, &api.base).await;
     let id = api.upload_ok(&clip(data, "v.mp4", "320x240", "30", 1, false)).await;
     api.wait_for(&id, "completed", Duration::from_secs(60)).await;
-    // Nobody listens: the completion is committed, its delivery pending.
-    let (_, pending, _) = cli_json(data, &["webhooks", "list", "--state", "pending"]);
-    assert!(pending.as_array().unwrap().iter().any(|d| d["kind"] == "lecture.completed"), "{pending}");
+    // Nobody listens: the completion is committed, its delivery pending
+    // (the dispatcher turns it into one within a poll or two).
+    eventually("the completion's delivery is pending", Duration::from_secs(10), || {
+        let (_, pending, _) = cli_json(data, &["webhooks", "list", "--state", "pending"]);
+        pending.as_array().is_some_and(|p| p.iter().any(|d| d["kind"] == "lecture.completed"))
+    })
+    .await;
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 
