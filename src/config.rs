@@ -453,6 +453,12 @@ pub struct StorageArgs {
     /// How long uploads of one file keep being retried while S3 fails, before the attempt fails (and is retried later).
     #[arg(long, env = "VIDPIPE_S3_RETRY_BUDGET", default_value = "2m", value_parser = parse_duration)]
     pub s3_retry_budget: Duration,
+
+    /// Web origins that may play from the bucket (comma separated, or `*`):
+    /// at start-up vidpipe puts a CORS rule for them on the bucket
+    /// (PutBucketCors; its other rules are kept). [default: leave the bucket's CORS alone]
+    #[arg(long = "s3-cors-origins", env = "VIDPIPE_S3_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_bucket_origin)]
+    pub s3_cors_origins: Vec<String>,
 }
 
 /// Where the ffmpeg binaries are.
@@ -852,31 +858,84 @@ impl StorageConfig {
             upload_concurrency: args.upload_concurrency as usize,
             retry_budget: args.s3_retry_budget,
             multipart_threshold: S3Config::DEFAULT_MULTIPART_THRESHOLD,
+            cors_origins: args.s3_cors_origins.clone(),
         })))
     }
 }
 
+/// What vidpipe asks of ffmpeg: the encoders, filters and muxer that
+/// `transcode::command` uses. Checked at start-up, so a wrong binary (or a
+/// build without libx264) is named then, not on the first upload.
+const NEEDED_ENCODERS: [&str; 3] = ["libx264", "aac", "mjpeg"];
+const NEEDED_FILTERS: [&str; 5] = ["scale", "setsar", "format", "split", "trim"];
+const NEEDED_MUXERS: [&str; 1] = ["hls"];
+
 impl Tools {
-    /// Runs `-version` on both binaries so a missing ffmpeg is found at
-    /// start-up, not on the first upload.
+    /// Checks that the two binaries run, are ffmpeg and ffprobe, and that
+    /// ffmpeg has everything the transcode uses. Each error names the
+    /// binary, what is wrong with it and the variable that points at it.
     pub fn check(args: &ToolArgs) -> Result<Tools, ConfigError> {
-        for (path, var) in [(&args.ffmpeg, "VIDPIPE_FFMPEG"), (&args.ffprobe, "VIDPIPE_FFPROBE")] {
-            let ran = std::process::Command::new(path)
-                .env_clear()
-                .envs(std::env::var_os("PATH").map(|p| ("PATH", p)))
-                .arg("-version")
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status();
-            if !matches!(ran, Ok(status) if status.success()) {
+        let ffmpeg_version = tool_version(&args.ffmpeg, "ffmpeg", "VIDPIPE_FFMPEG")?;
+        tool_version(&args.ffprobe, "ffprobe", "VIDPIPE_FFPROBE")?;
+        for (what, flag, needed) in [
+            ("encoder", "-encoders", &NEEDED_ENCODERS[..]),
+            ("filter", "-filters", &NEEDED_FILTERS[..]),
+            ("muxer", "-muxers", &NEEDED_MUXERS[..]),
+        ] {
+            let listed = run_tool(&args.ffmpeg, flag).unwrap_or_default();
+            let missing: Vec<&str> = needed.iter().copied().filter(|name| !lists(&listed, name)).collect();
+            if !missing.is_empty() {
                 return Err(ConfigError(format!(
-                    "`{}` could not be run. Install ffmpeg (Debian/Ubuntu: `apt-get install -y ffmpeg`, macOS: `brew install ffmpeg`) or point {var} at the binary",
-                    path.display()
+                    "`{}` ({ffmpeg_version}) lacks the {what}(s) {}: install a full ffmpeg build (Debian/Ubuntu: `apt-get install -y ffmpeg`) or point VIDPIPE_FFMPEG at one",
+                    args.ffmpeg.display(),
+                    missing.join(", ")
                 )));
             }
         }
         Ok(Tools { ffmpeg: args.ffmpeg.clone(), ffprobe: args.ffprobe.clone() })
     }
+}
+
+/// The binary's stdout for `flag`, when it ran and succeeded. The child sees
+/// only PATH, like every ffmpeg vidpipe starts.
+fn run_tool(path: &std::path::Path, flag: &str) -> Option<String> {
+    let out = std::process::Command::new(path)
+        .env_clear()
+        .envs(std::env::var_os("PATH").map(|p| ("PATH", p)))
+        .args(["-hide_banner", flag])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `ffmpeg version 5.1.8-0+deb12u1` from `-version`, or an error that says
+/// the binary did not run, or is not `name`.
+fn tool_version(path: &std::path::Path, name: &str, var: &str) -> Result<String, ConfigError> {
+    let Some(out) = run_tool(path, "-version") else {
+        return Err(ConfigError(format!(
+            "`{}` could not be run. Install ffmpeg (Debian/Ubuntu: `apt-get install -y ffmpeg`, macOS: `brew install ffmpeg`) or point {var} at the binary",
+            path.display()
+        )));
+    };
+    let first = out.lines().next().unwrap_or_default().trim();
+    let version = first.split(' ').take(3).collect::<Vec<_>>().join(" ");
+    if !first.starts_with(&format!("{name} version ")) {
+        let shown: String = first.chars().take(60).collect();
+        return Err(ConfigError(format!(
+            "`{}` is not {name}: `{} -version` printed `{shown}`, not `{name} version ...`. Point {var} at {name}",
+            path.display(),
+            path.display()
+        )));
+    }
+    Ok(version)
+}
+
+/// Whether an `-encoders`/`-filters`/`-muxers` listing has `name`: each
+/// entry is a line of flags, then the name, then a description.
+fn lists(listing: &str, name: &str) -> bool {
+    listing.lines().any(|line| line.split_whitespace().nth(1) == Some(name))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -944,6 +1003,14 @@ fn parse_origin(s: &str) -> Result<String, String> {
         Some(host) if !host.is_empty() && !host.contains('/') => Ok(s.to_ascii_lowercase()),
         _ => Err(format!("`{s}` is not an origin; write it as https://app.example.com (scheme, host, optional port)")),
     }
+}
+
+/// An origin, or `*` for any.
+fn parse_bucket_origin(s: &str) -> Result<String, String> {
+    if s.trim() == "*" {
+        return Ok("*".into());
+    }
+    parse_origin(s).map_err(|e| format!("{e}, or `*`"))
 }
 
 fn parse_webhook_url(s: &str) -> Result<String, String> {
@@ -1035,6 +1102,7 @@ mod tests {
             signed_url_ttl: None,
             upload_concurrency: 8,
             s3_retry_budget: Duration::from_secs(120),
+            s3_cors_origins: Vec::new(),
         };
         adjust(&mut args);
         StorageConfig::from_args(&args, None)
@@ -1073,6 +1141,26 @@ mod tests {
             .unwrap_err()
             .0
             .contains("needs S3"));
+    }
+
+    #[test]
+    fn a_binary_that_is_not_ffmpeg_or_lacks_an_encoder_is_named() {
+        let ffprobe = PathBuf::from("ffprobe");
+        let err = Tools::check(&ToolArgs { ffmpeg: "/bin/true".into(), ffprobe: ffprobe.clone() }).unwrap_err();
+        assert!(err.0.contains("`/bin/true` is not ffmpeg") && err.0.contains("VIDPIPE_FFMPEG"), "{err}");
+        let err = Tools::check(&ToolArgs { ffmpeg: "ffmpeg".into(), ffprobe: "/bin/true".into() }).unwrap_err();
+        assert!(err.0.contains("is not ffprobe") && err.0.contains("VIDPIPE_FFPROBE"), "{err}");
+
+        // A real ffmpeg whose build lacks libx264 and the split filter.
+        let dir = tempfile::tempdir().unwrap();
+        let lacking = dir.path().join("ffmpeg-lacking");
+        std::fs::write(&lacking, "#!/bin/sh\nffmpeg \"$@\" | grep -v -e ' libx264 ' -e ' split '\n").unwrap();
+        std::fs::set_permissions(&lacking, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let err = Tools::check(&ToolArgs { ffmpeg: lacking.clone(), ffprobe: ffprobe.clone() }).unwrap_err();
+        assert!(err.0.contains("lacks the encoder(s) libx264:") && err.0.contains("ffmpeg version"), "{err}");
+
+        let tools = Tools::check(&ToolArgs { ffmpeg: "ffmpeg".into(), ffprobe }).expect("Debian's ffmpeg has it all");
+        assert_eq!(tools.ffmpeg, PathBuf::from("ffmpeg"));
     }
 
     #[test]

@@ -396,6 +396,13 @@ pub async fn doctor(json_out: bool, args: ServiceArgs) -> Result<(), String> {
                     }
                     .await;
                     results.push(("storage", stored.map(|_| "write and delete ok".to_string())));
+                    if let crate::config::StorageConfig::S3(s3) = &config.storage {
+                        let playback = match crate::publish::S3Storage::new(s3.as_ref().clone(), &base) {
+                            Ok(s3) => startup::bucket_playback(&config, &s3).await,
+                            Err(e) => Err(e.to_string()),
+                        };
+                        results.push(("browser playback", playback));
+                    }
                 }
             }
             results.push(("transcode", tiny_transcode(&config).await));

@@ -99,10 +99,50 @@ pub async fn storage(config: &Config, public_base_url: &str, check: bool) -> Res
             if check {
                 s3.check().await.map_err(|e| StartupError::Storage(e.to_string()))?;
                 tracing::info!(endpoint = %s3.config().endpoint_display(), bucket = %s3.config().bucket, "publishing to S3");
+                // A bucket browsers cannot play from is a warning, not a
+                // refusal to start: native apps and ffmpeg need no CORS.
+                match bucket_playback(config, &s3).await {
+                    Ok(line) => tracing::info!("{line}"),
+                    Err(line) => tracing::warn!("{line}"),
+                }
             }
             Ok(Arc::new(s3))
         }
     }
+}
+
+/// Puts the CORS rule on the bucket when `VIDPIPE_S3_CORS_ORIGINS` asks
+/// for one, then checks that a browser on the configured origin can fetch
+/// from the bucket. `Err` is one line saying what stops browsers and the fix.
+pub async fn bucket_playback(config: &Config, s3: &S3Storage) -> Result<String, String> {
+    use crate::publish::bucket_cors::{self, Applied};
+    let wanted = &s3.config().cors_origins;
+    let mut notes = Vec::new();
+    if !wanted.is_empty() {
+        match bucket_cors::apply(s3, wanted).await {
+            Ok(Applied::Set) => {
+                notes.push(format!("CORS rule `{}` set for {}", bucket_cors::RULE_ID, wanted.join(", ")))
+            }
+            Ok(Applied::Unsupported(why)) | Err(why) => {
+                notes.push(format!("VIDPIPE_S3_CORS_ORIGINS not applied: {why}"))
+            }
+        }
+    }
+    // The origin a real page would send: one the bucket rule names, else
+    // one the API allows, else any (a `*` rule allows it).
+    let origin = wanted
+        .iter()
+        .chain(&config.access.cors_origins)
+        .find(|o| o.as_str() != "*")
+        .map_or(bucket_cors::DEFAULT_CHECK_ORIGIN, String::as_str);
+    let checked = bucket_cors::check(s3, origin).await;
+    let verdict = match &checked {
+        Ok(()) => format!("browsers on {origin} can play from the bucket"),
+        Err(problem) => problem.to_string(),
+    };
+    notes.push(verdict);
+    let line = notes.join("; ");
+    checked.map(|_| line.clone()).map_err(|_| line)
 }
 
 pub struct Application {

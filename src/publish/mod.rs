@@ -3,8 +3,9 @@
 //! ffmpeg lists a segment in its (EVENT) media playlist only once the segment
 //! is complete, so the [`Publisher`] ships every listed segment as soon as it
 //! appears and the upload overlaps the encode. After the segments a playlist
-//! lists are stored, the playlist itself is published as it is (EVENT, no
-//! ENDLIST), and once every rendition has one, the master: from then on the
+//! lists are stored, the playlist itself is published (EVENT, no ENDLIST,
+//! with `EXT-X-START` so players begin at 0, not at the "live" edge), and
+//! once every rendition has one, the master: from then on the
 //! video plays while it is still being encoded, and a player that starts
 //! early keeps reloading the playlists to the end. At the end the media
 //! playlists are rewritten to VOD (with ENDLIST) and the thumbnail published.
@@ -18,6 +19,7 @@
 //! Two backends implement [`Storage`]: [`LocalStorage`] (the default, served
 //! by the API at `/media`) and [`S3Storage`] (any S3-compatible store).
 
+pub mod bucket_cors;
 pub mod local;
 pub mod s3;
 
@@ -191,7 +193,7 @@ impl Publisher {
                 continue;
             }
             let key = format!("{}/{name}/{MEDIA_PLAYLIST}", self.prefix);
-            self.storage.put_bytes(&key, text.clone().into_bytes()).await?;
+            self.storage.put_bytes(&key, playlist::for_players(&text).into_bytes()).await?;
             self.playlists.insert(name, text);
         }
         if self.master_published || !plan.renditions.iter().all(|r| self.playlists.contains_key(r.name())) {

@@ -74,6 +74,9 @@ pub struct S3Config {
     pub retry_budget: Duration,
     /// Files larger than this are uploaded in parts.
     pub multipart_threshold: u64,
+    /// `VIDPIPE_S3_CORS_ORIGINS`: origins to allow on the bucket with a
+    /// CORS rule put at start-up; empty: leave the bucket's CORS alone.
+    pub cors_origins: Vec<String>,
 }
 
 impl fmt::Debug for S3Config {
@@ -216,7 +219,7 @@ fn one_line(s: &str) -> String {
 }
 
 /// The `<Code>` of an S3 error body, such as `SignatureDoesNotMatch`.
-fn s3_code(message: &str) -> Option<&str> {
+pub(super) fn s3_code(message: &str) -> Option<&str> {
     xml_field(message, "Code")
 }
 
@@ -428,6 +431,48 @@ impl S3Storage {
         Err(StorageError::Remote(line))
     }
 
+    /// Writes a small object at `key` (under the bucket prefix), for checks.
+    pub(super) async fn put_probe(&self, key: &str) -> Result<(), String> {
+        let payload = PutPayload::from_static(b"vidpipe check");
+        let options = PutOptions { attributes: Self::attributes("probe.txt"), ..Default::default() };
+        self.probe.put_opts(&self.path(key), payload, options).await.map(|_| ()).map_err(|e| describe(&e))
+    }
+
+    pub(super) async fn delete_probe(&self, key: &str) -> Result<(), String> {
+        self.probe.delete(&self.path(key)).await.map_err(|e| describe(&e))
+    }
+
+    /// The URL a player fetches `key` from: presigned in signed mode, else
+    /// the public link.
+    pub(super) async fn player_url(&self, key: &str) -> Result<String, StorageError> {
+        match &self.links {
+            Links::Public(base) => Ok(format!("{base}/{}", self.path(key))),
+            Links::Signed { .. } => Ok(self.presigned_url(key).await?.unwrap_or_default()),
+        }
+    }
+
+    /// A signed request on the bucket itself (`?<subresource>`, such as
+    /// `cors`): `(status, body)`, or why there is no answer.
+    pub(super) async fn bucket_request(
+        &self,
+        method: reqwest::Method,
+        subresource: &str,
+        body: Vec<u8>,
+    ) -> Result<(u16, String), String> {
+        let config = &self.config;
+        let bucket_url = match (&config.endpoint, config.virtual_hosted_style) {
+            (Some(endpoint), false) => format!("{}/{}", endpoint.trim_end_matches('/'), config.bucket),
+            (Some(endpoint), true) => endpoint.trim_end_matches('/').to_string(),
+            (None, _) => format!("https://{}.s3.{}.amazonaws.com", config.bucket, config.region),
+        };
+        let url = format!("{bucket_url}/?{subresource}");
+        let request = super::bucket_cors::sign(self.probe.credentials(), &config.region, method, &url, body).await?;
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().map_err(|e| e.to_string())?;
+        let response = client.execute(request).await.map_err(|e| format!("{url}: {e}"))?;
+        let status = response.status().as_u16();
+        Ok((status, response.text().await.unwrap_or_default()))
+    }
+
     /// Whether a TCP connection to the endpoint can be opened at all.
     async fn reachable(&self) -> Result<(), String> {
         let endpoint = self.config.endpoint_display();
@@ -551,6 +596,7 @@ mod tests {
             upload_concurrency: 8,
             retry_budget: Duration::from_secs(5),
             multipart_threshold: S3Config::DEFAULT_MULTIPART_THRESHOLD,
+            cors_origins: Vec::new(),
         }
     }
 

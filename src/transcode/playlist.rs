@@ -60,7 +60,44 @@ fn line_uri(line: &str) -> Option<(&str, &str, &str)> {
     Some((&trimmed[..start], &trimmed[start..start + len], &trimmed[start + len..]))
 }
 
-/// An EVENT playlist as a finished VOD playlist (type VOD, with ENDLIST).
+/// Where every player starts: the beginning.
+///
+/// A lecture still processing has an EVENT playlist (no ENDLIST), which
+/// hls.js, Shaka Player and Safari treat as live: without this tag they
+/// start a few segments from the end, and a student who opens the lecture
+/// 30 s after it became playable misses its first 20 s. RFC 8216 §4.3.5.2:
+/// clients SHOULD start at `TIME-OFFSET`.
+///
+/// The offset is one millisecond, not 0, because Shaka Player (5.2,
+/// `player.js`) tests the parsed offset for truthiness and ignores 0; hls.js
+/// and Safari take any offset, and 1 ms lands in the first segment for
+/// all three. `PRECISE=YES` would make a player drop the samples before the
+/// offset, so it is left at its default (NO): the first frame is shown.
+pub const START_TAG: &str = "#EXT-X-START:TIME-OFFSET=0.001";
+
+/// A media playlist as players get it while it grows (EVENT): with
+/// [`START_TAG`] after the header, once.
+pub fn for_players(playlist: &str) -> String {
+    let mut out = String::with_capacity(playlist.len() + START_TAG.len() + 1);
+    let mut placed = playlist.lines().any(|l| l.starts_with("#EXT-X-START:"));
+    for line in playlist.lines() {
+        out.push_str(line);
+        out.push('\n');
+        // After the version, or the first line if there is no version tag.
+        let header_ends = line.starts_with("#EXT-X-VERSION:")
+            || (line.starts_with("#EXTM3U") && !playlist.contains("#EXT-X-VERSION:"));
+        if header_ends && !placed {
+            out.push_str(START_TAG);
+            out.push('\n');
+            placed = true;
+        }
+    }
+    out
+}
+
+/// An EVENT playlist as a finished VOD playlist (type VOD, with ENDLIST),
+/// still with [`START_TAG`], so a player reloading it at the switch keeps
+/// the same start rule.
 pub fn to_vod(playlist: &str) -> String {
     let mut out = String::with_capacity(playlist.len() + 32);
     let has_type = playlist.contains("#EXT-X-PLAYLIST-TYPE:");
@@ -78,7 +115,7 @@ pub fn to_vod(playlist: &str) -> String {
     if !playlist.contains("#EXT-X-ENDLIST") {
         out.push_str("#EXT-X-ENDLIST\n");
     }
-    out
+    for_players(&out)
 }
 
 /// The master playlist: every rendition with BANDWIDTH, RESOLUTION, CODECS
@@ -118,6 +155,22 @@ mod tests {
         assert!(vod.contains("#EXT-X-PLAYLIST-TYPE:VOD\n") && !vod.contains("EVENT"));
         assert!(vod.ends_with("seg_00001.m4s\n#EXT-X-ENDLIST\n"));
         assert_eq!(to_vod(&vod), vod, "idempotent");
+    }
+
+    #[test]
+    fn players_are_told_to_start_at_the_beginning_while_it_grows_and_after() {
+        let event = for_players(EVENT);
+        assert!(
+            event.starts_with(&format!("#EXTM3U\n#EXT-X-VERSION:7\n{START_TAG}\n#EXT-X-TARGETDURATION")),
+            "{event}"
+        );
+        assert_eq!(for_players(&event), event, "once");
+        assert_eq!(files(&event), files(EVENT), "no file added or lost");
+        let vod = to_vod(&event);
+        assert_eq!(vod.matches("#EXT-X-START:").count(), 1, "{vod}");
+        assert_eq!(to_vod(EVENT), vod, "the same VOD from a raw or a published EVENT playlist");
+        let bare = for_players("#EXTM3U\n#EXTINF:6,\na.ts\n");
+        assert_eq!(bare, format!("#EXTM3U\n{START_TAG}\n#EXTINF:6,\na.ts\n"));
     }
 
     #[test]

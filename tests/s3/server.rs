@@ -113,6 +113,7 @@ impl S3Server {
             upload_concurrency: 8,
             retry_budget: Duration::from_secs(30),
             multipart_threshold: S3Config::DEFAULT_MULTIPART_THRESHOLD,
+            cors_origins: Vec::new(),
         }
     }
 
