@@ -3,7 +3,11 @@
 // tests/e2e/players.rs runs it for every cell of its matrix and asserts on
 // the report; this script only watches and reports.
 //
-//   node players.mjs '{"master": URL, "player": "hls"|"shaka", "seek": true, "screenshot": PATH}'
+//   node players.mjs '{"master": URL, "player": "hls"|"shaka", "seek": true, "follow": SECONDS, "duration": D, "screenshot": PATH}'
+//
+// `seek`: seek to the middle and play from there. `follow`: after the checks,
+// keep playing up to SECONDS until the playlist turns VOD and the element has
+// the whole `duration`, then play on.
 //
 // The page comes from a server of this script on its own loopback port, so
 // every request the player makes to vidpipe or to the bucket is a real
@@ -59,7 +63,8 @@ function shakaAdapter() {
   return {
     load: async (url) => { await player.attach(video); await player.load(url); },
     heights: () => [...new Set(variants().map((t) => t.height))],
-    live: () => player.isLive(),
+    // An EVENT playlist is "in progress" for Shaka (finite, still growing), not "live".
+    live: () => player.isLive() || player.isInProgress(),
     switchToTop: () => {
       player.configure({ abr: { enabled: false } });
       const top = variants().at(-1);
@@ -95,9 +100,9 @@ const browser = await chromium.launch({
 const report = { origin, player: options.player, errors: [], console: [] };
 // Whatever hangs (a load that never settles), the report still comes out.
 const watchdog = setTimeout(() => {
-  console.log(JSON.stringify({ ...report, ok: false, failure: "the player run hung for 100 s" }));
+  console.log(JSON.stringify({ ...report, ok: false, failure: "the player run hung" }));
   process.exit(1);
-}, 100_000);
+}, 100_000 + (options.follow ?? 0) * 1000);
 try {
   const page = await browser.newPage();
   page.on("console", (m) => { if (m.type() === "error") report.console.push(m.text().slice(0, 300)); });
@@ -141,6 +146,22 @@ try {
     await page.evaluate((t) => { video.currentTime = t; }, middle);
     report.seekedTo = middle;
     report.playedFromMiddleTo = await until("plays from the middle", (t) => (video.currentTime > t ? video.currentTime : 0), middle + 1.5);
+  }
+  if (options.follow) {
+    // Keep playing while the lecture finishes: the playlists turn VOD
+    // (ENDLIST) under the player, which must take the end and play on.
+    report.checkedAtMs = Date.now();
+    // VOD: no longer live, and the whole `duration` known to the element.
+    await until("the playlist turns VOD", () => !window.adapter.live(), null, options.follow);
+    report.vodAtMs = Date.now();
+    // The element's duration once it settles (or after 10 s): the test
+    // decides what it must be.
+    try {
+      await until("the element gets the whole duration", (d) => Math.abs(video.duration - d) < 1, options.duration, 10);
+    } catch { /* reported below */ }
+    report.vodDuration = await page.evaluate(() => video.duration);
+    const at = await currentTime();
+    report.playedAfterVodTo = await until("plays on after the switch to VOD", (t) => (video.currentTime > t ? video.currentTime : 0), at + 1);
   }
   report.ok = true;
 } catch (e) {
