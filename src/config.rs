@@ -91,6 +91,13 @@ pub enum Command {
         #[command(flatten)]
         service: ServiceArgs,
     },
+    /// Exit 0 if URL answers 2xx within 5 s, else 1: a container health check
+    /// that needs no curl in the image.
+    Healthcheck {
+        /// The liveness route of an API, or a worker's `VIDPIPE_METRICS_LISTEN` /metrics.
+        #[arg(default_value = "http://127.0.0.1:8080/api/health")]
+        url: String,
+    },
 }
 
 #[derive(Debug, Clone, Args)]

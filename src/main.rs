@@ -30,6 +30,7 @@ async fn main() -> std::process::ExitCode {
         }
         Command::Keys { action, output, database } => operator::keys_command(action, output.json, database).await,
         Command::Doctor { output, service } => operator::doctor(output.json, service).await,
+        Command::Healthcheck { url } => operator::healthcheck(&url).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

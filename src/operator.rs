@@ -435,6 +435,16 @@ pub async fn doctor(json_out: bool, args: ServiceArgs) -> Result<(), String> {
     }
 }
 
+/// `vidpipe healthcheck URL`.
+pub async fn healthcheck(url: &str) -> Result<(), String> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().map_err(|e| e.to_string())?;
+    let response = client.get(url).send().await.map_err(|e| format!("{url}: {e}"))?;
+    match response.status() {
+        status if status.is_success() => Ok(()),
+        status => Err(format!("{url} answered {status}")),
+    }
+}
+
 fn ffmpeg_version(tools: &Tools) -> Result<String, String> {
     let out = std::process::Command::new(&tools.ffmpeg).arg("-version").output().map_err(|e| e.to_string())?;
     Ok(String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().to_string())
