@@ -86,7 +86,7 @@ pub async fn check(storage: &S3Storage, origin: &str) -> Result<(), CorsProblem>
                     None => "without Access-Control-Allow-Origin".to_string(),
                     Some(o) => format!("allowing only `{o}`"),
                 },
-                fix_for(storage.config().endpoint.as_deref(), origin)
+                fix_for(storage.config().endpoint.as_deref(), origin_to_allow(origin))
             ))),
         }
     }
@@ -110,6 +110,16 @@ fn fix_for(endpoint: Option<&str>, origin: &str) -> String {
     format!(
         "set VIDPIPE_S3_CORS_ORIGINS={origin} and vidpipe puts the rule on the bucket, or add it yourself: {store_way}"
     )
+}
+
+/// The origin to name in a fix: the one checked, or a placeholder when the
+/// check used [`DEFAULT_CHECK_ORIGIN`] because none is configured.
+fn origin_to_allow(checked: &str) -> &str {
+    if checked == DEFAULT_CHECK_ORIGIN {
+        "<your site's origin, or *>"
+    } else {
+        checked
+    }
 }
 
 fn without_query(url: &str) -> &str {

@@ -36,6 +36,10 @@ async fn a_bucket_browsers_cannot_play_from_is_named_with_the_fix() {
     assert!(err.contains("MINIO_API_CORS_ALLOW_ORIGIN=https://school.example"), "the store here is not AWS: {err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 
+    // With no origin configured, the fix names none it made up.
+    let err = playback(signed(server.config("vod")), &[]).await.unwrap_err();
+    assert!(err.contains("VIDPIPE_S3_CORS_ORIGINS=<your site's origin, or *> and"), "{err}");
+
     // Public links to a bucket that is not public.
     let err = playback(server.config("vod"), &[]).await.unwrap_err();
     assert!(err.contains("players get 403") && err.contains("publicly readable"), "{err}");
