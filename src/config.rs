@@ -433,6 +433,12 @@ pub struct StorageArgs {
     #[arg(long = "s3-endpoint", env = "AWS_ENDPOINT_URL")]
     pub s3_endpoint: Option<String>,
 
+    /// The store's address as viewers reach it, when it differs from
+    /// AWS_ENDPOINT_URL (an internal or compose-network name): presigned
+    /// links are signed for it, and unsigned links default to it. [default: AWS_ENDPOINT_URL]
+    #[arg(long = "s3-public-endpoint", env = "VIDPIPE_S3_PUBLIC_ENDPOINT")]
+    pub s3_public_endpoint: Option<String>,
+
     /// S3 region (MinIO accepts any).
     #[arg(long = "s3-region", env = "AWS_REGION", default_value = "us-east-1")]
     pub s3_region: String,
@@ -815,22 +821,9 @@ impl StorageConfig {
                 "VIDPIPE_STORAGE_URL `{url}`: the prefix may not contain `.`, `..` or empty parts"
             )));
         }
-        let endpoint = match args.s3_endpoint.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
-            None => None,
-            Some(e) => {
-                let parsed = object_store::signer::Url::parse(e).ok().filter(|u| {
-                    matches!(u.scheme(), "http" | "https")
-                        && u.host_str().is_some()
-                        && u.path().trim_matches('/').is_empty()
-                });
-                if parsed.is_none() {
-                    return Err(ConfigError(format!(
-                        "AWS_ENDPOINT_URL / --s3-endpoint `{e}` must be an http(s) URL with no path, such as http://127.0.0.1:9000"
-                    )));
-                }
-                Some(e.trim_end_matches('/').to_string())
-            }
-        };
+        let endpoint = endpoint_url(args.s3_endpoint.as_deref(), "AWS_ENDPOINT_URL / --s3-endpoint")?;
+        let public_endpoint =
+            endpoint_url(args.s3_public_endpoint.as_deref(), "VIDPIPE_S3_PUBLIC_ENDPOINT / --s3-public-endpoint")?;
         let (access_key_id, secret_access_key) = match (&args.s3_access_key_id, &args.s3_secret_access_key) {
             (Some(id), Some(secret)) => (Some(id.clone()), Some(secret.clone())),
             (None, None) => (None, None),
@@ -866,6 +859,7 @@ impl StorageConfig {
             retry_budget: args.s3_retry_budget,
             multipart_threshold: S3Config::DEFAULT_MULTIPART_THRESHOLD,
             cors_origins: args.s3_cors_origins.clone(),
+            public_endpoint,
         })))
     }
 }
@@ -875,7 +869,8 @@ impl StorageConfig {
 /// build without libx264) is named then, not on the first upload.
 const NEEDED_ENCODERS: [&str; 3] = ["libx264", "aac", "mjpeg"];
 const NEEDED_FILTERS: [&str; 5] = ["scale", "setsar", "format", "split", "trim"];
-const NEEDED_MUXERS: [&str; 1] = ["hls"];
+const NEEDED_MUXERS: [&str; 3] = ["hls", "mp4", "image2"];
+const NEEDED_BITSTREAM_FILTERS: [&str; 1] = ["aac_adtstoasc"];
 
 impl Tools {
     /// Checks that the two binaries run, are ffmpeg and ffprobe, and that
@@ -888,6 +883,7 @@ impl Tools {
             ("encoder", "-encoders", &NEEDED_ENCODERS[..]),
             ("filter", "-filters", &NEEDED_FILTERS[..]),
             ("muxer", "-muxers", &NEEDED_MUXERS[..]),
+            ("bitstream filter", "-bsfs", &NEEDED_BITSTREAM_FILTERS[..]),
         ] {
             let listed = run_tool(&args.ffmpeg, flag).unwrap_or_default();
             let missing: Vec<&str> = needed.iter().copied().filter(|name| !lists(&listed, name)).collect();
@@ -939,10 +935,15 @@ fn tool_version(path: &std::path::Path, name: &str, var: &str) -> Result<String,
     Ok(version)
 }
 
-/// Whether an `-encoders`/`-filters`/`-muxers` listing has `name`: each
-/// entry is a line of flags, then the name, then a description.
+/// Whether an `-encoders`/`-filters`/`-muxers` listing has `name` (each
+/// entry a line of flags, the name, a description), or a `-bsfs` listing
+/// (one name per line).
 fn lists(listing: &str, name: &str) -> bool {
-    listing.lines().any(|line| line.split_whitespace().nth(1) == Some(name))
+    listing.lines().any(|line| {
+        let mut words = line.split_whitespace();
+        let (first, second) = (words.next(), words.next());
+        second == Some(name) || (first == Some(name) && second.is_none())
+    })
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -1010,6 +1011,20 @@ fn parse_origin(s: &str) -> Result<String, String> {
         Some(host) if !host.is_empty() && !host.contains('/') => Ok(s.to_ascii_lowercase()),
         _ => Err(format!("`{s}` is not an origin; write it as https://app.example.com (scheme, host, optional port)")),
     }
+}
+
+/// An S3 endpoint setting: unset or empty, or an http(s) URL with no path.
+fn endpoint_url(value: Option<&str>, setting: &str) -> Result<Option<String>, ConfigError> {
+    let Some(e) = value.map(str::trim).filter(|e| !e.is_empty()) else { return Ok(None) };
+    let parsed = object_store::signer::Url::parse(e).ok().filter(|u| {
+        matches!(u.scheme(), "http" | "https") && u.host_str().is_some() && u.path().trim_matches('/').is_empty()
+    });
+    if parsed.is_none() {
+        return Err(ConfigError(format!(
+            "{setting} `{e}` must be an http(s) URL with no path, such as http://127.0.0.1:9000"
+        )));
+    }
+    Ok(Some(e.trim_end_matches('/').to_string()))
 }
 
 /// An origin, or `*` for any.
@@ -1110,6 +1125,7 @@ mod tests {
             upload_concurrency: 8,
             s3_retry_budget: Duration::from_secs(120),
             s3_cors_origins: Vec::new(),
+            s3_public_endpoint: None,
         };
         adjust(&mut args);
         StorageConfig::from_args(&args, None)
@@ -1142,6 +1158,8 @@ mod tests {
         assert!(err("s3://", |_| {}).contains("not a bucket name"));
         assert!(err("s3://bkt/../x", |_| {}).contains("prefix"));
         assert!(err("s3://bucket", |a| a.s3_endpoint = Some("localhost:9000".into())).contains("AWS_ENDPOINT_URL"));
+        assert!(err("s3://bucket", |a| a.s3_public_endpoint = Some("cdn.example/x".into()))
+            .contains("VIDPIPE_S3_PUBLIC_ENDPOINT / --s3-public-endpoint `cdn.example/x` must be"));
         assert!(err("s3://bucket", |a| a.s3_secret_access_key = None).contains("AWS_SECRET_ACCESS_KEY is not"));
         assert!(err("s3://bucket", |a| a.signed_url_ttl = Some(Duration::from_secs(8 * 86400))).contains("7 days"));
         assert!(storage(None, |a| a.signed_url_ttl = Some(Duration::from_secs(60)))

@@ -18,7 +18,7 @@ use crate::housekeeping::{clean_jobs, Cleaned};
 use crate::keys::ApiKeys;
 use crate::lectures::remove_lecture;
 use crate::queue::{JobRecord, Queue};
-use crate::startup::{self, Backends};
+use crate::startup::{self, Backends, StorageCheck};
 use crate::status::LectureDocument;
 
 /// Prints rows under headers, columns padded to their widest cell.
@@ -275,7 +275,7 @@ fn report(json_out: bool, verb: &str, ids: &[String]) {
 pub async fn lectures_command(action: LecturesAction, json_out: bool, args: ServiceArgs) -> Result<(), String> {
     let (config, Backends { queue, lectures, .. }) = connect(args).await?;
     let base = config.public_base_url.clone().unwrap_or_else(|| format!("http://{}", config.listen));
-    let storage = startup::storage(&config, &base, false).await.map_err(|e| e.to_string())?;
+    let storage = startup::storage(&config, &base, StorageCheck::None).await.map_err(|e| e.to_string())?;
     let e = |e: crate::lectures::LectureStoreError| e.to_string();
     match action {
         LecturesAction::List { status, course_id, limit } => {
@@ -386,7 +386,8 @@ pub async fn doctor(json_out: bool, args: ServiceArgs) -> Result<(), String> {
                     let base = config.public_base_url.clone().unwrap_or_else(|| format!("http://{}", config.listen));
                     let stored = async {
                         // For S3 this lists, writes and deletes, and names what is wrong.
-                        let storage = startup::storage(&config, &base, true).await.map_err(|e| e.to_string())?;
+                        let storage =
+                            startup::storage(&config, &base, StorageCheck::Access).await.map_err(|e| e.to_string())?;
                         let key = format!("doctor-{}", uuid::Uuid::new_v4().simple());
                         storage
                             .put_bytes(&format!("{key}/check.txt"), b"vidpipe doctor".to_vec())
@@ -398,7 +399,8 @@ pub async fn doctor(json_out: bool, args: ServiceArgs) -> Result<(), String> {
                     results.push(("storage", stored.map(|_| "write and delete ok".to_string())));
                     if let crate::config::StorageConfig::S3(s3) = &config.storage {
                         let playback = match crate::publish::S3Storage::new(s3.as_ref().clone(), &base) {
-                            Ok(s3) => startup::bucket_playback(&config, &s3).await,
+                            // A check: doctor changes nothing on the bucket.
+                            Ok(s3) => startup::bucket_playback(&config, &s3, false).await,
                             Err(e) => Err(e.to_string()),
                         };
                         results.push(("browser playback", playback));

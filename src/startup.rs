@@ -87,21 +87,43 @@ impl Backends {
     }
 }
 
-/// Where published files go, with links under `public_base_url`. With
-/// `check`, an S3 store is tried (list, write, delete) and a problem is
-/// reported in one line that says what to fix.
-pub async fn storage(config: &Config, public_base_url: &str, check: bool) -> Result<Arc<dyn Storage>, StartupError> {
+/// What [`storage`] verifies of an S3 store before handing it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageCheck {
+    /// Nothing: operator commands that only read and delete.
+    None,
+    /// Reachable, credentials accepted, bucket there, writable (list, write,
+    /// delete); a problem is one error line that says what to fix.
+    Access,
+    /// `Access`, then whether browsers can play from the bucket (CORS),
+    /// logged as a warning: a worker's start.
+    Playback,
+    /// `Playback`, after putting the bucket's CORS rule when
+    /// `VIDPIPE_S3_CORS_ORIGINS` asks for one: the API's start, so a
+    /// deployment writes the rule once per API process, not per worker.
+    ConfigurePlayback,
+}
+
+/// Where published files go, with links under `public_base_url`, checked
+/// as `check` says.
+pub async fn storage(
+    config: &Config,
+    public_base_url: &str,
+    check: StorageCheck,
+) -> Result<Arc<dyn Storage>, StartupError> {
     match &config.storage {
         StorageConfig::Local => Ok(Arc::new(LocalStorage::new(config.media_dir(), format!("{public_base_url}/media")))),
         StorageConfig::S3(s3) => {
             let s3 = S3Storage::new(s3.as_ref().clone(), public_base_url)
                 .map_err(|e| StartupError::Storage(e.to_string()))?;
-            if check {
+            if check != StorageCheck::None {
                 s3.check().await.map_err(|e| StartupError::Storage(e.to_string()))?;
                 tracing::info!(endpoint = %s3.config().endpoint_display(), bucket = %s3.config().bucket, "publishing to S3");
+            }
+            if matches!(check, StorageCheck::Playback | StorageCheck::ConfigurePlayback) {
                 // A bucket browsers cannot play from is a warning, not a
                 // refusal to start: native apps and ffmpeg need no CORS.
-                match bucket_playback(config, &s3).await {
+                match bucket_playback(config, &s3, check == StorageCheck::ConfigurePlayback).await {
                     Ok(line) => tracing::info!("{line}"),
                     Err(line) => tracing::warn!("{line}"),
                 }
@@ -111,14 +133,15 @@ pub async fn storage(config: &Config, public_base_url: &str, check: bool) -> Res
     }
 }
 
-/// Puts the CORS rule on the bucket when `VIDPIPE_S3_CORS_ORIGINS` asks
-/// for one, then checks that a browser on the configured origin can fetch
-/// from the bucket. `Err` is one line saying what stops browsers and the fix.
-pub async fn bucket_playback(config: &Config, s3: &S3Storage) -> Result<String, String> {
+/// With `apply`, puts the CORS rule on the bucket when
+/// `VIDPIPE_S3_CORS_ORIGINS` asks for one; then checks that a browser on the
+/// configured origin can fetch from the bucket. `Err` is one line saying
+/// what stops browsers and the fix.
+pub async fn bucket_playback(config: &Config, s3: &S3Storage, apply: bool) -> Result<String, String> {
     use crate::publish::bucket_cors::{self, Applied};
     let wanted = &s3.config().cors_origins;
     let mut notes = Vec::new();
-    if !wanted.is_empty() {
+    if apply && !wanted.is_empty() {
         match bucket_cors::apply(s3, wanted).await {
             Ok(Applied::Set) => {
                 notes.push(format!("CORS rule `{}` set for {}", bucket_cors::RULE_ID, wanted.join(", ")))
@@ -218,7 +241,8 @@ impl Application {
         let listen = listener.as_ref().and_then(|l| l.local_addr().ok()).unwrap_or(config.listen);
         let access = Arc::new(AccessPolicy::new(&config.access, auth, listen, &public_base_url));
         // Bad credentials or a missing bucket fail here, not on the first upload.
-        let storage = storage(&config, &public_base_url, true).await?;
+        let check = if role == Role::Worker { StorageCheck::Playback } else { StorageCheck::ConfigurePlayback };
+        let storage = storage(&config, &public_base_url, check).await?;
         let media_root = matches!(config.storage, StorageConfig::Local).then(|| config.media_dir());
 
         crate::metrics::install();

@@ -4,8 +4,9 @@
 //! `fetch`/XHR from the page's origin. With S3 storage the segments come
 //! from the bucket (public links, or presigned ones in signed mode), and a
 //! bucket without a CORS rule answers without `Access-Control-Allow-Origin`:
-//! the playlists load (the API sends CORS headers) and then every segment
-//! fails. Nothing else in the system notices, so:
+//! every segment fails (with signed links the playlists still load: the
+//! API sends CORS headers; with public links they fail first). Nothing
+//! else in the system notices, so:
 //! - [`check`] fetches a freshly written object the way a browser would
 //!   (with an `Origin` header, through the link players get) and says in
 //!   one line what is wrong and how to fix it on the store at hand;
@@ -63,7 +64,15 @@ pub async fn check(storage: &S3Storage, origin: &str) -> Result<(), CorsProblem>
             .header("origin", origin)
             .send()
             .await
-            .map_err(|e| problem(format!("GET {} failed: {e}", without_query(&url))))?;
+            // `without_url`: the error text would carry the presigned query.
+            .map_err(|e| {
+                problem(format!(
+                    "could not GET {} from here to check CORS ({}); if only viewers reach that address \
+                     (VIDPIPE_S3_PUBLIC_ENDPOINT), check from a browser",
+                    without_query(&url),
+                    e.without_url()
+                ))
+            })?;
         let status = response.status();
         if !status.is_success() {
             let fix = if storage.config().signed_url_ttl.is_some() {

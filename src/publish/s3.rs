@@ -77,6 +77,9 @@ pub struct S3Config {
     /// `VIDPIPE_S3_CORS_ORIGINS`: origins to allow on the bucket with a
     /// CORS rule put at start-up; empty: leave the bucket's CORS alone.
     pub cors_origins: Vec<String>,
+    /// `VIDPIPE_S3_PUBLIC_ENDPOINT`: the endpoint as viewers reach it, for
+    /// links; `None`: `endpoint`.
+    pub public_endpoint: Option<String>,
 }
 
 impl fmt::Debug for S3Config {
@@ -127,6 +130,9 @@ pub struct S3Storage {
     /// Same store with few, short retries: the start-up check must answer
     /// in seconds, not after the publishing retry budget.
     probe: Arc<AmazonS3>,
+    /// Forms presigned URLs for the address viewers use
+    /// (`public_endpoint`); the store itself without one.
+    signer: Arc<AmazonS3>,
     config: Arc<S3Config>,
     links: Links,
 }
@@ -254,17 +260,29 @@ impl S3Storage {
         .with_retry(retry(Duration::from_secs(3), 2))
         .build()
         .map_err(|e| StorageError::Remote(format!("S3 configuration: {}", one_line(&e.to_string()))))?;
+        // Presigning is local: this store only ever forms URLs, for the
+        // address viewers use, which a signature covers.
+        let signer = match &config.public_endpoint {
+            None => None,
+            Some(public) => Some(Arc::new(
+                Self::builder(&S3Config { endpoint: Some(public.clone()), ..config.clone() }, ClientOptions::new())
+                    .build()
+                    .map_err(|e| StorageError::Remote(format!("S3 configuration: {}", one_line(&e.to_string()))))?,
+            )),
+        };
+        let viewer_endpoint = config.public_endpoint.as_ref().or(config.endpoint.as_ref());
         let links = match (config.signed_url_ttl, &config.public_base_url) {
             (Some(ttl), _) => Links::Signed { api_base: api_base.trim_end_matches('/').to_string(), ttl },
             (None, Some(base)) => Links::Public(base.trim_end_matches('/').to_string()),
-            (None, None) => Links::Public(match (&config.endpoint, config.virtual_hosted_style) {
+            (None, None) => Links::Public(match (viewer_endpoint, config.virtual_hosted_style) {
                 (Some(endpoint), false) => format!("{}/{}", endpoint.trim_end_matches('/'), config.bucket),
                 // With virtual-hosted style the endpoint already names the bucket.
                 (Some(endpoint), true) => endpoint.trim_end_matches('/').to_string(),
                 (None, _) => format!("https://{}.s3.{}.amazonaws.com", config.bucket, config.region),
             }),
         };
-        Ok(S3Storage { store: Arc::new(store), probe: Arc::new(probe), config: Arc::new(config), links })
+        let signer = signer.unwrap_or_else(|| Arc::new(store.clone()));
+        Ok(S3Storage { store: Arc::new(store), probe: Arc::new(probe), signer, config: Arc::new(config), links })
     }
 
     fn builder(config: &S3Config, client: ClientOptions) -> AmazonS3Builder {
@@ -567,7 +585,7 @@ impl Storage for S3Storage {
     async fn presigned_url(&self, key: &str) -> Result<Option<String>, StorageError> {
         let Links::Signed { ttl, .. } = &self.links else { return Ok(None) };
         let url =
-            self.store.signed_url(Method::GET, &self.path(key), *ttl).await.map_err(|e| {
+            self.signer.signed_url(Method::GET, &self.path(key), *ttl).await.map_err(|e| {
                 StorageError::Remote(format!("signing a URL for `{key}`: {}", one_line(&e.to_string())))
             })?;
         Ok(Some(url.to_string()))
@@ -597,6 +615,7 @@ mod tests {
             retry_budget: Duration::from_secs(5),
             multipart_threshold: S3Config::DEFAULT_MULTIPART_THRESHOLD,
             cors_origins: Vec::new(),
+            public_endpoint: None,
         }
     }
 
@@ -621,6 +640,24 @@ mod tests {
                 .unwrap();
         assert_eq!(s3.url("L/t/master.m3u8"), "http://api:8080/api/lectures/L/master.m3u8");
         assert_eq!(s3.url("L/t/thumbnail.jpg"), "http://api:8080/api/lectures/L/thumbnail.jpg");
+    }
+
+    #[tokio::test]
+    async fn links_use_the_public_endpoint_where_viewers_reach_the_store() {
+        let public = || S3Config { public_endpoint: Some("http://localhost:19000".into()), ..config() };
+        let s3 = S3Storage::new(public(), "http://api").unwrap();
+        assert_eq!(s3.url("L/t/master.m3u8"), "http://localhost:19000/media/vod/L/t/master.m3u8");
+        let signed =
+            S3Storage::new(S3Config { signed_url_ttl: Some(Duration::from_secs(60)), ..public() }, "http://api")
+                .unwrap();
+        let url = signed.presigned_url("L/t/720p/seg_00000.m4s").await.unwrap().unwrap();
+        assert!(url.starts_with("http://localhost:19000/media/vod/L/t/720p/seg_00000.m4s?"), "{url}");
+        assert!(url.contains("X-Amz-Signature="), "{url}");
+        let internal =
+            S3Storage::new(S3Config { signed_url_ttl: Some(Duration::from_secs(60)), ..config() }, "http://api")
+                .unwrap();
+        let url = internal.presigned_url("L/t/720p/seg_00000.m4s").await.unwrap().unwrap();
+        assert!(url.starts_with("http://127.0.0.1:9000/media/"), "without it, the endpoint: {url}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 // Plays one HLS master playlist in a real web player in headless Chromium
 // and prints what a viewer would have seen, as one JSON line on stdout.
-// tests/e2e/players.rs runs it for every cell of its matrix and asserts on
+// tests/players/matrix.rs runs it for every cell of its matrix and asserts on
 // the report; this script only watches and reports.
 //
 //   node players.mjs '{"master": URL, "player": "hls"|"shaka", "seek": true, "follow": SECONDS, "duration": D, "screenshot": PATH}'

@@ -20,6 +20,7 @@ BINARY="${VIDPIPE_BINARY:-target/debug/vidpipe}"
 S3S_FS="${VIDPIPE_TEST_S3S_FS:-$CACHE/bin/s3s-fs}"
 PROJECT="vidpipe-ctest"
 PORT="${VIDPIPE_CONTAINER_TEST_PORT:-18080}"
+S3_PORT="${VIDPIPE_CONTAINER_TEST_S3_PORT:-19000}"
 started=$SECONDS
 
 step() { echo "--- containers ($((SECONDS - started))s): $*"; }
@@ -39,17 +40,20 @@ command -v podman >/dev/null || fail "podman is not installed (apt-get install -
 [ -x "$S3S_FS" ] || fail "s3s-fs is missing at $S3S_FS (.ci/run installs it)"
 
 WORK="$(mktemp -d)"
-compose() { podman-compose -p "$PROJECT" -f "$WORK/compose.yaml" "$@"; }
+# podman-compose's own output goes to a log, shown when a step fails.
+compose() { podman-compose -p "$PROJECT" -f "$WORK/compose.yaml" "$@" >>"$WORK/compose.log" 2>&1; }
 cleanup() {
   local rc=$?
   if [ $rc -ne 0 ]; then
+    echo "--- containers: podman-compose output (last 40 lines)" >&2
+    tail -n 40 "$WORK/compose.log" >&2 2>/dev/null || true
     echo "--- containers: logs after the failure" >&2
     for c in $(podman ps -a --filter "label=io.podman.compose.project=$PROJECT" --format '{{.Names}}'); do
       echo "=== $c" >&2
       podman logs --tail 30 "$c" >&2 2>&1 || true
     done
   fi
-  compose down -v >/dev/null 2>&1 || true
+  compose down -v || true
   rm -rf "$WORK"
   exit $rc
 }
@@ -85,26 +89,29 @@ podman image inspect localhost/vidpipe-runtime --format '{{.Size}}' |
 # --- compose up with three workers ---------------------------------------
 cp compose.yaml "$WORK/"
 cp deploy/vidpipe.env.example "$WORK/vidpipe.env"
-# Quicker takeover of a killed worker's job than the 30 s default lease.
+# Quicker takeover of a killed worker's job than the 30 s default lease, and
+# the store's published port for viewers.
+sed -i "s|^VIDPIPE_S3_PUBLIC_ENDPOINT=.*|VIDPIPE_S3_PUBLIC_ENDPOINT=http://localhost:$S3_PORT|" "$WORK/vidpipe.env"
 echo "VIDPIPE_LEASE=8s" >> "$WORK/vidpipe.env"
 export VIDPIPE_IMAGE=localhost/vidpipe:test POSTGRES_IMAGE=localhost/vidpipe-test-postgres
-export S3_IMAGE=localhost/vidpipe-test-s3 S3_INIT_IMAGE=localhost/vidpipe-test-s3 VIDPIPE_PORT=$PORT
+export S3_IMAGE=localhost/vidpipe-test-s3 S3_INIT_IMAGE=localhost/vidpipe-test-s3 VIDPIPE_PORT=$PORT S3_PORT
 # podman-compose 1.0 ignores --scale and reads deploy.replicas from this.
 export VIDPIPE_WORKERS=3
-compose down -v >/dev/null 2>&1 || true
+compose down -v || true
 
 step "compose up postgres and s3"
-compose up -d postgres s3 s3-init >/dev/null 2>&1
+compose up -d postgres s3 s3-init
 healthy() { [ "$(podman inspect --format '{{.State.Health.Status}}' "$1" 2>/dev/null)" = healthy ]; }
 # podman without systemd runs health checks only on demand.
 probe() { podman healthcheck run "$1" >/dev/null 2>&1; }
 within 90 probe "${PROJECT}_postgres_1" || fail "postgres never became healthy"
 within 60 probe "${PROJECT}_s3_1" || fail "s3 never became healthy"
 step "the first API key (vidpipe keys create, in a one-off api container)"
-KEY="$(compose run --rm api keys create --name ci --scope admin 2>/dev/null | grep -o 'vp_[A-Za-z0-9_-]*' | head -n1)"
+compose run --rm api keys create --name ci --scope admin || true
+KEY="$(grep -o 'vp_[A-Za-z0-9_-]*' "$WORK/compose.log" | head -n1 || true)"
 [ -n "$KEY" ] || fail "keys create printed no key"
 step "compose up --scale worker=3"
-compose up -d --scale worker=3 >/dev/null 2>&1
+compose up -d --scale worker=3
 API="http://127.0.0.1:$PORT"
 within 90 curl -fsS -o /dev/null "$API/api/health" || fail "the API never answered on port $PORT"
 workers() { podman ps --filter "label=io.podman.compose.project=$PROJECT" --filter "label=com.docker.compose.service=worker" --format '{{.Names}}'; }
@@ -122,12 +129,11 @@ upload() {
 }
 field() { curl -fsS "${auth[@]}" "$API/api/$1" | python3 -c "import json,sys; d=json.load(sys.stdin); print(d.get('$2') or '')"; }
 status_is() { [ "$(field "lectures/$1" processingStatus)" = "$2" ]; }
-# Plays the lecture from inside the compose network, as a viewer of
-# VIDPIPE_PUBLIC_BASE_URL would: master and playlists from the API,
-# segments presigned from the store. Prints the duration.
+# Plays the lecture from this machine, as a viewer would: master and
+# playlists from the API's published port, segments presigned for the
+# store's published port (VIDPIPE_S3_PUBLIC_ENDPOINT). Prints the duration.
 play() {
-  podman --log-level=fatal run --rm --network "${PROJECT}_default" --entrypoint ffprobe localhost/vidpipe:test \
-    -v error -show_entries format=duration -of csv=p=0 "http://api:8080/api/lectures/$1/master.m3u8"
+  ffprobe -v error -show_entries format=duration -of csv=p=0 "$API/api/lectures/$1/master.m3u8" 2>&1
 }
 plays_whole() {
   local d; d="$(play "$1")" || fail "lecture $1 does not play: $d"
@@ -162,11 +168,12 @@ plays_whole "$SECOND"
 
 # --- 3. down, up: everything is still there ---------------------------------
 step "compose down, then up again"
-compose down >/dev/null 2>&1
+compose down
 [ -z "$(podman ps -a -q --filter "label=io.podman.compose.project=$PROJECT")" ] || fail "containers left after down"
-compose up -d postgres s3 s3-init >/dev/null 2>&1
+compose up -d postgres s3 s3-init
 within 90 probe "${PROJECT}_postgres_1" || fail "postgres never became healthy again"
-compose up -d --scale worker=3 >/dev/null 2>&1
+within 60 probe "${PROJECT}_s3_1" || fail "s3 never became healthy again"
+compose up -d --scale worker=3
 within 90 curl -fsS -o /dev/null "$API/api/health" || fail "the API never came back"
 for id in "$FIRST" "$SECOND"; do
   status_is "$id" completed || fail "lecture $id is not completed after down and up"
@@ -175,7 +182,7 @@ done
 
 # --- 4. down -v leaves nothing -----------------------------------------------
 step "compose down -v"
-compose down -v >/dev/null 2>&1
+compose down -v
 left="$(podman ps -a -q --filter "label=io.podman.compose.project=$PROJECT")"
 [ -z "$left" ] || fail "containers left after down -v: $left"
 volumes="$(podman volume ls -q | grep "^${PROJECT}_" || true)"

@@ -13,12 +13,17 @@ use crate::helpers::test_config;
 use crate::server::S3Server;
 
 async fn playback(s3: S3Config, api_origins: &[&str]) -> Result<String, String> {
+    playback_as(s3, api_origins, true).await
+}
+
+/// `apply`: as the API starts (puts the rule); without: as a worker or doctor.
+async fn playback_as(s3: S3Config, api_origins: &[&str], apply: bool) -> Result<String, String> {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
     config.access.cors_origins = api_origins.iter().map(|o| o.to_string()).collect();
     config.storage = StorageConfig::S3(Box::new(s3.clone()));
     let storage = S3Storage::new(s3, "http://127.0.0.1:1").unwrap();
-    vidpipe::startup::bucket_playback(&config, &storage).await
+    vidpipe::startup::bucket_playback(&config, &storage, apply).await
 }
 
 #[tokio::test]
@@ -75,6 +80,10 @@ async fn the_rule_is_put_on_a_store_that_keeps_rules_and_then_the_check_passes()
     assert!(front.cors_configuration().is_none());
 
     s3.cors_origins = vec!["https://school.example".into(), "https://app.example".into()];
+    // A worker (or doctor) only looks: the bucket is left as it is.
+    let err = playback_as(s3.clone(), &[], false).await.unwrap_err();
+    assert!(err.contains("without Access-Control-Allow-Origin") && !err.contains("CORS rule"), "{err}");
+    assert!(front.cors_configuration().is_none(), "a check changed the bucket");
     let ok = playback(s3.clone(), &[]).await.unwrap();
     assert!(ok.contains("CORS rule `vidpipe-playback` set for https://school.example, https://app.example"), "{ok}");
     assert!(ok.contains("browsers on https://school.example can play from the bucket"), "{ok}");

@@ -114,6 +114,7 @@ impl S3Server {
             retry_budget: Duration::from_secs(30),
             multipart_threshold: S3Config::DEFAULT_MULTIPART_THRESHOLD,
             cors_origins: Vec::new(),
+            public_endpoint: None,
         }
     }
 
