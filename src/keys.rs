@@ -11,7 +11,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use base64::Engine;
-use rand::RngCore;
+use rand::TryRng;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
@@ -112,6 +112,8 @@ pub enum KeyError {
     NameTaken(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("the operating system gave no random bytes for the secret: {0}")]
+    Entropy(String),
 }
 
 /// The `api_keys` table.
@@ -128,7 +130,8 @@ impl ApiKeys {
     /// Creates a key and returns its secret, which is stored nowhere.
     pub async fn create(&self, name: &KeyName, scope: Scope) -> Result<String, KeyError> {
         let mut bytes = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        // Straight from the OS, as a secret should be.
+        rand::rngs::SysRng.try_fill_bytes(&mut bytes).map_err(|e| KeyError::Entropy(e.to_string()))?;
         let secret = format!("{SECRET_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
         let inserted = sqlx::query(
             "INSERT INTO api_keys (name, scope, secret_hash, created_at) VALUES ($1, $2, $3, $4) \
