@@ -4,7 +4,7 @@
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use vidpipe::config::{Cli, Command, Config, LogFormat};
-use vidpipe::operator;
+use vidpipe::operator::{self, CommandError};
 use vidpipe::startup::{self, Application, Role};
 
 #[tokio::main]
@@ -18,11 +18,11 @@ async fn main() -> std::process::ExitCode {
         // One object per line; span fields flattened so ids are top-level.
         LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).init(),
     }
-    let result = match cli.command {
-        Command::Serve(args) => serve(args, Role::Serve).await,
-        Command::Api(args) => serve(args, Role::Api).await,
-        Command::Worker(args) => serve(args, Role::Worker).await,
-        Command::Transcode(args) => startup::transcode_file(args).await,
+    let result: Result<(), CommandError> = match cli.command {
+        Command::Serve(args) => serve(args, Role::Serve).await.map_err(Into::into),
+        Command::Api(args) => serve(args, Role::Api).await.map_err(Into::into),
+        Command::Worker(args) => serve(args, Role::Worker).await.map_err(Into::into),
+        Command::Transcode(args) => startup::transcode_file(args).await.map_err(Into::into),
         Command::Queue { action, output, service } => operator::queue_command(action, output.json, service).await,
         Command::Lectures { action, output, service } => operator::lectures_command(action, output.json, service).await,
         Command::Webhooks { action, output, database } => {
@@ -34,9 +34,9 @@ async fn main() -> std::process::ExitCode {
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("error: {message}");
-            std::process::ExitCode::FAILURE
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::ExitCode::from(error.exit_code())
         }
     }
 }

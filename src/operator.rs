@@ -19,6 +19,40 @@ use crate::keys::ApiKeys;
 use crate::lectures::remove_lecture;
 use crate::queue::{JobRecord, Queue};
 use crate::startup::{self, Backends, StorageCheck};
+
+/// How an operator command failed, as its exit code says: 1 it failed, 3
+/// what it names does not exist (2 is a usage error, from clap), so scripts
+/// can tell "nothing to do" from "something is wrong".
+#[derive(Debug)]
+pub enum CommandError {
+    Failed(String),
+    NotFound(String),
+}
+
+impl CommandError {
+    pub const NOT_FOUND_EXIT_CODE: u8 = 3;
+
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CommandError::Failed(_) => 1,
+            CommandError::NotFound(_) => Self::NOT_FOUND_EXIT_CODE,
+        }
+    }
+}
+
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CommandError::Failed(m) | CommandError::NotFound(m) => f.write_str(m),
+        }
+    }
+}
+
+impl From<String> for CommandError {
+    fn from(message: String) -> Self {
+        CommandError::Failed(message)
+    }
+}
 use crate::status::LectureDocument;
 
 /// Prints rows under headers, columns padded to their widest cell.
@@ -82,7 +116,7 @@ async fn database(args: &DatabaseArgs) -> Result<Database, String> {
 }
 
 /// `vidpipe webhooks list|retry`.
-pub async fn webhooks_command(action: WebhooksAction, json_out: bool, args: DatabaseArgs) -> Result<(), String> {
+pub async fn webhooks_command(action: WebhooksAction, json_out: bool, args: DatabaseArgs) -> Result<(), CommandError> {
     let log = EventLog::new(database(&args).await?);
     match action {
         WebhooksAction::List { state, limit } => {
@@ -104,8 +138,10 @@ pub async fn webhooks_command(action: WebhooksAction, json_out: bool, args: Data
             let n = webhooks::retry(&log, id.as_deref()).await.map_err(|e| e.to_string())?;
             if n == 0 {
                 return Err(match id {
-                    Some(id) => format!("{id}: no dead delivery with this id; `vidpipe webhooks list --state dead`"),
-                    None => "no dead deliveries".to_string(),
+                    Some(id) => CommandError::NotFound(format!(
+                        "{id}: no dead delivery with this id; `vidpipe webhooks list --state dead`"
+                    )),
+                    None => CommandError::NotFound("no dead deliveries".to_string()),
                 });
             }
             if json_out {
@@ -120,7 +156,7 @@ pub async fn webhooks_command(action: WebhooksAction, json_out: bool, args: Data
 
 /// `vidpipe keys create|list|revoke`: straight to the database, so it works
 /// with no API running and no key in hand.
-pub async fn keys_command(action: KeysAction, json_out: bool, args: DatabaseArgs) -> Result<(), String> {
+pub async fn keys_command(action: KeysAction, json_out: bool, args: DatabaseArgs) -> Result<(), CommandError> {
     let keys = ApiKeys::new(database(&args).await?);
     match action {
         KeysAction::Create { name, scope } => {
@@ -149,7 +185,7 @@ pub async fn keys_command(action: KeysAction, json_out: bool, args: DatabaseArgs
         }
         KeysAction::Revoke { name } => {
             if !keys.revoke(&name).await.map_err(|e| e.to_string())? {
-                return Err(format!("no key named `{name}`; `vidpipe keys list` shows them"));
+                return Err(CommandError::NotFound(format!("no key named `{name}`; `vidpipe keys list` shows them")));
             }
             report(json_out, "revoked", &[name.to_string()]);
         }
@@ -170,7 +206,7 @@ async fn all_jobs(queue: &dyn Queue, state: JobState) -> Result<Vec<JobRecord>, 
     }
 }
 
-pub async fn queue_command(action: QueueAction, json_out: bool, args: ServiceArgs) -> Result<(), String> {
+pub async fn queue_command(action: QueueAction, json_out: bool, args: ServiceArgs) -> Result<(), CommandError> {
     let (_, Backends { db, queue, lectures }) = connect(args).await?;
     let q = queue.as_ref();
     let err = |e: crate::queue::QueueError| e.to_string();
@@ -221,11 +257,21 @@ pub async fn queue_command(action: QueueAction, json_out: bool, args: ServiceArg
                 None if all_failed => all_jobs(q, JobState::Failed).await?.into_iter().map(|j| j.id).collect(),
                 None => Vec::new(),
             };
+            let named = ids.len() == 1 && !all_failed;
             let mut retried = Vec::new();
             for id in ids {
                 if q.retry(&id).await.map_err(err)? {
                     lectures.set_failed(&id, None).await.map_err(|e| e.to_string())?;
                     retried.push(id);
+                } else if named {
+                    // One job asked for by id: saying why is the answer.
+                    return Err(match q.get(&id).await.map_err(err)? {
+                        None => CommandError::NotFound(format!("{id}: no job with this id")),
+                        Some(job) => CommandError::Failed(format!(
+                            "{id}: the job is {}, not failed or cancelled; left alone",
+                            job.state.as_str()
+                        )),
+                    });
                 } else {
                     eprintln!("{id}: not failed or cancelled, left alone");
                 }
@@ -234,7 +280,13 @@ pub async fn queue_command(action: QueueAction, json_out: bool, args: ServiceArg
         }
         QueueAction::Cancel { id } => {
             if !q.cancel(&id).await.map_err(err)? {
-                return Err(format!("{id}: no waiting, delayed or active job with this id"));
+                return Err(match q.get(&id).await.map_err(err)? {
+                    None => CommandError::NotFound(format!("{id}: no job with this id")),
+                    Some(job) => CommandError::Failed(format!(
+                        "{id}: the job is {}; only waiting, delayed or active jobs can be cancelled",
+                        job.state.as_str()
+                    )),
+                });
             }
             lectures.record_failure(&id, "cancelled", true).await.map_err(|e| e.to_string())?;
             report(json_out, "cancelled", &[id]);
@@ -272,7 +324,7 @@ fn report(json_out: bool, verb: &str, ids: &[String]) {
     }
 }
 
-pub async fn lectures_command(action: LecturesAction, json_out: bool, args: ServiceArgs) -> Result<(), String> {
+pub async fn lectures_command(action: LecturesAction, json_out: bool, args: ServiceArgs) -> Result<(), CommandError> {
     let (config, Backends { queue, lectures, .. }) = connect(args).await?;
     let base = config.public_base_url.clone().unwrap_or_else(|| format!("http://{}", config.listen));
     let storage = startup::storage(&config, &base, StorageCheck::None).await.map_err(|e| e.to_string())?;
@@ -312,7 +364,8 @@ pub async fn lectures_command(action: LecturesAction, json_out: bool, args: Serv
             let mut doomed = Vec::new();
             if let Some(id) = id {
                 let id: LectureId = id.parse().map_err(|e: crate::domain::InvalidValue| e.0)?;
-                doomed.push(lectures.get(&id).await.map_err(e)?.ok_or_else(|| format!("no lecture with id {id}"))?);
+                let found = lectures.get(&id).await.map_err(e)?;
+                doomed.push(found.ok_or_else(|| CommandError::NotFound(format!("no lecture with id {id}")))?);
             } else if let Some(status) = status {
                 let cutoff = now_ms() - older_than.as_millis() as i64;
                 doomed.extend(
@@ -363,7 +416,7 @@ async fn documents(
 }
 
 /// Runs every check, reports each, and fails if any failed.
-pub async fn doctor(json_out: bool, args: ServiceArgs) -> Result<(), String> {
+pub async fn doctor(json_out: bool, args: ServiceArgs) -> Result<(), CommandError> {
     let mut results: Vec<(&str, Result<String, String>)> = Vec::new();
     let tools = Tools::check(&args.tools).map_err(|e| e.to_string());
     results.push(("ffmpeg", tools.clone().and_then(|t| ffmpeg_version(&t))));
@@ -433,17 +486,17 @@ pub async fn doctor(json_out: bool, args: ServiceArgs) -> Result<(), String> {
     if failed == 0 {
         Ok(())
     } else {
-        Err(format!("{failed} check(s) failed"))
+        Err(format!("{failed} check(s) failed").into())
     }
 }
 
 /// `vidpipe healthcheck URL`.
-pub async fn healthcheck(url: &str) -> Result<(), String> {
+pub async fn healthcheck(url: &str) -> Result<(), CommandError> {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().map_err(|e| e.to_string())?;
     let response = client.get(url).send().await.map_err(|e| format!("{url}: {e}"))?;
     match response.status() {
         status if status.is_success() => Ok(()),
-        status => Err(format!("{url} answered {status}")),
+        status => Err(format!("{url} answered {status}").into()),
     }
 }
 

@@ -90,3 +90,35 @@ async fn queue_and_lecture_commands_find_retry_and_delete_failed_work() {
     let (ok, _, err) = vidpipe(&app, &["queue", "list", "--state", "running"]);
     assert!(!ok && err.contains("one of waiting"), "{err}");
 }
+
+/// Scripts tell "no such thing" (3) from "it failed" (1) and from a usage
+/// error (2), and a command that did its job exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_codes_tell_not_found_from_failed_and_from_misuse() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let id = app.upload_ok(&clip(dir.path(), "v.mp4", "320x240", "30", 1, false)).await;
+    app.wait_for(&id, "completed", Duration::from_secs(60)).await;
+    let code = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vidpipe"))
+            .args(args)
+            .env("VIDPIPE_DATA_DIR", app.data_dir.path())
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let unknown = "0123456789abcdef0123456789abcdef";
+    let (c, err) = code(&["queue", "retry", unknown]);
+    assert_eq!(c, Some(3), "retry of an unknown job: {err}");
+    assert!(err.contains("no job with this id"), "{err}");
+    let (c, err) = code(&["queue", "retry", &id]);
+    assert_eq!(c, Some(1), "retry of a completed job is refused, not ignored: {err}");
+    assert!(err.contains("the job is completed"), "{err}");
+    assert_eq!(code(&["queue", "cancel", unknown]).0, Some(3));
+    assert_eq!(code(&["queue", "cancel", &id]).0, Some(1));
+    assert_eq!(code(&["lectures", "delete", unknown]).0, Some(3));
+    assert_eq!(code(&["keys", "revoke", "nobody"]).0, Some(3));
+    assert_eq!(code(&["queue", "retry", "--no-such-flag"]).0, Some(2));
+    assert_eq!(code(&["queue", "status"]).0, Some(0));
+    assert_eq!(app.lecture(&id).await["processingStatus"], "completed", "nothing above touched the lecture");
+}
