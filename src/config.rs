@@ -638,7 +638,7 @@ pub enum StorageConfig {
     S3(Box<S3Config>),
 }
 
-/// The ffmpeg binaries, checked to exist.
+/// The ffmpeg binaries: checked by [`Tools::check`] wherever ffmpeg runs.
 #[derive(Debug, Clone)]
 pub struct Tools {
     pub ffmpeg: PathBuf,
@@ -650,7 +650,22 @@ pub struct Tools {
 pub struct ConfigError(pub String);
 
 impl Config {
+    /// The configuration of `serve`, `api` and `worker`: every value
+    /// checked, ffmpeg and ffprobe included.
     pub fn from_args(args: ServiceArgs) -> Result<Config, ConfigError> {
+        let tools = Tools::check(&args.tools)?;
+        Self::with_tools(args, tools)
+    }
+
+    /// For operator commands (`queue`, `lectures`), which never run ffmpeg:
+    /// an operator's machine need not have it, so the tools are taken as
+    /// given and not checked.
+    pub fn for_operator(args: ServiceArgs) -> Result<Config, ConfigError> {
+        let tools = Tools { ffmpeg: args.tools.ffmpeg.clone(), ffprobe: args.tools.ffprobe.clone() };
+        Self::with_tools(args, tools)
+    }
+
+    fn with_tools(args: ServiceArgs, tools: Tools) -> Result<Config, ConfigError> {
         std::fs::create_dir_all(&args.data_dir).map_err(|e| {
             ConfigError(format!(
                 "cannot create data directory {} ({e}); set --data-dir / VIDPIPE_DATA_DIR to a writable directory",
@@ -698,7 +713,7 @@ impl Config {
             attempts: args.attempts,
             backoff: args.backoff,
             shutdown_grace: args.shutdown_grace,
-            tools: Tools::check(&args.tools)?,
+            tools,
             storage,
             access: Access::from_args(&args.security),
             operations: Operations::from_args(&args.operations)?,

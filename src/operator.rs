@@ -100,7 +100,7 @@ fn job_json(job: &JobRecord) -> Value {
 }
 
 async fn connect(args: ServiceArgs) -> Result<(Config, Backends), String> {
-    let config = Config::from_args(args).map_err(|e| e.to_string())?;
+    let config = Config::for_operator(args).map_err(|e| e.to_string())?;
     let backends = Backends::connect(&config).await.map_err(|e| e.to_string())?;
     Ok((config, backends))
 }

@@ -103,6 +103,8 @@ async fn exit_codes_tell_not_found_from_failed_and_from_misuse() {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_vidpipe"))
             .args(args)
             .env("VIDPIPE_DATA_DIR", app.data_dir.path())
+            // Operator commands never run ffmpeg: they need none.
+            .env("VIDPIPE_FFMPEG", "/nonexistent/ffmpeg")
             .output()
             .unwrap();
         (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
@@ -120,5 +122,6 @@ async fn exit_codes_tell_not_found_from_failed_and_from_misuse() {
     assert_eq!(code(&["keys", "revoke", "nobody"]).0, Some(3));
     assert_eq!(code(&["queue", "retry", "--no-such-flag"]).0, Some(2));
     assert_eq!(code(&["queue", "status"]).0, Some(0));
+    assert_eq!(code(&["lectures", "list"]).0, Some(0));
     assert_eq!(app.lecture(&id).await["processingStatus"], "completed", "nothing above touched the lecture");
 }
