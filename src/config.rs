@@ -91,6 +91,11 @@ pub enum Command {
         #[command(flatten)]
         service: ServiceArgs,
     },
+    /// Print shell completions: `vidpipe completions bash > /etc/bash_completion.d/vidpipe`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Exit 0 if URL answers 2xx within 5 s, else 1: a container health check
     /// that needs no curl in the image.
     Healthcheck {

@@ -31,6 +31,16 @@ async fn main() -> std::process::ExitCode {
         Command::Keys { action, output, database } => operator::keys_command(action, output.json, database).await,
         Command::Doctor { output, service } => operator::doctor(output.json, service).await,
         Command::Healthcheck { url } => operator::healthcheck(&url).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            // Into a buffer first: clap_complete panics on a closed pipe (`| head`).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut vidpipe::config::Cli::command(), "vidpipe", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout(), &script).or_else(|e| match e.kind() {
+                std::io::ErrorKind::BrokenPipe => Ok(()),
+                _ => Err(CommandError::Failed(format!("writing the completions: {e}"))),
+            })
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -125,3 +125,23 @@ async fn exit_codes_tell_not_found_from_failed_and_from_misuse() {
     assert_eq!(code(&["lectures", "list"]).0, Some(0));
     assert_eq!(app.lecture(&id).await["processingStatus"], "completed", "nothing above touched the lecture");
 }
+
+/// `vidpipe completions SHELL`: a script the shell accepts, naming the commands.
+#[test]
+fn shell_completions_load() {
+    let bin = env!("CARGO_BIN_EXE_vidpipe");
+    let loaded = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("source <('{bin}' completions bash) && complete -p vidpipe"))
+        .output()
+        .unwrap();
+    assert!(loaded.status.success(), "{}", String::from_utf8_lossy(&loaded.stderr));
+    assert!(String::from_utf8_lossy(&loaded.stdout).contains("-F _vidpipe vidpipe"));
+    for shell in ["zsh", "fish"] {
+        let out = std::process::Command::new(bin).args(["completions", shell]).output().unwrap();
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && script.contains("queue") && script.contains("doctor"), "{shell}: {script}");
+    }
+    let unknown = std::process::Command::new(bin).args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(unknown.status.code(), Some(2), "an unknown shell is a usage error");
+}
