@@ -118,7 +118,7 @@ pub enum QueueAction {
     Status,
     /// Jobs in one state.
     List {
-        #[arg(long, value_parser = parse_job_state, default_value = "failed")]
+        #[arg(long, value_enum, default_value_t = JobState::Failed)]
         state: JobState,
         #[arg(long, default_value_t = 50)]
         limit: u32,
@@ -151,7 +151,7 @@ pub enum QueueAction {
 pub enum LecturesAction {
     /// Lectures, newest first.
     List {
-        #[arg(long, value_parser = parse_status)]
+        #[arg(long, value_enum)]
         status: Option<ProcessingStatus>,
         #[arg(long)]
         course_id: Option<String>,
@@ -162,7 +162,7 @@ pub enum LecturesAction {
     Delete {
         #[arg(required_unless_present = "status")]
         id: Option<String>,
-        #[arg(long, value_parser = parse_status, conflicts_with = "id")]
+        #[arg(long, value_enum, conflicts_with = "id")]
         status: Option<ProcessingStatus>,
         /// With --status: only lectures created longer ago than this.
         #[arg(long, value_parser = parse_age, default_value = "0s", requires = "status")]
@@ -979,12 +979,24 @@ fn parse_age(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| format!("{e}; write an age such as 0s, 12h or 7d"))
 }
 
-fn parse_job_state(s: &str) -> Result<JobState, String> {
-    s.parse().map_err(|e: crate::domain::InvalidValue| e.0)
+// The domain's states as command-line values, so `--help` lists them; the
+// names are the domain's own (`as_str`), and `domain` stays free of clap.
+impl clap::ValueEnum for JobState {
+    fn value_variants<'a>() -> &'a [Self] {
+        &JobState::ALL
+    }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.as_str()))
+    }
 }
 
-fn parse_status(s: &str) -> Result<ProcessingStatus, String> {
-    s.parse().map_err(|e: crate::domain::InvalidValue| e.0)
+impl clap::ValueEnum for ProcessingStatus {
+    fn value_variants<'a>() -> &'a [Self] {
+        &ProcessingStatus::ALL
+    }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.as_str()))
+    }
 }
 
 /// Bytes, with an optional unit: `1048576`, `500MB`, `2GiB`.
@@ -1206,6 +1218,20 @@ mod tests {
 
         let tools = Tools::check(&ToolArgs { ffmpeg: "ffmpeg".into(), ffprobe }).expect("Debian's ffmpeg has it all");
         assert_eq!(tools.ffmpeg, PathBuf::from("ffmpeg"));
+    }
+
+    #[test]
+    fn state_arguments_list_their_values() {
+        let err = Cli::try_parse_from(["vidpipe", "queue", "list", "--state", "stuck"]).unwrap_err().to_string();
+        assert!(err.contains("[possible values: waiting, active, delayed, completed, failed, cancelled]"), "{err}");
+        let err = Cli::try_parse_from(["vidpipe", "lectures", "list", "--status", "done"]).unwrap_err().to_string();
+        assert!(err.contains("[possible values: pending, processing, completed, failed]"), "{err}");
+        let Command::Queue { action: QueueAction::List { state, .. }, .. } =
+            Cli::try_parse_from(["vidpipe", "queue", "list"]).unwrap().command
+        else {
+            panic!("queue list")
+        };
+        assert_eq!(state, JobState::Failed, "the default");
     }
 
     #[test]

@@ -128,6 +128,13 @@ pub enum ProcessingStatus {
 }
 
 impl ProcessingStatus {
+    pub const ALL: [ProcessingStatus; 4] = [
+        ProcessingStatus::Pending,
+        ProcessingStatus::Processing,
+        ProcessingStatus::Completed,
+        ProcessingStatus::Failed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ProcessingStatus::Pending => "pending",

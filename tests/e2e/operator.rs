@@ -88,7 +88,7 @@ async fn queue_and_lecture_commands_find_retry_and_delete_failed_work() {
     }
 
     let (ok, _, err) = vidpipe(&app, &["queue", "list", "--state", "running"]);
-    assert!(!ok && err.contains("one of waiting"), "{err}");
+    assert!(!ok && err.contains("[possible values: waiting, active"), "{err}");
 }
 
 /// Scripts tell "no such thing" (3) from "it failed" (1) and from a usage
