@@ -158,15 +158,22 @@ pub enum LecturesAction {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
-    /// Delete one lecture, or every lecture with a status older than a time.
+    /// Delete one lecture, or every lecture with a status older than an age
+    /// (after showing them and asking, unless --yes).
     Delete {
         #[arg(required_unless_present = "status")]
         id: Option<String>,
-        #[arg(long, value_enum, conflicts_with = "id")]
+        #[arg(long, value_enum, conflicts_with = "id", requires = "older_than")]
         status: Option<ProcessingStatus>,
-        /// With --status: only lectures created longer ago than this.
-        #[arg(long, value_parser = parse_age, default_value = "0s", requires = "status")]
-        older_than: Duration,
+        /// With --status: only lectures created longer ago than this (`0s`: any age).
+        #[arg(long, value_parser = parse_age, requires = "status")]
+        older_than: Option<Duration>,
+        /// Show what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Delete without asking (needed when stdin is not a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
 }
 

@@ -360,14 +360,14 @@ pub async fn lectures_command(action: LecturesAction, json_out: bool, args: Serv
                 print_table(&["ID", "COURSE", "TOPIC", "STATUS", "PROGRESS", "ATTEMPTS", "CREATED", "ERROR"], &rows);
             }
         }
-        LecturesAction::Delete { id, status, older_than } => {
+        LecturesAction::Delete { id, status, older_than, dry_run, yes } => {
             let mut doomed = Vec::new();
             if let Some(id) = id {
                 let id: LectureId = id.parse().map_err(|e: crate::domain::InvalidValue| e.0)?;
                 let found = lectures.get(&id).await.map_err(e)?;
                 doomed.push(found.ok_or_else(|| CommandError::NotFound(format!("no lecture with id {id}")))?);
             } else if let Some(status) = status {
-                let cutoff = now_ms() - older_than.as_millis() as i64;
+                let cutoff = now_ms() - older_than.unwrap_or_default().as_millis() as i64;
                 doomed.extend(
                     documents(&lectures, queue.as_ref(), storage.as_ref(), None)
                         .await?
@@ -375,6 +375,23 @@ pub async fn lectures_command(action: LecturesAction, json_out: bool, args: Serv
                         .filter(|(lecture, doc)| doc.processing_status == status && lecture.created_at < cutoff)
                         .map(|(lecture, _)| lecture),
                 );
+            }
+            let bulk = status.is_some();
+            if dry_run || (bulk && !yes) {
+                for lecture in &doomed {
+                    eprintln!("{}  {}  {}", lecture.id, lecture.course_id, one_line_text(&lecture.name_of_topic));
+                }
+            }
+            if dry_run {
+                if json_out {
+                    print_json(&json!({ "wouldDelete": doomed.iter().map(|l| l.id.to_string()).collect::<Vec<_>>() }));
+                } else {
+                    println!("would delete {} lecture(s); nothing deleted (--dry-run)", doomed.len());
+                }
+                return Ok(());
+            }
+            if bulk && !yes && !doomed.is_empty() && !confirm(&format!("Delete these {} lecture(s)?", doomed.len()))? {
+                return Err(CommandError::Failed("nothing deleted".into()));
             }
             let mut deleted = Vec::new();
             for lecture in &doomed {
@@ -389,6 +406,32 @@ pub async fn lectures_command(action: LecturesAction, json_out: bool, args: Serv
         }
     }
     Ok(())
+}
+
+/// Asks `question` on the terminal; a script (stdin not a terminal) must
+/// say `--yes` instead.
+fn confirm(question: &str) -> Result<bool, CommandError> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return Err(CommandError::Failed(
+            "stdin is not a terminal, so nothing was asked and nothing deleted: add --yes to delete, or --dry-run to list"
+                .into(),
+        ));
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer).map_err(|e| CommandError::Failed(e.to_string()))?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+/// A topic on one line, cut to 60 characters, for a listing.
+fn one_line_text(text: &str) -> String {
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(60) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line,
+    }
 }
 
 /// Every lecture (of a course), newest first, with the document the API

@@ -72,7 +72,22 @@ async fn queue_and_lecture_commands_find_retry_and_delete_failed_work() {
     app.wait_for(&id, "failed", Duration::from_secs(60)).await;
     assert_eq!(app.job(&id).await["errors"].as_array().unwrap().len(), 2);
 
-    let (ok, deleted, err) = vidpipe(&app, &["lectures", "delete", "--status", "failed", "--older-than", "0s"]);
+    // Bulk deletes show first, and want --yes from a script.
+    let lecture_status = |app: &TestApp| {
+        let url = format!("{}/api/lectures/{id}", app.base);
+        async move { reqwest::get(url).await.unwrap().status() }
+    };
+    let (ok, listed, err) =
+        vidpipe(&app, &["lectures", "delete", "--status", "failed", "--older-than", "0s", "--dry-run"]);
+    assert!(ok && listed["wouldDelete"][0] == id.as_str() && err.contains(id.as_str()), "{listed} {err}");
+    assert_eq!(lecture_status(&app).await, 200, "--dry-run deletes nothing");
+    let (ok, _, err) = vidpipe(&app, &["lectures", "delete", "--status", "failed", "--older-than", "0s"]);
+    assert!(!ok && err.contains("add --yes"), "no terminal, no --yes: refused: {err}");
+    assert_eq!(lecture_status(&app).await, 200, "nothing deleted without --yes");
+    let (ok, _, err) = vidpipe(&app, &["lectures", "delete", "--status", "failed"]);
+    assert!(!ok && err.contains("--older-than"), "no silent age: {err}");
+    let (ok, deleted, err) =
+        vidpipe(&app, &["lectures", "delete", "--status", "failed", "--older-than", "0s", "--yes"]);
     assert!(ok, "{err}");
     assert_eq!(deleted["deleted"][0], id.as_str());
     let response = app.client.get(format!("{}/api/lectures/{id}", app.base)).send().await.unwrap();
