@@ -148,7 +148,9 @@ pub async fn run(
         .kill_on_drop(true);
     // If vidpipe itself dies (kill -9, OOM), no drop or signal handler runs:
     // the kernel kills ffmpeg instead of leaving an orphan encoding for nobody.
+    // Linux only; elsewhere (macOS) such an orphan runs until ffmpeg ends.
     // SAFETY: prctl is async-signal-safe and touches only the child.
+    #[cfg(target_os = "linux")]
     unsafe {
         command.pre_exec(|| {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
@@ -279,6 +281,8 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(10));
     }
 
+    // Reads /proc to tell a zombie from a running process.
+    #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn cancellation_kills_the_whole_process_group() {
         let dir = tempfile::tempdir().unwrap();

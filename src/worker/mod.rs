@@ -229,6 +229,14 @@ pub fn work_dir_name() -> String {
     format!("{}-{}", hostname().replace(['/', '\\'], "_"), std::process::id())
 }
 
+/// Whether a process with this pid runs on this host (any Unix, no /proc):
+/// signal 0 checks without sending; EPERM means it exists but is not ours.
+fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else { return false };
+    // SAFETY: kill with signal 0 only checks the pid; it has no effect.
+    unsafe { libc::kill(pid, 0) == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) }
+}
+
 /// Work files of worker processes on this host that died without cleaning
 /// up (kill -9, power loss). Only this host's directories are judged, by
 /// whether their pid still runs here; other hosts' are never touched.
@@ -239,7 +247,7 @@ async fn remove_dead_work_dirs(own: &std::path::Path) {
     while let Ok(Some(entry)) = entries.next_entry().await {
         let name = entry.file_name().to_string_lossy().into_owned();
         let dead = match name.strip_prefix(&host).and_then(|pid| pid.parse::<u32>().ok()) {
-            Some(pid) => pid == std::process::id() || !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            Some(pid) => pid == std::process::id() || !process_exists(pid),
             None => false,
         };
         if dead {

@@ -79,6 +79,14 @@ async fn a_worker_killed_mid_transcode_loses_its_job_to_another_worker() {
             .count()
     };
     assert!(encoders() > 0, "the worker's ffmpeg runs before the kill");
+    let orphan_work_dir = || {
+        std::fs::read_dir(data.join("work"))
+            .unwrap()
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().ends_with(&format!("-{}", first.pid())))
+            .map(|e| e.path())
+    };
+    let orphan_work = orphan_work_dir().expect("the worker's work directory exists before the kill");
     first.child.kill().unwrap(); // SIGKILL: no cleanup runs
     first.child.wait().unwrap();
     let killed_at = Instant::now();
@@ -98,6 +106,8 @@ async fn a_worker_killed_mid_transcode_loses_its_job_to_another_worker() {
     assert_eq!(job["attempts"], 2, "the lost attempt counts: {job}");
     eprintln!("taken over {:?} after kill -9", killed_at.elapsed());
 
+    // The second worker, on the same host, swept the dead one's work files.
+    assert!(!orphan_work.exists(), "{} is left behind", orphan_work.display());
     api.wait_for(&id, "completed", Duration::from_secs(180)).await;
     assert_plays(&api, &id).await;
 }
