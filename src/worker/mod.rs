@@ -36,17 +36,24 @@ pub type Wake = Arc<Notify>;
 pub struct RunningJobs(Arc<Mutex<HashMap<String, CancellationToken>>>);
 
 impl RunningJobs {
+    /// The map, even after a panic elsewhere poisoned the lock: it holds
+    /// only tokens, which a half-done insert or remove cannot corrupt, and a
+    /// request path must not panic on it.
+    fn jobs(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn insert(&self, id: &str, token: CancellationToken) {
-        self.0.lock().expect("running jobs lock").insert(id.to_string(), token);
+        self.jobs().insert(id.to_string(), token);
     }
 
     fn remove(&self, id: &str) {
-        self.0.lock().expect("running jobs lock").remove(id);
+        self.jobs().remove(id);
     }
 
     /// How many jobs run here now.
     pub fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.jobs().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -54,13 +61,13 @@ impl RunningJobs {
     }
 
     pub fn contains(&self, id: &str) -> bool {
-        self.0.lock().expect("running jobs lock").contains_key(id)
+        self.jobs().contains_key(id)
     }
 
     /// Stops the job's ffmpeg and waits (up to `wait`) until the worker has
     /// cleaned up after it. Returns `false` if it was not running here.
     pub async fn stop(&self, id: &str, wait: Duration) -> bool {
-        let token = self.0.lock().expect("running jobs lock").get(id).cloned();
+        let token = self.jobs().get(id).cloned();
         let Some(token) = token else { return false };
         token.cancel();
         let deadline = tokio::time::Instant::now() + wait;
