@@ -20,6 +20,8 @@ use crate::lectures::remove_lecture;
 use crate::queue::{JobRecord, Queue};
 use crate::startup::{self, Backends, StorageCheck};
 
+use crate::status::LectureDocument;
+
 /// How an operator command failed, as its exit code says: 1 it failed, 3
 /// what it names does not exist (2 is a usage error, from clap), so scripts
 /// can tell "nothing to do" from "something is wrong".
@@ -53,7 +55,6 @@ impl From<String> for CommandError {
         CommandError::Failed(message)
     }
 }
-use crate::status::LectureDocument;
 
 /// Prints rows under headers, columns padded to their widest cell.
 fn print_table(headers: &[&str], rows: &[Vec<String>]) {
@@ -265,13 +266,7 @@ pub async fn queue_command(action: QueueAction, json_out: bool, args: ServiceArg
                     retried.push(id);
                 } else if named {
                     // One job asked for by id: saying why is the answer.
-                    return Err(match q.get(&id).await.map_err(err)? {
-                        None => CommandError::NotFound(format!("{id}: no job with this id")),
-                        Some(job) => CommandError::Failed(format!(
-                            "{id}: the job is {}, not failed or cancelled; left alone",
-                            job.state.as_str()
-                        )),
-                    });
+                    return Err(left_alone(q, &id, "only failed or cancelled jobs can be retried").await);
                 } else {
                     eprintln!("{id}: not failed or cancelled, left alone");
                 }
@@ -280,13 +275,7 @@ pub async fn queue_command(action: QueueAction, json_out: bool, args: ServiceArg
         }
         QueueAction::Cancel { id } => {
             if !q.cancel(&id).await.map_err(err)? {
-                return Err(match q.get(&id).await.map_err(err)? {
-                    None => CommandError::NotFound(format!("{id}: no job with this id")),
-                    Some(job) => CommandError::Failed(format!(
-                        "{id}: the job is {}; only waiting, delayed or active jobs can be cancelled",
-                        job.state.as_str()
-                    )),
-                });
+                return Err(left_alone(q, &id, "only waiting, delayed or active jobs can be cancelled").await);
             }
             lectures.record_failure(&id, "cancelled", true).await.map_err(|e| e.to_string())?;
             report(json_out, "cancelled", &[id]);
@@ -311,6 +300,16 @@ pub async fn queue_command(action: QueueAction, json_out: bool, args: ServiceArg
         }
     }
     Ok(())
+}
+
+/// Why the job `id` was left alone: it does not exist (exit code 3), or it
+/// is in a state `rule` excludes.
+async fn left_alone(q: &dyn Queue, id: &str, rule: &str) -> CommandError {
+    match q.get(id).await {
+        Ok(None) => CommandError::NotFound(format!("{id}: no job with this id")),
+        Ok(Some(job)) => CommandError::Failed(format!("{id}: the job is {}; {rule}", job.state.as_str())),
+        Err(e) => CommandError::Failed(e.to_string()),
+    }
 }
 
 fn report(json_out: bool, verb: &str, ids: &[String]) {

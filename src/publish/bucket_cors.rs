@@ -16,14 +16,13 @@
 //!   the call (MinIO has a server setting instead) are told apart from
 //!   refusals, so the message says which fix applies.
 //!
-//! `object_store` has no bucket-level calls, so [`apply`] signs its two
-//! requests with `object_store`'s own SigV4 authorizer and credentials.
+//! `object_store` has no bucket-level calls: [`apply`] goes through
+//! [`S3Storage::bucket_request`], which signs with `object_store`'s own
+//! SigV4 authorizer and credentials.
 
 use std::time::Duration;
 
-use axum::http::{self, HeaderValue, Method};
-use object_store::aws::AwsAuthorizer;
-use object_store::client::{HttpRequest, HttpRequestBody};
+use axum::http::Method;
 
 use super::s3::S3Storage;
 
@@ -203,38 +202,6 @@ pub fn with_rule(current: &str, origins: &[String]) -> String {
 
 fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
-}
-
-/// Signs `request` with the store's credentials (explicit keys, or the
-/// environment's chain) using `object_store`'s SigV4 authorizer.
-pub(super) async fn sign(
-    credentials: &object_store::aws::AwsCredentialProvider,
-    region: &str,
-    method: Method,
-    url: &str,
-    body: Vec<u8>,
-) -> Result<reqwest::Request, String> {
-    let credential = credentials.get_credential().await.map_err(|e| format!("S3 credentials: {e}"))?;
-    let md5 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, md5_digest(&body));
-    let mut request: HttpRequest = http::Request::builder()
-        .method(method)
-        .uri(url)
-        // PutBucketCors requires a body checksum; Content-MD5 is the one every store accepts.
-        .header("content-md5", HeaderValue::from_str(&md5).map_err(|e| e.to_string())?)
-        .body(HttpRequestBody::from(body))
-        .map_err(|e| format!("bad S3 URL {url}: {e}"))?;
-    AwsAuthorizer::new(&credential, "s3", region).try_authorize(&mut request, None).map_err(|e| e.to_string())?;
-    let (parts, body) = request.into_parts();
-    let body = body.as_bytes().cloned().unwrap_or_default();
-    let mut out = reqwest::Request::new(parts.method, url.parse().map_err(|e| format!("bad S3 URL {url}: {e}"))?);
-    *out.headers_mut() = parts.headers;
-    *out.body_mut() = Some(body.into());
-    Ok(out)
-}
-
-fn md5_digest(body: &[u8]) -> [u8; 16] {
-    use md5::Digest;
-    md5::Md5::digest(body).into()
 }
 
 #[cfg(test)]

@@ -29,9 +29,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use axum::http::HeaderValue;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AwsAuthorizer};
+use object_store::client::{HttpRequest, HttpRequestBody};
 use object_store::path::Path;
 use object_store::signer::{Method, Signer};
 use object_store::{
@@ -224,6 +226,17 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// The bucket's own URL at `endpoint` (`None`: AWS), as path-style or
+/// virtual-hosted requests address it.
+fn bucket_url(config: &S3Config, endpoint: Option<&str>) -> String {
+    match (endpoint, config.virtual_hosted_style) {
+        (Some(endpoint), false) => format!("{}/{}", endpoint.trim_end_matches('/'), config.bucket),
+        // With virtual-hosted style the endpoint already names the bucket.
+        (Some(endpoint), true) => endpoint.trim_end_matches('/').to_string(),
+        (None, _) => format!("https://{}.s3.{}.amazonaws.com", config.bucket, config.region),
+    }
+}
+
 /// The `<Code>` of an S3 error body, such as `SignatureDoesNotMatch`.
 pub(super) fn s3_code(message: &str) -> Option<&str> {
     xml_field(message, "Code")
@@ -270,16 +283,11 @@ impl S3Storage {
                     .map_err(|e| StorageError::Remote(format!("S3 configuration: {}", one_line(&e.to_string()))))?,
             )),
         };
-        let viewer_endpoint = config.public_endpoint.as_ref().or(config.endpoint.as_ref());
+        let viewer_endpoint = config.public_endpoint.as_deref().or(config.endpoint.as_deref());
         let links = match (config.signed_url_ttl, &config.public_base_url) {
             (Some(ttl), _) => Links::Signed { api_base: api_base.trim_end_matches('/').to_string(), ttl },
             (None, Some(base)) => Links::Public(base.trim_end_matches('/').to_string()),
-            (None, None) => Links::Public(match (viewer_endpoint, config.virtual_hosted_style) {
-                (Some(endpoint), false) => format!("{}/{}", endpoint.trim_end_matches('/'), config.bucket),
-                // With virtual-hosted style the endpoint already names the bucket.
-                (Some(endpoint), true) => endpoint.trim_end_matches('/').to_string(),
-                (None, _) => format!("https://{}.s3.{}.amazonaws.com", config.bucket, config.region),
-            }),
+            (None, None) => Links::Public(bucket_url(&config, viewer_endpoint)),
         };
         let signer = signer.unwrap_or_else(|| Arc::new(store.clone()));
         Ok(S3Storage { store: Arc::new(store), probe: Arc::new(probe), signer, config: Arc::new(config), links })
@@ -463,10 +471,10 @@ impl S3Storage {
     /// The URL a player fetches `key` from: presigned in signed mode, else
     /// the public link.
     pub(super) async fn player_url(&self, key: &str) -> Result<String, StorageError> {
-        match &self.links {
-            Links::Public(base) => Ok(format!("{base}/{}", self.path(key))),
-            Links::Signed { .. } => Ok(self.presigned_url(key).await?.unwrap_or_default()),
-        }
+        Ok(match self.presigned_url(key).await? {
+            Some(signed) => signed,
+            None => self.url(key),
+        })
     }
 
     /// A signed request on the bucket itself (`?<subresource>`, such as
@@ -478,13 +486,8 @@ impl S3Storage {
         body: Vec<u8>,
     ) -> Result<(u16, String), String> {
         let config = &self.config;
-        let bucket_url = match (&config.endpoint, config.virtual_hosted_style) {
-            (Some(endpoint), false) => format!("{}/{}", endpoint.trim_end_matches('/'), config.bucket),
-            (Some(endpoint), true) => endpoint.trim_end_matches('/').to_string(),
-            (None, _) => format!("https://{}.s3.{}.amazonaws.com", config.bucket, config.region),
-        };
-        let url = format!("{bucket_url}/?{subresource}");
-        let request = super::bucket_cors::sign(self.probe.credentials(), &config.region, method, &url, body).await?;
+        let url = format!("{}/?{subresource}", bucket_url(config, config.endpoint.as_deref()));
+        let request = sign_bucket_request(self.probe.credentials(), &config.region, method, &url, body).await?;
         let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().map_err(|e| e.to_string())?;
         let response = client.execute(request).await.map_err(|e| format!("{url}: {e}"))?;
         let status = response.status().as_u16();
@@ -596,6 +599,38 @@ impl Storage for S3Storage {
     }
 }
 
+/// Signs `request` with the store's credentials (explicit keys, or the
+/// environment's chain) using `object_store`'s SigV4 authorizer.
+async fn sign_bucket_request(
+    credentials: &object_store::aws::AwsCredentialProvider,
+    region: &str,
+    method: Method,
+    url: &str,
+    body: Vec<u8>,
+) -> Result<reqwest::Request, String> {
+    let credential = credentials.get_credential().await.map_err(|e| format!("S3 credentials: {e}"))?;
+    let md5 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, md5_digest(&body));
+    let mut request: HttpRequest = axum::http::Request::builder()
+        .method(method)
+        .uri(url)
+        // PutBucketCors requires a body checksum; Content-MD5 is the one every store accepts.
+        .header("content-md5", HeaderValue::from_str(&md5).map_err(|e| e.to_string())?)
+        .body(HttpRequestBody::from(body))
+        .map_err(|e| format!("bad S3 URL {url}: {e}"))?;
+    AwsAuthorizer::new(&credential, "s3", region).try_authorize(&mut request, None).map_err(|e| e.to_string())?;
+    let (parts, body) = request.into_parts();
+    let body = body.as_bytes().cloned().unwrap_or_default();
+    let mut out = reqwest::Request::new(parts.method, url.parse().map_err(|e| format!("bad S3 URL {url}: {e}"))?);
+    *out.headers_mut() = parts.headers;
+    *out.body_mut() = Some(body.into());
+    Ok(out)
+}
+
+fn md5_digest(body: &[u8]) -> [u8; 16] {
+    use md5::Digest;
+    md5::Md5::digest(body).into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -645,18 +680,15 @@ mod tests {
     #[tokio::test]
     async fn links_use_the_public_endpoint_where_viewers_reach_the_store() {
         let public = || S3Config { public_endpoint: Some("http://localhost:19000".into()), ..config() };
+        let signed = |c: S3Config| {
+            S3Storage::new(S3Config { signed_url_ttl: Some(Duration::from_secs(60)), ..c }, "http://api").unwrap()
+        };
         let s3 = S3Storage::new(public(), "http://api").unwrap();
         assert_eq!(s3.url("L/t/master.m3u8"), "http://localhost:19000/media/vod/L/t/master.m3u8");
-        let signed =
-            S3Storage::new(S3Config { signed_url_ttl: Some(Duration::from_secs(60)), ..public() }, "http://api")
-                .unwrap();
-        let url = signed.presigned_url("L/t/720p/seg_00000.m4s").await.unwrap().unwrap();
+        let url = signed(public()).presigned_url("L/t/720p/seg_00000.m4s").await.unwrap().unwrap();
         assert!(url.starts_with("http://localhost:19000/media/vod/L/t/720p/seg_00000.m4s?"), "{url}");
         assert!(url.contains("X-Amz-Signature="), "{url}");
-        let internal =
-            S3Storage::new(S3Config { signed_url_ttl: Some(Duration::from_secs(60)), ..config() }, "http://api")
-                .unwrap();
-        let url = internal.presigned_url("L/t/720p/seg_00000.m4s").await.unwrap().unwrap();
+        let url = signed(config()).presigned_url("L/t/720p/seg_00000.m4s").await.unwrap().unwrap();
         assert!(url.starts_with("http://127.0.0.1:9000/media/"), "without it, the endpoint: {url}");
     }
 
