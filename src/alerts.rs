@@ -52,7 +52,7 @@ impl Alert {
 }
 
 /// An alert as stored: firing or not, since when, and why.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AlertState {
     pub alert: String,

@@ -55,7 +55,7 @@ pub enum Command {
         #[command(flatten)]
         output: OutputArgs,
         #[command(flatten)]
-        service: ServiceArgs,
+        target: QueueArgs,
     },
     /// List and delete lectures.
     Lectures {
@@ -64,7 +64,7 @@ pub enum Command {
         #[command(flatten)]
         output: OutputArgs,
         #[command(flatten)]
-        service: ServiceArgs,
+        target: LecturesArgs,
     },
     /// Create, list and revoke API keys (talks to the database directly).
     Keys {
@@ -155,8 +155,12 @@ pub enum LecturesAction {
         status: Option<ProcessingStatus>,
         #[arg(long)]
         course_id: Option<String>,
-        #[arg(long, default_value_t = 100)]
+        /// Lectures per page.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
         limit: u32,
+        /// Which page, from 1.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        page: u32,
     },
     /// Delete one lecture, or every lecture with a status older than an age
     /// (after showing them and asking, unless --yes).
@@ -220,11 +224,11 @@ pub enum WebhooksAction {
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
     /// Directory of the embedded SQLite database.
-    #[arg(long, env = "VIDPIPE_DATA_DIR", default_value = "./vidpipe-data")]
+    #[arg(long, global = true, env = "VIDPIPE_DATA_DIR", default_value = "./vidpipe-data")]
     pub data_dir: PathBuf,
 
     /// Database URL: sqlite://PATH or postgres://... [default: sqlite://<data-dir>/vidpipe.db]
-    #[arg(long, env = "DATABASE_URL")]
+    #[arg(long, global = true, env = "DATABASE_URL")]
     pub database_url: Option<String>,
 }
 
@@ -232,6 +236,64 @@ impl DatabaseArgs {
     /// The database URL to use, after checking that it is one we support.
     pub fn url(&self) -> Result<String, ConfigError> {
         database_url(self.database_url.clone(), &self.data_dir)
+    }
+
+    /// The URL of a database a service has already made. Commands that
+    /// inspect a service use this: a typo in `--data-dir` must not leave an
+    /// empty new database behind and report an empty queue.
+    pub fn existing_url(&self) -> Result<String, ConfigError> {
+        let url = self.url()?;
+        if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+            let path = std::path::Path::new(path.split('?').next().unwrap_or(path));
+            if !path.exists() {
+                return Err(ConfigError(format!(
+                    "no vidpipe database at {}: point --data-dir / VIDPIPE_DATA_DIR (or --database-url / \
+                     DATABASE_URL) at the service's, or start `vidpipe serve` there first",
+                    path.display()
+                )));
+            }
+        }
+        Ok(url)
+    }
+}
+
+/// Where `vidpipe queue` finds a service's jobs. Global: the flags may come
+/// before or after the action (`vidpipe queue status --data-dir D`).
+#[derive(Debug, Clone, Args)]
+pub struct QueueArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// The service's Redis queue, if it has one: redis://HOST:PORT[/DB].
+    #[arg(long, global = true, env = "VIDPIPE_QUEUE_URL", value_parser = parse_redis_url)]
+    pub queue_url: Option<String>,
+}
+
+/// Where `vidpipe lectures` finds a service's lectures, their jobs and their
+/// published files. Global, like [`QueueArgs`].
+#[derive(Debug, Clone, Args)]
+pub struct LecturesArgs {
+    #[command(flatten)]
+    pub queue: QueueArgs,
+
+    /// The service's API address: links are made from it without --public-base-url.
+    #[arg(long, global = true, env = "VIDPIPE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Base of the links lectures show (as the service's). [default: http://<listen>, or the bucket's URL]
+    #[arg(long, global = true, env = "VIDPIPE_PUBLIC_BASE_URL", value_parser = parse_base_url)]
+    pub public_base_url: Option<String>,
+
+    #[command(flatten)]
+    pub storage: StorageArgs,
+}
+
+impl LecturesArgs {
+    /// The storage settings and the base of links, validated as a service's.
+    pub fn storage(&self) -> Result<(StorageConfig, String), ConfigError> {
+        let storage = StorageConfig::from_args(&self.storage, self.public_base_url.as_deref())?;
+        let base = self.public_base_url.clone().unwrap_or_else(|| format!("http://{}", self.listen));
+        Ok((storage, base))
     }
 }
 
@@ -438,51 +500,51 @@ pub struct SecurityArgs {
 #[derive(Debug, Clone, Args)]
 pub struct StorageArgs {
     /// Publish to an S3-compatible store, s3://BUCKET[/PREFIX]. [default: the local disk, <data-dir>/media]
-    #[arg(long, env = "VIDPIPE_STORAGE_URL")]
+    #[arg(long, global = true, env = "VIDPIPE_STORAGE_URL")]
     pub storage_url: Option<String>,
 
     /// S3 endpoint for MinIO, Ceph, R2, GCS interop...; unset means AWS.
-    #[arg(long = "s3-endpoint", env = "AWS_ENDPOINT_URL")]
+    #[arg(long = "s3-endpoint", global = true, env = "AWS_ENDPOINT_URL")]
     pub s3_endpoint: Option<String>,
 
     /// The store's address as viewers reach it, when it differs from
     /// AWS_ENDPOINT_URL (an internal or compose-network name): presigned
     /// links are signed for it, and unsigned links default to it. [default: AWS_ENDPOINT_URL]
-    #[arg(long = "s3-public-endpoint", env = "VIDPIPE_S3_PUBLIC_ENDPOINT")]
+    #[arg(long = "s3-public-endpoint", global = true, env = "VIDPIPE_S3_PUBLIC_ENDPOINT")]
     pub s3_public_endpoint: Option<String>,
 
     /// S3 region (MinIO accepts any).
-    #[arg(long = "s3-region", env = "AWS_REGION", default_value = "us-east-1")]
+    #[arg(long = "s3-region", global = true, env = "AWS_REGION", default_value = "us-east-1")]
     pub s3_region: String,
 
     /// S3 access key; unset: the environment's credential chain (instance roles...).
-    #[arg(long = "s3-access-key-id", env = "AWS_ACCESS_KEY_ID")]
+    #[arg(long = "s3-access-key-id", global = true, env = "AWS_ACCESS_KEY_ID")]
     pub s3_access_key_id: Option<String>,
 
     /// S3 secret key.
-    #[arg(long = "s3-secret-access-key", env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    #[arg(long = "s3-secret-access-key", global = true, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
     pub s3_secret_access_key: Option<String>,
 
     /// Virtual-hosted-style requests (BUCKET.HOST) instead of path-style (HOST/BUCKET), which MinIO needs.
-    #[arg(long = "s3-virtual-hosted-style", env = "VIDPIPE_S3_VIRTUAL_HOSTED_STYLE")]
+    #[arg(long = "s3-virtual-hosted-style", global = true, env = "VIDPIPE_S3_VIRTUAL_HOSTED_STYLE")]
     pub s3_virtual_hosted_style: bool,
 
     /// Keep the bucket private: videoLink goes through the API, which hands out presigned URLs valid this long.
-    #[arg(long, env = "VIDPIPE_SIGNED_URL_TTL", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "VIDPIPE_SIGNED_URL_TTL", value_parser = parse_duration)]
     pub signed_url_ttl: Option<Duration>,
 
     /// Files uploaded to S3 at once while publishing.
-    #[arg(long, env = "VIDPIPE_UPLOAD_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, global = true, env = "VIDPIPE_UPLOAD_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub upload_concurrency: u16,
 
     /// How long uploads of one file keep being retried while S3 fails, before the attempt fails (and is retried later).
-    #[arg(long, env = "VIDPIPE_S3_RETRY_BUDGET", default_value = "2m", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "VIDPIPE_S3_RETRY_BUDGET", default_value = "2m", value_parser = parse_duration)]
     pub s3_retry_budget: Duration,
 
     /// Web origins that may play from the bucket (comma separated, or `*`):
     /// at start-up vidpipe puts a CORS rule for them on the bucket
     /// (PutBucketCors; its other rules are kept). [default: leave the bucket's CORS alone]
-    #[arg(long = "s3-cors-origins", env = "VIDPIPE_S3_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_bucket_origin)]
+    #[arg(long = "s3-cors-origins", global = true, env = "VIDPIPE_S3_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_bucket_origin)]
     pub s3_cors_origins: Vec<String>,
 }
 
@@ -666,18 +728,6 @@ impl Config {
     /// checked, ffmpeg and ffprobe included.
     pub fn from_args(args: ServiceArgs) -> Result<Config, ConfigError> {
         let tools = Tools::check(&args.tools)?;
-        Self::with_tools(args, tools)
-    }
-
-    /// For operator commands (`queue`, `lectures`), which never run ffmpeg:
-    /// an operator's machine need not have it, so the tools are taken as
-    /// given and not checked.
-    pub fn for_operator(args: ServiceArgs) -> Result<Config, ConfigError> {
-        let tools = Tools { ffmpeg: args.tools.ffmpeg.clone(), ffprobe: args.tools.ffprobe.clone() };
-        Self::with_tools(args, tools)
-    }
-
-    fn with_tools(args: ServiceArgs, tools: Tools) -> Result<Config, ConfigError> {
         std::fs::create_dir_all(&args.data_dir).map_err(|e| {
             ConfigError(format!(
                 "cannot create data directory {} ({e}); set --data-dir / VIDPIPE_DATA_DIR to a writable directory",
@@ -688,19 +738,7 @@ impl Config {
             .data_dir
             .canonicalize()
             .map_err(|e| ConfigError(format!("cannot resolve data directory {}: {e}", args.data_dir.display())))?;
-        let database_url = match args.database_url {
-            Some(url)
-                if url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:") =>
-            {
-                url
-            }
-            Some(url) => {
-                return Err(ConfigError(format!(
-                    "DATABASE_URL `{url}` is not supported: use sqlite://PATH or postgres://USER@HOST/DB"
-                )))
-            }
-            None => format!("sqlite://{}", data_dir.join("vidpipe.db").display()),
-        };
+        let database_url = database_url(args.database_url, &data_dir)?;
         if args.lease < Duration::from_secs(2) {
             return Err(ConfigError(format!(
                 "VIDPIPE_LEASE / --lease is {:?}: use at least 2s, heartbeats renew it every third of it",

@@ -57,7 +57,8 @@ pub struct InvalidValue(pub String);
 /// Where a job is in its life. `Completed`, `Failed` and `Cancelled` are final;
 /// every other state has something that moves it on (a worker's claim, the
 /// clock for `Delayed`, lease expiry for `Active`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum JobState {
     Waiting,
     Active,
@@ -118,7 +119,7 @@ impl fmt::Display for JobState {
 }
 
 /// The status the HTTP contract of the system we replace shows on a lecture.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ProcessingStatus {
     Pending,

@@ -18,7 +18,7 @@ use crate::db::Database;
 use crate::domain::{now_ms, JobState};
 use crate::events::{webhooks, EventLog};
 use crate::ingest::retention::Retention;
-use crate::lectures::LectureStore;
+use crate::lectures::{Failure, LectureStore};
 use crate::queue::Queue;
 use crate::worker::presence::Presence;
 
@@ -53,8 +53,7 @@ pub async fn clean_jobs(
         loop {
             let page = queue.list(state, 500, offset).await.map_err(|e| e.to_string())?;
             for job in page.iter().filter(|j| j.finished_at.is_some_and(|t| t < cutoff(failed_after))) {
-                let reason = job.last_error.as_deref().unwrap_or("failed");
-                lectures.set_failed(&job.id, Some(reason)).await.map_err(|e| e.to_string())?;
+                lectures.set_failed(&job.id, Some(Failure::of(job).text())).await.map_err(|e| e.to_string())?;
             }
             if page.len() < 500 {
                 break;

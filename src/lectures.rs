@@ -7,18 +7,25 @@
 //! "pending" with no job nor "completed" with no video. With a Redis queue the
 //! two writes are apart; the worker's reconciler re-enqueues any unfinished
 //! lecture whose job is missing, and job ids are lecture ids, so that is
-//! idempotent.
+//! idempotent. [`Jobs`] says which of the two a store has.
+//!
+//! What happens to a lecture and its job together (create, complete,
+//! cancel, retry, remove) is written here once; the HTTP API, the worker and
+//! the CLI call these, never the queue and the lecture table one by one.
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::db::Database;
-use crate::domain::{now_ms, LectureId};
+use crate::domain::{now_ms, JobState, LectureId};
 use crate::events::{EventError, EventKind, EventLog};
-use crate::queue::{Claim, EnqueueOptions, Queue, QueueError, SqlQueue};
+use crate::publish::Storage;
+use crate::queue::{Claim, EnqueueOptions, JobRecord, Queue, QueueError, SqlQueue};
 
 #[derive(Debug, Clone)]
 pub struct Lecture {
@@ -44,7 +51,7 @@ pub struct Lecture {
 }
 
 /// A published rendition, as the API lists it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct RenditionSummary {
     pub name: String,
     pub width: u32,
@@ -100,6 +107,47 @@ pub struct Published {
     pub duration_seconds: f64,
 }
 
+/// Why a lecture failed for good: stored on it (so it outlives the job
+/// record) and shown as its `processingError`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure<'a> {
+    /// Its job was cancelled.
+    Cancelled,
+    /// Its job failed, with the last attempt's error.
+    Error(&'a str),
+}
+
+impl<'a> Failure<'a> {
+    /// What a finished job's record tells.
+    pub fn of(job: &'a JobRecord) -> Failure<'a> {
+        match job.state {
+            JobState::Cancelled => Failure::Cancelled,
+            _ => Failure::Error(job.last_error.as_deref().unwrap_or("failed")),
+        }
+    }
+
+    /// The stored and shown text.
+    pub fn text(&self) -> &'a str {
+        match self {
+            Failure::Cancelled => "cancelled",
+            Failure::Error(error) => error,
+        }
+    }
+}
+
+/// What [`LectureStore::cancel`] and [`LectureStore::retry`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobChange {
+    Done,
+    /// No job with this id.
+    NotFound,
+    /// The job's state does not allow it (cancel: it has ended; retry: it
+    /// has not failed nor been cancelled).
+    NotNow(JobState),
+    /// A retry, but the uploaded source is gone (`VIDPIPE_SOURCE_RETENTION`).
+    SourceGone,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LectureStoreError {
     #[error("database error: {0}")]
@@ -112,22 +160,57 @@ pub enum LectureStoreError {
     Events(#[from] EventError),
 }
 
-#[derive(Debug, Clone)]
+/// Where the lectures' jobs live, which decides whether a lecture write and
+/// its job's can share one transaction.
+#[derive(Clone)]
+enum Jobs {
+    /// A SQL queue on the lectures' own database: they share transactions.
+    Beside(Arc<SqlQueue>),
+    /// Another store (Redis): the lecture is written first, the job second,
+    /// and the reconciler mends a crash in between.
+    Apart(Arc<dyn Queue>),
+}
+
+#[derive(Clone)]
 pub struct LectureStore {
     db: Database,
     /// Every change here is also an event, in the same transaction.
     events: EventLog,
-    /// True when jobs live in this database (a SQL queue), so lecture and job
-    /// writes can share transactions.
-    jobs_here: bool,
+    jobs: Jobs,
+}
+
+impl std::fmt::Debug for LectureStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let jobs = match self.jobs {
+            Jobs::Beside(_) => "beside",
+            Jobs::Apart(_) => "apart",
+        };
+        f.debug_struct("LectureStore").field("jobs", &jobs).finish_non_exhaustive()
+    }
 }
 
 const COLUMNS: &str = "id, course_id, name_of_topic, source_path, original_filename, published_prefix, has_thumbnail, \
      renditions, duration_seconds, failed_error, playable_prefix, no_of_views, no_of_likes, comments, created_at, updated_at";
 
 impl LectureStore {
-    pub fn new(db: Database, jobs_here: bool) -> LectureStore {
-        LectureStore { events: EventLog::new(db.clone()), db, jobs_here }
+    /// Lectures in the SQL queue's own database: the store cannot be given
+    /// another database than its jobs'.
+    pub fn beside(queue: Arc<SqlQueue>) -> LectureStore {
+        let db = queue.database().clone();
+        LectureStore { events: EventLog::new(db.clone()), db, jobs: Jobs::Beside(queue) }
+    }
+
+    /// Lectures in `db`, their jobs in another store.
+    pub fn apart(db: Database, queue: Arc<dyn Queue>) -> LectureStore {
+        LectureStore { events: EventLog::new(db.clone()), db, jobs: Jobs::Apart(queue) }
+    }
+
+    /// The queue the lectures' jobs are in.
+    pub fn queue(&self) -> Arc<dyn Queue> {
+        match &self.jobs {
+            Jobs::Beside(queue) => queue.clone(),
+            Jobs::Apart(queue) => queue.clone(),
+        }
     }
 
     /// The event log this store writes to.
@@ -138,12 +221,7 @@ impl LectureStore {
     /// Stores the lecture and enqueues its job: in one transaction with a SQL
     /// queue; otherwise the lecture first, so a failed enqueue leaves a
     /// lecture the reconciler will enqueue, never a job without a lecture.
-    pub async fn create_with_job(
-        &self,
-        new: NewLecture,
-        job: &EnqueueOptions,
-        queue: &dyn Queue,
-    ) -> Result<Lecture, LectureStoreError> {
+    pub async fn create_with_job(&self, new: NewLecture, job: &EnqueueOptions) -> Result<Lecture, LectureStoreError> {
         let now = now_ms();
         let mut tx = self.db.pool.begin().await?;
         sqlx::query(
@@ -163,13 +241,16 @@ impl LectureStore {
             "processingStatus": "pending",
         });
         self.events.append_on(&mut tx, EventKind::Uploaded, Some(new.id.as_str()), uploaded).await?;
-        if self.jobs_here {
-            SqlQueue::enqueue_on(&mut tx, self.db.dialect, new.id.as_str(), job).await?;
-            tx.commit().await?;
-        } else {
-            tx.commit().await?;
-            if let Err(e) = queue.enqueue(new.id.as_str(), job).await {
-                tracing::warn!(lecture = %new.id, error = %e, "enqueue failed; the reconciler will enqueue it");
+        match &self.jobs {
+            Jobs::Beside(_) => {
+                SqlQueue::enqueue_on(&mut tx, self.db.dialect, new.id.as_str(), job).await?;
+                tx.commit().await?;
+            }
+            Jobs::Apart(queue) => {
+                tx.commit().await?;
+                if let Err(e) = queue.enqueue(new.id.as_str(), job).await {
+                    tracing::warn!(lecture = %new.id, error = %e, "enqueue failed; the reconciler will enqueue it");
+                }
             }
         }
         self.events.appended();
@@ -216,7 +297,6 @@ impl LectureStore {
         &self,
         claim: &Claim,
         published: &Published,
-        queue: &dyn Queue,
         completion: Completion,
     ) -> Result<bool, LectureStoreError> {
         let id = claim.job_id.as_str();
@@ -233,7 +313,7 @@ impl LectureStore {
         .bind(&claim.job_id)
         .execute(&mut *tx)
         .await?;
-        if !self.jobs_here {
+        if let Jobs::Apart(queue) = &self.jobs {
             // The result is stored before the job is marked done: a crash in
             // between re-runs the job, it never loses the video.
             tx.commit().await?;
@@ -309,7 +389,8 @@ impl LectureStore {
     /// (`lecture.failed`, with the reason as clients may see it), in one
     /// transaction and once: a failure already recorded (the worker and the
     /// reconciler can both see it) is not announced again.
-    pub async fn record_failure(&self, id: &str, error: &str, cancelled: bool) -> Result<(), LectureStoreError> {
+    pub async fn record_failure(&self, id: &str, failure: Failure<'_>) -> Result<(), LectureStoreError> {
+        let error = failure.text();
         let mut tx = self.db.pool.begin().await?;
         let recorded = sqlx::query(
             "UPDATE lectures SET failed_error = $1, updated_at = $2 WHERE id = $3 AND failed_error IS NULL",
@@ -322,7 +403,7 @@ impl LectureStore {
         if recorded.rows_affected() == 1 {
             let failed = serde_json::json!({
                 "lectureId": id, "processingStatus": "failed", "processingError": crate::redact::for_clients(error),
-                "cancelled": cancelled,
+                "cancelled": failure == Failure::Cancelled,
             });
             self.events.append_on(&mut tx, EventKind::Failed, Some(id), failed).await?;
         }
@@ -380,7 +461,7 @@ impl LectureStore {
     pub async fn delete(&self, id: &LectureId) -> Result<bool, LectureStoreError> {
         let mut tx = self.db.pool.begin().await?;
         let deleted = sqlx::query("DELETE FROM lectures WHERE id = $1").bind(id.as_str()).execute(&mut *tx).await?;
-        if self.jobs_here {
+        if let Jobs::Beside(_) = self.jobs {
             SqlQueue::remove_on(&mut tx, id.as_str()).await?;
         }
         if deleted.rows_affected() == 1 {
@@ -417,25 +498,67 @@ fn lecture_from_row(row: &AnyRow) -> Result<Lecture, sqlx::Error> {
     })
 }
 
-/// Removes a lecture and everything it owns: its job (cancelled first, so a
-/// worker elsewhere stops at its next heartbeat and removes what it was
-/// publishing), its records, its source file and its published files.
-pub async fn remove_lecture(
-    lectures: &LectureStore,
-    queue: &dyn Queue,
-    storage: &dyn crate::publish::Storage,
-    lecture: &Lecture,
-) -> Result<(), LectureStoreError> {
-    let id = lecture.id.as_str();
-    queue.cancel(id).await?;
-    lectures.delete(&lecture.id).await?;
-    // A SQL job went with the lecture's transaction; a Redis one goes now.
-    queue.remove(id).await?;
-    storage.delete_prefix(id).await.map_err(|e| LectureStoreError::Storage(e.to_string()))?;
-    if let Err(e) = tokio::fs::remove_file(&lecture.source_path).await {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(lecture = %id, error = %e, "could not remove the source file");
+impl LectureStore {
+    /// Cancels the lecture's job and records the lecture as failed
+    /// (`cancelled`). A worker in another process stops at its next
+    /// heartbeat; the caller stops one running in its own process.
+    pub async fn cancel(&self, id: &str) -> Result<JobChange, LectureStoreError> {
+        let queue = self.queue();
+        let Some(job) = queue.get(id).await? else { return Ok(JobChange::NotFound) };
+        if !queue.cancel(id).await? {
+            return Ok(JobChange::NotNow(job.state));
         }
+        // Kept on the lecture, so a lost job record does not bring it back.
+        self.record_failure(id, Failure::Cancelled).await?;
+        Ok(JobChange::Done)
     }
-    Ok(())
+
+    /// Runs a failed or cancelled job again with a fresh set of attempts, if
+    /// its source is still kept.
+    pub async fn retry(&self, id: &LectureId) -> Result<JobChange, LectureStoreError> {
+        let queue = self.queue();
+        let Some(job) = queue.get(id.as_str()).await? else { return Ok(JobChange::NotFound) };
+        if !matches!(job.state, JobState::Failed | JobState::Cancelled) {
+            return Ok(JobChange::NotNow(job.state));
+        }
+        if let Some(lecture) = self.get(id).await? {
+            if !tokio::fs::try_exists(&lecture.source_path).await.unwrap_or(false) {
+                return Ok(JobChange::SourceGone);
+            }
+        }
+        if !queue.retry(id.as_str()).await? {
+            return Ok(JobChange::NotNow(job.state));
+        }
+        self.set_failed(id.as_str(), None).await?;
+        Ok(JobChange::Done)
+    }
+
+    /// Removes a lecture and everything it owns. Its job is cancelled first,
+    /// so a worker elsewhere stops at its next heartbeat and removes what it
+    /// was publishing; `stop_here` then stops one in the caller's process
+    /// before the files go. Then the records, the published files and the
+    /// source.
+    pub async fn remove(
+        &self,
+        lecture: &Lecture,
+        storage: &dyn Storage,
+        stop_here: impl Future,
+    ) -> Result<(), LectureStoreError> {
+        let id = lecture.id.as_str();
+        let queue = self.queue();
+        queue.cancel(id).await?;
+        stop_here.await;
+        self.delete(&lecture.id).await?;
+        // A job beside the lecture went in its transaction; one apart goes now.
+        if let Jobs::Apart(queue) = &self.jobs {
+            queue.remove(id).await?;
+        }
+        storage.delete_prefix(id).await.map_err(|e| LectureStoreError::Storage(e.to_string()))?;
+        if let Err(e) = tokio::fs::remove_file(&lecture.source_path).await {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(lecture = %id, error = %e, "could not remove the source file");
+            }
+        }
+        Ok(())
+    }
 }

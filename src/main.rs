@@ -23,8 +23,8 @@ async fn main() -> std::process::ExitCode {
         Command::Api(args) => serve(args, Role::Api).await.map_err(Into::into),
         Command::Worker(args) => serve(args, Role::Worker).await.map_err(Into::into),
         Command::Transcode(args) => startup::transcode_file(args).await.map_err(Into::into),
-        Command::Queue { action, output, service } => operator::queue_command(action, output.json, service).await,
-        Command::Lectures { action, output, service } => operator::lectures_command(action, output.json, service).await,
+        Command::Queue { action, output, target } => operator::queue_command(action, output.json, target).await,
+        Command::Lectures { action, output, target } => operator::lectures_command(action, output.json, target).await,
         Command::Webhooks { action, output, database } => {
             operator::webhooks_command(action, output.json, database).await
         }

@@ -9,18 +9,18 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::config::{
-    Config, DatabaseArgs, KeysAction, LecturesAction, QueueAction, ServiceArgs, Tools, WebhooksAction,
+    Config, DatabaseArgs, KeysAction, LecturesAction, LecturesArgs, QueueAction, QueueArgs, ServiceArgs, Tools,
+    WebhooksAction,
 };
 use crate::db::Database;
 use crate::domain::{now_ms, rfc3339, JobState, LectureId};
 use crate::events::{webhooks, EventLog};
 use crate::housekeeping::{clean_jobs, Cleaned};
 use crate::keys::ApiKeys;
-use crate::lectures::remove_lecture;
-use crate::queue::{JobRecord, Queue};
+use crate::lectures::JobChange;
+use crate::queue::{Backoff, JobRecord, Queue};
 use crate::startup::{self, Backends, StorageCheck};
-
-use crate::status::LectureDocument;
+use crate::status::{Audience, JobView, LectureDocument};
 
 /// How an operator command failed, as its exit code says: 1 it failed, 3
 /// what it names does not exist (2 is a usage error, from clap), so scripts
@@ -56,21 +56,23 @@ impl From<String> for CommandError {
     }
 }
 
-/// Prints rows under headers, columns padded to their widest cell.
+/// Prints rows under headers, columns aligned by display width (CJK topics
+/// take two columns a character), every cell cut to one line: a table is for
+/// reading at a glance; `--json` has every text whole.
 fn print_table(headers: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    print_rows(headers, rows, one_line_text)
+}
+
+/// [`print_table`] with each cell shaped by `cell`.
+fn print_rows(headers: &[&str], rows: &[Vec<String>], cell: fn(&str) -> String) {
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::NOTHING).set_content_arrangement(comfy_table::ContentArrangement::Disabled);
+    table.set_header(headers.iter().map(comfy_table::Cell::new));
     for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
+        table.add_row(row.iter().map(|text| cell(text)));
     }
-    let line = |cells: Vec<&str>| {
-        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        println!("{}", padded.join("  ").trim_end());
-    };
-    line(headers.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
+    for line in table.lines() {
+        println!("{}", line.trim_end());
     }
 }
 
@@ -92,33 +94,49 @@ fn job_row(job: &JobRecord) -> Vec<String> {
 
 const JOB_HEADERS: [&str; 7] = ["ID", "STATE", "ATTEMPTS", "PROGRESS", "WORKER", "UPDATED", "LAST ERROR"];
 
+/// The API's job shape, with nothing redacted: operators see everything.
 fn job_json(job: &JobRecord) -> Value {
-    json!({
-        "id": job.id, "state": job.state.as_str(), "attempts": job.attempts, "maxAttempts": job.max_attempts,
-        "progress": job.progress, "worker": job.worker_id, "lastError": job.last_error, "errors": job.errors,
-        "updatedAt": rfc3339(job.updated_at),
-    })
+    serde_json::to_value(JobView::new(job, Audience::Operator)).expect("a job serializes")
 }
 
-async fn connect(args: ServiceArgs) -> Result<(Config, Backends), String> {
-    let config = Config::for_operator(args).map_err(|e| e.to_string())?;
-    let backends = Backends::connect(&config).await.map_err(|e| e.to_string())?;
-    Ok((config, backends))
+/// The service's database and queue; neither is created if missing.
+async fn connect(args: &QueueArgs) -> Result<Backends, String> {
+    let url = args.database.existing_url().map_err(|e| e.to_string())?;
+    Backends::open(&url, args.queue_url.as_deref(), Backoff { base: Duration::from_secs(5) })
+        .await
+        .map_err(|e| e.to_string())
 }
 
-async fn database(args: &DatabaseArgs) -> Result<Database, String> {
-    if args.database_url.is_none() {
-        std::fs::create_dir_all(&args.data_dir).map_err(|e| {
-            format!("cannot create data directory {} ({e}); set --data-dir / VIDPIPE_DATA_DIR", args.data_dir.display())
-        })?;
+/// Whether a command may make the database: only `keys create` does, as the
+/// first step of a new deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Open {
+    Existing,
+    CreateIfMissing,
+}
+
+async fn database(args: &DatabaseArgs, open: Open) -> Result<Database, String> {
+    let url = match open {
+        Open::Existing => args.existing_url(),
+        Open::CreateIfMissing => {
+            if args.database_url.is_none() {
+                std::fs::create_dir_all(&args.data_dir).map_err(|e| {
+                    format!(
+                        "cannot create data directory {} ({e}); set --data-dir / VIDPIPE_DATA_DIR",
+                        args.data_dir.display()
+                    )
+                })?;
+            }
+            args.url()
+        }
     }
-    let url = args.url().map_err(|e| e.to_string())?;
+    .map_err(|e| e.to_string())?;
     Database::connect(&url).await.map_err(|e| format!("cannot open the database ({e}); check DATABASE_URL"))
 }
 
 /// `vidpipe webhooks list|retry`.
 pub async fn webhooks_command(action: WebhooksAction, json_out: bool, args: DatabaseArgs) -> Result<(), CommandError> {
-    let log = EventLog::new(database(&args).await?);
+    let log = EventLog::new(database(&args, Open::Existing).await?);
     match action {
         WebhooksAction::List { state, limit } => {
             let deliveries = webhooks::list(&log, state.as_deref(), limit).await.map_err(|e| e.to_string())?;
@@ -158,7 +176,8 @@ pub async fn webhooks_command(action: WebhooksAction, json_out: bool, args: Data
 /// `vidpipe keys create|list|revoke`: straight to the database, so it works
 /// with no API running and no key in hand.
 pub async fn keys_command(action: KeysAction, json_out: bool, args: DatabaseArgs) -> Result<(), CommandError> {
-    let keys = ApiKeys::new(database(&args).await?);
+    let open = if matches!(action, KeysAction::Create { .. }) { Open::CreateIfMissing } else { Open::Existing };
+    let keys = ApiKeys::new(database(&args, open).await?);
     match action {
         KeysAction::Create { name, scope } => {
             let secret = keys.create(&name, scope).await.map_err(|e| e.to_string())?;
@@ -207,8 +226,8 @@ async fn all_jobs(queue: &dyn Queue, state: JobState) -> Result<Vec<JobRecord>, 
     }
 }
 
-pub async fn queue_command(action: QueueAction, json_out: bool, args: ServiceArgs) -> Result<(), CommandError> {
-    let (_, Backends { db, queue, lectures }) = connect(args).await?;
+pub async fn queue_command(action: QueueAction, json_out: bool, args: QueueArgs) -> Result<(), CommandError> {
+    let Backends { db, queue, lectures } = connect(&args).await?;
     let q = queue.as_ref();
     let err = |e: crate::queue::QueueError| e.to_string();
     match action {
@@ -261,25 +280,25 @@ pub async fn queue_command(action: QueueAction, json_out: bool, args: ServiceArg
             let named = ids.len() == 1 && !all_failed;
             let mut retried = Vec::new();
             for id in ids {
-                if q.retry(&id).await.map_err(err)? {
-                    lectures.set_failed(&id, None).await.map_err(|e| e.to_string())?;
-                    retried.push(id);
-                } else if named {
+                let change = match id.parse::<LectureId>() {
+                    Ok(lecture) => lectures.retry(&lecture).await.map_err(|e| e.to_string())?,
+                    Err(_) => JobChange::NotFound,
+                };
+                match change {
+                    JobChange::Done => retried.push(id),
                     // One job asked for by id: saying why is the answer.
-                    return Err(left_alone(q, &id, "only failed or cancelled jobs can be retried").await);
-                } else {
-                    eprintln!("{id}: not failed or cancelled, left alone");
+                    change if named => {
+                        return Err(left_alone(&id, change, "only failed or cancelled jobs can be retried"))
+                    }
+                    _ => eprintln!("{id}: not failed or cancelled, left alone"),
                 }
             }
             report(json_out, "retried", &retried);
         }
-        QueueAction::Cancel { id } => {
-            if !q.cancel(&id).await.map_err(err)? {
-                return Err(left_alone(q, &id, "only waiting, delayed or active jobs can be cancelled").await);
-            }
-            lectures.record_failure(&id, "cancelled", true).await.map_err(|e| e.to_string())?;
-            report(json_out, "cancelled", &[id]);
-        }
+        QueueAction::Cancel { id } => match lectures.cancel(&id).await.map_err(|e| e.to_string())? {
+            JobChange::Done => report(json_out, "cancelled", &[id]),
+            change => return Err(left_alone(&id, change, "only waiting, delayed or active jobs can be cancelled")),
+        },
         QueueAction::Pause | QueueAction::Resume => {
             let paused = matches!(action, QueueAction::Pause);
             q.set_paused(paused).await.map_err(err)?;
@@ -304,11 +323,14 @@ pub async fn queue_command(action: QueueAction, json_out: bool, args: ServiceArg
 
 /// Why the job `id` was left alone: it does not exist (exit code 3), or it
 /// is in a state `rule` excludes.
-async fn left_alone(q: &dyn Queue, id: &str, rule: &str) -> CommandError {
-    match q.get(id).await {
-        Ok(None) => CommandError::NotFound(format!("{id}: no job with this id")),
-        Ok(Some(job)) => CommandError::Failed(format!("{id}: the job is {}; {rule}", job.state.as_str())),
-        Err(e) => CommandError::Failed(e.to_string()),
+fn left_alone(id: &str, change: JobChange, rule: &str) -> CommandError {
+    match change {
+        JobChange::NotFound => CommandError::NotFound(format!("{id}: no job with this id")),
+        JobChange::NotNow(state) => CommandError::Failed(format!("{id}: the job is {state}; {rule}")),
+        JobChange::SourceGone => CommandError::Failed(format!(
+            "{id}: the uploaded source is no longer kept (VIDPIPE_SOURCE_RETENTION); upload the video again"
+        )),
+        JobChange::Done => CommandError::Failed(format!("{id}: reported as left alone after the change")),
     }
 }
 
@@ -323,21 +345,23 @@ fn report(json_out: bool, verb: &str, ids: &[String]) {
     }
 }
 
-pub async fn lectures_command(action: LecturesAction, json_out: bool, args: ServiceArgs) -> Result<(), CommandError> {
-    let (config, Backends { queue, lectures, .. }) = connect(args).await?;
-    let base = config.public_base_url.clone().unwrap_or_else(|| format!("http://{}", config.listen));
-    let storage = startup::storage(&config, &base, StorageCheck::None).await.map_err(|e| e.to_string())?;
+pub async fn lectures_command(action: LecturesAction, json_out: bool, args: LecturesArgs) -> Result<(), CommandError> {
+    let Backends { queue, lectures, .. } = connect(&args.queue).await?;
+    let (storage, base) = args.storage().map_err(|e| e.to_string())?;
+    let storage = startup::open_storage(&storage, args.queue.database.data_dir.join("media"), &base)
+        .map_err(|e| e.to_string())?;
     let e = |e: crate::lectures::LectureStoreError| e.to_string();
     match action {
-        LecturesAction::List { status, course_id, limit } => {
-            let mut docs: Vec<LectureDocument> =
+        LecturesAction::List { status, course_id, limit, page } => {
+            let docs: Vec<LectureDocument> =
                 documents(&lectures, queue.as_ref(), storage.as_ref(), course_id.as_deref())
                     .await?
                     .into_iter()
                     .map(|(_, doc)| doc)
                     .filter(|doc| status.is_none_or(|s| s == doc.processing_status))
                     .collect();
-            docs.truncate(limit as usize);
+            let (total, skip) = (docs.len(), (page as usize - 1) * limit as usize);
+            let docs: Vec<LectureDocument> = docs.into_iter().skip(skip).take(limit as usize).collect();
             if json_out {
                 print_json(&serde_json::to_value(&docs).expect("documents serialize"));
             } else {
@@ -357,6 +381,8 @@ pub async fn lectures_command(action: LecturesAction, json_out: bool, args: Serv
                     })
                     .collect();
                 print_table(&["ID", "COURSE", "TOPIC", "STATUS", "PROGRESS", "ATTEMPTS", "CREATED", "ERROR"], &rows);
+                let pages = total.div_ceil(limit as usize).max(1);
+                eprintln!("page {page} of {pages} ({total} lectures); --page N for another");
             }
         }
         LecturesAction::Delete { id, status, older_than, dry_run, yes } => {
@@ -394,7 +420,7 @@ pub async fn lectures_command(action: LecturesAction, json_out: bool, args: Serv
             }
             let mut deleted = Vec::new();
             for lecture in &doomed {
-                remove_lecture(&lectures, queue.as_ref(), storage.as_ref(), lecture).await.map_err(e)?;
+                lectures.remove(lecture, storage.as_ref(), async {}).await.map_err(e)?;
                 deleted.push(lecture.id.to_string());
             }
             if json_out {
@@ -424,7 +450,7 @@ fn confirm(question: &str) -> Result<bool, CommandError> {
     Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
-/// A topic on one line, cut to 60 characters, for a listing.
+/// `text` on one line, cut to 60 characters.
 fn one_line_text(text: &str) -> String {
     let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
     match line.char_indices().nth(60) {
@@ -523,7 +549,8 @@ pub async fn doctor(json_out: bool, args: ServiceArgs) -> Result<(), CommandErro
                 Err(detail) => vec!["FAIL".into(), name.to_string(), detail.clone()],
             })
             .collect();
-        print_table(&["", "CHECK", "DETAIL"], &rows);
+        // Each detail says what to fix: on one line, never cut.
+        print_rows(&["", "CHECK", "DETAIL"], &rows, |text| text.split_whitespace().collect::<Vec<_>>().join(" "));
     }
     if failed == 0 {
         Ok(())

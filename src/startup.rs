@@ -76,13 +76,19 @@ pub struct Backends {
 
 impl Backends {
     pub async fn connect(config: &Config) -> Result<Backends, StartupError> {
-        let db = Database::connect(&config.database_url).await?;
-        let backoff = Backoff { base: config.backoff };
-        let queue: Arc<dyn Queue> = match &config.queue_url {
-            Some(url) => Arc::new(RedisQueue::connect(url, REDIS_PREFIX, backoff).await?),
-            None => Arc::new(SqlQueue::new(db.clone(), backoff)),
+        Backends::open(&config.database_url, config.queue_url.as_deref(), Backoff { base: config.backoff }).await
+    }
+
+    /// The database at `database_url`, and the queue in it or at `queue_url`.
+    pub async fn open(database_url: &str, queue_url: Option<&str>, backoff: Backoff) -> Result<Backends, StartupError> {
+        let db = Database::connect(database_url).await?;
+        let lectures = match queue_url {
+            Some(url) => {
+                LectureStore::apart(db.clone(), Arc::new(RedisQueue::connect(url, REDIS_PREFIX, backoff).await?))
+            }
+            None => LectureStore::beside(Arc::new(SqlQueue::new(db.clone(), backoff))),
         };
-        let lectures = LectureStore::new(db.clone(), config.queue_url.is_none());
+        let queue = lectures.queue();
         Ok(Backends { db, queue, lectures })
     }
 }
@@ -112,7 +118,7 @@ pub async fn storage(
     check: StorageCheck,
 ) -> Result<Arc<dyn Storage>, StartupError> {
     match &config.storage {
-        StorageConfig::Local => Ok(Arc::new(LocalStorage::new(config.media_dir(), format!("{public_base_url}/media")))),
+        StorageConfig::Local => open_storage(&config.storage, config.media_dir(), public_base_url),
         StorageConfig::S3(s3) => {
             let s3 = S3Storage::new(s3.as_ref().clone(), public_base_url)
                 .map_err(|e| StartupError::Storage(e.to_string()))?;
@@ -131,6 +137,21 @@ pub async fn storage(
             Ok(Arc::new(s3))
         }
     }
+}
+
+/// The storage `config` names, unchecked: local files under `media_dir`, or
+/// the bucket, with links under `public_base_url`.
+pub fn open_storage(
+    config: &StorageConfig,
+    media_dir: std::path::PathBuf,
+    public_base_url: &str,
+) -> Result<Arc<dyn Storage>, StartupError> {
+    Ok(match config {
+        StorageConfig::Local => Arc::new(LocalStorage::new(media_dir, format!("{public_base_url}/media"))),
+        StorageConfig::S3(s3) => Arc::new(
+            S3Storage::new(s3.as_ref().clone(), public_base_url).map_err(|e| StartupError::Storage(e.to_string()))?,
+        ),
+    })
 }
 
 /// With `apply`, puts the CORS rule on the bucket when
@@ -423,20 +444,47 @@ pub async fn transcode_file(args: TranscodeArgs) -> Result<(), String> {
         let _ = tokio::signal::ctrl_c().await;
         ctrl_c.cancel();
     });
-    let (progress_tx, mut progress_rx) = watch::channel(0.0);
-    let printer = tokio::spawn(async move {
-        while progress_rx.changed().await.is_ok() {
-            eprint!("\rprogress {:5.1}%", *progress_rx.borrow());
-        }
-    });
+    let (progress_tx, progress_rx) = watch::channel(0.0);
+    let printer = tokio::spawn(show_progress(progress_rx, media.duration_seconds));
     let result = transcoder.encode(&media, &plan, &input, &args.out, &cancel, &progress_tx).await;
     drop(progress_tx);
     let _ = printer.await;
-    eprintln!();
     result.map_err(|e| e.to_string())?;
     transcode::write_master_and_vod(&plan, &args.out).await.map_err(|e| e.to_string())?;
     eprintln!("done: {}", args.out.join(transcode::command::MASTER_PLAYLIST).display());
     Ok(())
+}
+
+/// Shows a transcode's progress (0 to 100) on stderr: a bar with speed and
+/// time left on a terminal, otherwise a plain line every 10% so logs stay
+/// readable.
+async fn show_progress(mut progress: watch::Receiver<f64>, duration_seconds: f64) {
+    use std::io::IsTerminal;
+    let started = std::time::Instant::now();
+    // Seconds of video per second of wall time.
+    let speed = |percent: f64| percent / 100.0 * duration_seconds / started.elapsed().as_secs_f64().max(1e-3);
+    if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(1000);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {percent:>3}% {msg} {elapsed} elapsed, ETA {eta}")
+                .expect("a valid template"),
+        );
+        while progress.changed().await.is_ok() {
+            let percent = *progress.borrow();
+            bar.set_position((percent * 10.0) as u64);
+            bar.set_message(format!("{:.1}x", speed(percent)));
+        }
+        bar.finish();
+    } else {
+        let mut shown = -10.0;
+        while progress.changed().await.is_ok() {
+            let percent = *progress.borrow();
+            if percent - shown >= 10.0 || (percent >= 100.0 && shown < 100.0) {
+                shown = percent;
+                eprintln!("progress {percent:5.1}% ({:.1}x real time)", speed(percent));
+            }
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

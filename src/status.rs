@@ -1,15 +1,21 @@
-//! The lecture document clients read: a lecture record joined with its job,
-//! in the field names of the API we replace.
+//! What clients read about a lecture and its job: the lecture document (a
+//! lecture record joined with its job, in the field names of the API we
+//! replace) and the job view. Both are built here once, so the HTTP API and
+//! the CLI's `--json` show one shape each.
 
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::domain::{rfc3339, JobState, ProcessingStatus};
 use crate::lectures::{Lecture, RenditionSummary};
 use crate::publish::Storage;
-use crate::queue::JobRecord;
+use crate::queue::{AttemptError, JobRecord};
+use crate::redact::for_clients;
 use crate::transcode::command::{MASTER_PLAYLIST, THUMBNAIL};
 
-#[derive(Debug, Serialize)]
+/// A lecture as clients see it. Every field of the seed's document is here
+/// under its seed name; the rest are additions.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LectureDocument {
     #[serde(rename = "_id")]
@@ -17,6 +23,8 @@ pub struct LectureDocument {
     pub course_id: String,
     pub name_of_topic: String,
     pub processing_status: ProcessingStatus,
+    /// Whole percent, 0 to 100.
+    #[schema(maximum = 100)]
     pub progress: u32,
     /// True once the video can be played: completed, or processing with the
     /// first segment of every rendition published (progressive publishing).
@@ -30,8 +38,12 @@ pub struct LectureDocument {
     pub duration_seconds: Option<f64>,
     pub no_of_views: i64,
     pub no_of_likes: i64,
+    /// Kept from the seed's document; vidpipe stores what it is given.
+    #[schema(value_type = Vec<Object>)]
     pub comments: serde_json::Value,
+    /// RFC 3339.
     pub created_at: String,
+    /// RFC 3339.
     pub updated_at: String,
 }
 
@@ -75,9 +87,9 @@ impl LectureDocument {
             course_id: lecture.course_id,
             name_of_topic: lecture.name_of_topic,
             processing_status: status,
-            progress: if completed { 100 } else { job.map_or(0.0, |j| j.progress).floor() as u32 },
+            progress: if completed { 100 } else { job.map_or(0, |j| whole_percent(j.progress)) },
             // Stored whole for operators; clients see it without server details.
-            processing_error: processing_error.as_deref().map(crate::redact::for_clients),
+            processing_error: processing_error.as_deref().map(for_clients),
             attempts: job.map_or(0, |j| j.attempts),
             playable: completed || early.is_some(),
             video_link: if completed { link(MASTER_PLAYLIST) } else { early },
@@ -89,6 +101,91 @@ impl LectureDocument {
             comments: lecture.comments,
             created_at: rfc3339(lecture.created_at),
             updated_at: rfc3339(updated_at),
+        }
+    }
+}
+
+/// Progress in whole percent, the one type every answer uses.
+fn whole_percent(progress: f64) -> u32 {
+    progress.clamp(0.0, 100.0).floor() as u32
+}
+
+/// Who reads a job: clients see redacted errors and no host names, admins
+/// see which worker ran it, operators at the CLI see everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    Client,
+    Admin,
+    Operator,
+}
+
+/// A job, the one shape in which the HTTP API and `vidpipe queue --json`
+/// show it. `id` is the lecture's id. Times are RFC 3339.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobView {
+    pub id: String,
+    pub state: JobState,
+    /// Lower runs first.
+    pub priority: i64,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    /// Whole percent, 0 to 100.
+    #[schema(maximum = 100)]
+    pub progress: u32,
+    /// The worker that holds or last held it; admins only.
+    pub worker: Option<String>,
+    pub last_error: Option<String>,
+    /// Every failed attempt, oldest first.
+    pub errors: Vec<AttemptView>,
+    pub run_at: String,
+    pub lease_until: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+/// One failed attempt of a job.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptView {
+    pub attempt: u32,
+    pub error: String,
+    /// RFC 3339.
+    pub at: String,
+    pub worker: Option<String>,
+}
+
+impl JobView {
+    pub fn new(job: &JobRecord, audience: Audience) -> JobView {
+        let error = |text: &str| match audience {
+            Audience::Operator => text.to_string(),
+            Audience::Client | Audience::Admin => for_clients(text),
+        };
+        let worker = |name: &Option<String>| if audience == Audience::Client { None } else { name.clone() };
+        let attempt = |e: &AttemptError| AttemptView {
+            attempt: e.attempt,
+            error: error(&e.error),
+            at: rfc3339(e.at),
+            worker: worker(&e.worker),
+        };
+        JobView {
+            id: job.id.clone(),
+            state: job.state,
+            priority: job.priority,
+            attempts: job.attempts,
+            max_attempts: job.max_attempts,
+            progress: whole_percent(job.progress),
+            worker: worker(&job.worker_id),
+            last_error: job.last_error.as_deref().map(error),
+            errors: job.errors.iter().map(attempt).collect(),
+            run_at: rfc3339(job.run_at),
+            lease_until: job.lease_until.map(rfc3339),
+            created_at: rfc3339(job.created_at),
+            updated_at: rfc3339(job.updated_at),
+            started_at: job.started_at.map(rfc3339),
+            finished_at: job.finished_at.map(rfc3339),
         }
     }
 }

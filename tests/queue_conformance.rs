@@ -309,6 +309,33 @@ pub async fn list_and_clean(q: Arc<dyn Queue>) {
     assert_eq!((counts.completed, counts.failed, counts.waiting), (0, 0, 2));
 }
 
+/// Keyset pages: newest id first, in one state or all, and a page does not
+/// shift when jobs ahead of the cursor change state.
+pub async fn pages_by_keyset(q: Arc<dyn Queue>) {
+    for id in ["j1", "j2", "j3", "j4", "j5"] {
+        q.enqueue(id, &opts(0, 1)).await.unwrap();
+    }
+    let ids = |jobs: Vec<vidpipe::queue::JobRecord>| jobs.into_iter().map(|j| j.id).collect::<Vec<_>>();
+    let first = ids(q.page(None, None, 2).await.unwrap());
+    assert_eq!(first, ["j5", "j4"]);
+    // The newest two change state between pages: the next page is unmoved.
+    let claim = q.claim("w", LEASE).await.unwrap().unwrap();
+    assert_eq!(claim.job_id, "j1", "claims follow FIFO, not ids");
+    assert!(q.complete(&claim).await.unwrap());
+    assert!(q.cancel("j5").await.unwrap());
+    assert_eq!(ids(q.page(None, Some("j4"), 2).await.unwrap()), ["j3", "j2"]);
+    assert_eq!(ids(q.page(None, Some("j2"), 2).await.unwrap()), ["j1"], "a short last page");
+    assert!(q.page(None, Some("j1"), 2).await.unwrap().is_empty());
+    // One state, every state ordered the same way.
+    assert_eq!(ids(q.page(Some(JobState::Waiting), None, 10).await.unwrap()), ["j4", "j3", "j2"]);
+    assert_eq!(ids(q.page(Some(JobState::Waiting), Some("j4"), 1).await.unwrap()), ["j3"]);
+    assert_eq!(ids(q.page(Some(JobState::Completed), None, 10).await.unwrap()), ["j1"]);
+    assert_eq!(ids(q.page(Some(JobState::Cancelled), None, 10).await.unwrap()), ["j5"]);
+    let all = q.page(None, None, 10).await.unwrap();
+    assert_eq!(ids(all.clone()), ["j5", "j4", "j3", "j2", "j1"]);
+    assert_eq!(all[0].state, JobState::Cancelled, "the record, not just its id");
+}
+
 macro_rules! conformance {
     ($backend:ident, $setup:path) => {
         mod $backend {
@@ -322,6 +349,7 @@ macro_rules! conformance {
                 cancel_and_pause,
                 priority_then_fifo_and_delays,
                 list_and_clean,
+                pages_by_keyset,
                 no_double_claim_under_concurrency
             );
         }

@@ -13,6 +13,18 @@ use crate::lectures::LectureStoreError;
 use crate::queue::QueueError;
 use crate::redact::for_clients;
 
+/// The body of every error answer.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A stable code: `bad_request`, `not_found`, `conflict`,
+    /// `payload_too_large`, `unsupported_media_type`, `unprocessable_video`,
+    /// `unauthorized`, `forbidden`, `request_timeout`, `too_many_requests`,
+    /// `busy`, `insufficient_storage` or `internal`.
+    pub error: &'static str,
+    /// What went wrong, in words a person can act on.
+    pub message: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
@@ -75,7 +87,7 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let mut response = (status, Json(serde_json::json!({ "error": code, "message": message }))).into_response();
+        let mut response = (status, Json(ErrorBody { error: code, message })).into_response();
         let headers = response.headers_mut();
         match &self {
             ApiError::Unauthorized(_) => {

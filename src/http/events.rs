@@ -21,9 +21,11 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::Stream;
-use serde_json::json;
+use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
+use utoipa::ToSchema;
 
+use super::error::ErrorBody;
 use super::lectures::parse_id;
 use super::{ApiError, AppState};
 use crate::events::{Event, EventKind};
@@ -34,6 +36,58 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Backlog read per query when resuming.
 const PAGE: u32 = 500;
 
+/// The `data` of every event but the snapshot (which is the lecture
+/// document itself). The SSE `event` field repeats `type`, and its `id` is `seq`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventMessage {
+    /// The event's place in the log; resume after it with `Last-Event-ID`.
+    pub seq: i64,
+    /// `lecture.uploaded`, `lecture.processing`, `lecture.progress`,
+    /// `lecture.playable`, `lecture.completed`, `lecture.failed`,
+    /// `lecture.deleted`, `alert.firing` or `alert.resolved`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub lecture_id: Option<String>,
+    /// What changed; for `lecture.completed` and `lecture.failed` the whole
+    /// lecture document.
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+}
+
+/// One server-sent event as it goes over the wire.
+#[derive(ToSchema)]
+#[allow(dead_code)] // Only documents the stream: `axum`'s `Event` writes it.
+pub struct ServerSentEvent {
+    /// `lecture.snapshot`, or the `type` of the `EventMessage` in `data`.
+    event: String,
+    /// The event's `seq`; the snapshot has none.
+    #[schema(required = false)]
+    id: Option<String>,
+    /// JSON: the lecture document for `lecture.snapshot`, an `EventMessage` otherwise.
+    #[schema(content_media_type = "application/json")]
+    data: String,
+}
+
+/// The header a reconnecting `EventSource` sends.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Only documents the header: `last_event_id` reads it.
+pub struct ResumeAfter {
+    /// Resume after this event.
+    #[param(rename = "Last-Event-ID", minimum = 0, nullable = false)]
+    last_event_id: Option<i64>,
+}
+
+/// `GET /api/lectures/{id}/events`: one lecture's changes as server-sent
+/// events, from a `lecture.snapshot` (or after `Last-Event-ID`).
+#[utoipa::path(get, path = "/api/lectures/{id}/events", tag = "events",
+    params(("id" = String, Path, description = "The lecture's id"),
+        ResumeAfter),
+    responses((status = 200, description = "A stream of `EventMessage`s, as `data:` lines", content_type = "text/event-stream", body = ServerSentEvent),
+        (status = 400, description = "`Last-Event-ID` is not an event id", body = ErrorBody),
+        (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn lecture(
     State(app): State<AppState>,
     Path(raw): Path<String>,
@@ -43,18 +97,38 @@ pub async fn lecture(
     if app.lectures.get(&id).await?.is_none() {
         return Err(ApiError::NotFound(format!("no lecture with id `{raw}`")));
     }
-    stream(app, Some(id.to_string()), last_event_id(&headers)).await
+    let after = last_event_id(&headers)?;
+    stream(app, Some(id.to_string()), after).await
 }
 
+/// `GET /api/events`: every lecture's changes and the alerts, as server-sent
+/// events.
+#[utoipa::path(get, path = "/api/events", tag = "events",
+    params(ResumeAfter),
+    responses((status = 200, description = "A stream of `EventMessage`s, as `data:` lines", content_type = "text/event-stream", body = ServerSentEvent),
+        (status = 400, description = "`Last-Event-ID` is not an event id", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn all(
     State(app): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    stream(app, None, last_event_id(&headers)).await
+    let after = last_event_id(&headers)?;
+    stream(app, None, after).await
 }
 
-fn last_event_id(headers: &HeaderMap) -> Option<i64> {
-    headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok())
+/// The `Last-Event-ID` to resume after. `EventSource` sends back an id we
+/// gave, so anything else is a client's mistake, said as such rather than
+/// answered with a stream from an arbitrary point.
+fn last_event_id(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(value) = headers.get("last-event-id") else { return Ok(None) };
+    let text = value.to_str().unwrap_or_default().trim();
+    match text.parse::<i64>() {
+        Ok(seq) if seq >= 0 => Ok(Some(seq)),
+        _ => Err(ApiError::BadRequest(format!(
+            "`Last-Event-ID` `{}` is not the id of an event (a whole number); reconnect without it",
+            text.chars().take(40).collect::<String>()
+        ))),
+    }
 }
 
 async fn document(app: &AppState, id: &str) -> Result<Option<serde_json::Value>, ApiError> {
@@ -138,8 +212,9 @@ async fn sse(app: &AppState, event: Event) -> SseEvent {
             }
         }
     }
-    let body = json!({ "seq": event.seq, "type": event.kind.as_str(), "lectureId": event.lecture_id, "data": data });
-    SseEvent::default().id(event.seq.to_string()).event(event.kind.as_str()).data(body.to_string())
+    let message = EventMessage { seq: event.seq, kind: event.kind.as_str(), lecture_id: event.lecture_id, data };
+    let body = serde_json::to_string(&message).unwrap_or_default();
+    SseEvent::default().id(event.seq.to_string()).event(event.kind.as_str()).data(body)
 }
 
 /// A stream fed by a task through a small channel: the task stops when the

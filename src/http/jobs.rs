@@ -1,143 +1,180 @@
-//! Job and queue endpoints: job details, retry, cancel, pause/resume, health.
+//! Job and queue endpoints: the job list and details, retry, cancel,
+//! pause/resume. Jobs are shown as `status::JobView`, the one job shape.
 
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::Json;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::access::Caller;
-use super::lectures::parse_id;
 use super::{ApiError, AppState, STOP_WAIT};
-use crate::domain::rfc3339;
+use crate::domain::{JobState, LectureId};
 use crate::keys::Scope;
+use crate::lectures::JobChange;
 use crate::queue::JobRecord;
-use crate::redact::for_clients;
+use crate::status::{Audience, JobView};
 
-/// A job as the API shows it. Error texts are redacted for clients (see
-/// `redact`); which worker ran it (a host name) only admins see.
-fn job_json(job: &JobRecord, caller: &Caller) -> Value {
-    let admin = caller.scope == Scope::Admin;
-    let errors: Vec<Value> = job
-        .errors
-        .iter()
-        .map(|e| {
-            json!({
-                "attempt": e.attempt,
-                "error": for_clients(&e.error),
-                "at": e.at,
-                "worker": if admin { e.worker.clone() } else { None },
-            })
-        })
-        .collect();
-    json!({
-        "id": job.id,
-        "state": job.state.as_str(),
-        "priority": job.priority,
-        "attempts": job.attempts,
-        "maxAttempts": job.max_attempts,
-        "progress": job.progress,
-        "worker": if admin { job.worker_id.clone() } else { None },
-        "lastError": job.last_error.as_deref().map(for_clients),
-        "errors": errors,
-        "runAt": rfc3339(job.run_at),
-        "leaseUntil": job.lease_until.map(rfc3339),
-        "createdAt": rfc3339(job.created_at),
-        "updatedAt": rfc3339(job.updated_at),
-        "startedAt": job.started_at.map(rfc3339),
-        "finishedAt": job.finished_at.map(rfc3339),
-    })
+fn view(job: &JobRecord, caller: &Caller) -> JobView {
+    JobView::new(job, if caller.scope == Scope::Admin { Audience::Admin } else { Audience::Client })
+}
+
+/// Why a cancel or retry was refused, as an HTTP error.
+fn refused(change: JobChange, raw: &str, rule: &str) -> ApiError {
+    match change {
+        JobChange::NotFound => ApiError::NotFound(format!("no job with id `{raw}`")),
+        JobChange::NotNow(state) => ApiError::Conflict(format!("job is {state}; {rule}")),
+        JobChange::SourceGone => ApiError::Conflict(
+            "the uploaded source is no longer kept (VIDPIPE_SOURCE_RETENTION); upload the video again".into(),
+        ),
+        JobChange::Done => ApiError::Internal("a change that was made reported as refused".into()),
+    }
+}
+
+fn parse_job_id(raw: &str) -> Result<LectureId, ApiError> {
+    raw.parse().map_err(|_| ApiError::NotFound(format!("no job with id `{raw}`")))
 }
 
 async fn load(app: &AppState, raw: &str) -> Result<JobRecord, ApiError> {
-    let id = parse_id(raw)?;
+    let id = parse_job_id(raw)?;
     app.queue.get(id.as_str()).await?.ok_or_else(|| ApiError::NotFound(format!("no job with id `{raw}`")))
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    state: String,
-    page: Option<u32>,
+    /// Only jobs in this state; every state if absent.
+    state: Option<JobState>,
+    /// The `nextCursor` of the previous page.
+    #[param(pattern = "^[0-9a-f]{32}$")]
+    cursor: Option<String>,
+    /// Jobs per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
 }
 
-/// `GET /api/jobs?state=failed&page=1&limit=20`: jobs in one state.
+/// A page of jobs, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobPage {
+    pub jobs: Vec<JobView>,
+    pub limit: u32,
+    /// Jobs in the state asked for (in every state without `state`), now.
+    pub total: u64,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /api/jobs?state=failed&limit=20&cursor=...`: jobs newest first,
+/// paged by a keyset cursor, so pages do not shift while jobs run.
+#[utoipa::path(get, path = "/api/jobs", tag = "jobs", params(ListQuery),
+    responses((status = 200, body = JobPage), (status = 400, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn list(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
-    query: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let axum::extract::Query(q) = query?;
-    let state: crate::domain::JobState =
-        q.state.parse().map_err(|e: crate::domain::InvalidValue| ApiError::BadRequest(e.0))?;
-    let (page, limit) = (q.page.unwrap_or(1), q.limit.unwrap_or(20));
-    if page == 0 || !(1..=100).contains(&limit) {
-        return Err(ApiError::BadRequest("`page` starts at 1 and `limit` is 1 to 100".into()));
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<JobPage>, ApiError> {
+    let Query(q) = query?;
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::BadRequest("`limit` is 1 to 100".into()));
     }
-    let jobs = app.queue.list(state, limit, (page as u64 - 1) * limit as u64).await?;
+    let cursor = q
+        .cursor
+        .as_deref()
+        .map(|c| {
+            c.parse::<LectureId>().map_err(|_| {
+                ApiError::BadRequest(format!("`cursor` `{c}` is not a cursor this API gave; start without one"))
+            })
+        })
+        .transpose()?;
+    let jobs = app.queue.page(q.state, cursor.as_ref().map(LectureId::as_str), limit).await?;
     let counts = app.queue.counts().await?;
-    let total = match state {
-        crate::domain::JobState::Waiting => counts.waiting,
-        crate::domain::JobState::Active => counts.active,
-        crate::domain::JobState::Delayed => counts.delayed,
-        crate::domain::JobState::Completed => counts.completed,
-        crate::domain::JobState::Failed => counts.failed,
-        crate::domain::JobState::Cancelled => counts.cancelled,
+    let total = match q.state {
+        Some(JobState::Waiting) => counts.waiting,
+        Some(JobState::Active) => counts.active,
+        Some(JobState::Delayed) => counts.delayed,
+        Some(JobState::Completed) => counts.completed,
+        Some(JobState::Failed) => counts.failed,
+        Some(JobState::Cancelled) => counts.cancelled,
+        None => counts.waiting + counts.active + counts.delayed + counts.completed + counts.failed + counts.cancelled,
     };
-    Ok(Json(
-        json!({ "jobs": jobs.iter().map(|j| job_json(j, &caller)).collect::<Vec<_>>(), "page": page, "limit": limit, "total": total }),
-    ))
+    let next_cursor = if jobs.len() == limit as usize { jobs.last().map(|j| j.id.clone()) } else { None };
+    Ok(Json(JobPage { jobs: jobs.iter().map(|j| view(j, &caller)).collect(), limit, total, next_cursor }))
 }
 
+/// `GET /api/jobs/{id}`: one job, every attempt's error included.
+#[utoipa::path(get, path = "/api/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "The lecture's id")),
+    responses((status = 200, body = JobView), (status = 404, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn get(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(raw): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(job_json(&load(&app, &raw).await?, &caller)))
+) -> Result<Json<JobView>, ApiError> {
+    Ok(Json(view(&load(&app, &raw).await?, &caller)))
 }
 
+/// `POST /api/jobs/{id}/retry`: a failed or cancelled job runs again with a
+/// fresh set of attempts.
+#[utoipa::path(post, path = "/api/jobs/{id}/retry", tag = "jobs", params(("id" = String, Path, description = "The lecture's id")),
+    responses((status = 200, body = JobView), (status = 404, body = super::error::ErrorBody),
+        (status = 409, description = "The job is not failed or cancelled, or its source is gone", body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn retry(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(raw): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let job = load(&app, &raw).await?;
-    if let Some(lecture) = app.lectures.get(&parse_id(&raw)?).await? {
-        if !tokio::fs::try_exists(&lecture.source_path).await.unwrap_or(false) {
-            return Err(ApiError::Conflict(
-                "the uploaded source is no longer kept (VIDPIPE_SOURCE_RETENTION); upload the video again".into(),
-            ));
-        }
+) -> Result<Json<JobView>, ApiError> {
+    let id = parse_job_id(&raw)?;
+    match app.lectures.retry(&id).await? {
+        JobChange::Done => app.wake.notify_one(),
+        change => return Err(refused(change, &raw, "only failed or cancelled jobs can be retried")),
     }
-    if !app.queue.retry(&job.id).await? {
-        return Err(ApiError::Conflict(format!("job is {}; only failed or cancelled jobs can be retried", job.state)));
-    }
-    app.lectures.set_failed(&job.id, None).await?;
-    app.wake.notify_one();
-    Ok(Json(job_json(&load(&app, &raw).await?, &caller)))
+    Ok(Json(view(&load(&app, &raw).await?, &caller)))
 }
 
+/// `POST /api/jobs/{id}/cancel`: stops a waiting, delayed or running job;
+/// its lecture becomes `failed` with the error `cancelled`.
+#[utoipa::path(post, path = "/api/jobs/{id}/cancel", tag = "jobs", params(("id" = String, Path, description = "The lecture's id")),
+    responses((status = 200, body = JobView), (status = 404, body = super::error::ErrorBody),
+        (status = 409, description = "The job has already ended", body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn cancel(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(raw): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let job = load(&app, &raw).await?;
-    if !app.queue.cancel(&job.id).await? {
-        return Err(ApiError::Conflict(format!("job is already {}", job.state)));
+) -> Result<Json<JobView>, ApiError> {
+    let id = parse_job_id(&raw)?;
+    match app.lectures.cancel(id.as_str()).await? {
+        JobChange::Done => {
+            app.running.stop(id.as_str(), STOP_WAIT).await;
+        }
+        change => return Err(refused(change, &raw, "it has already ended")),
     }
-    // Kept on the lecture, so a lost job record does not bring it back.
-    app.lectures.record_failure(&job.id, "cancelled", true).await?;
-    app.running.stop(&job.id, STOP_WAIT).await;
-    Ok(Json(job_json(&load(&app, &raw).await?, &caller)))
+    Ok(Json(view(&load(&app, &raw).await?, &caller)))
 }
 
-pub async fn pause(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// Whether workers may claim jobs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueuePaused {
+    pub paused: bool,
+}
+
+/// `POST /api/queue/pause`: workers claim nothing new; running jobs finish.
+#[utoipa::path(post, path = "/api/queue/pause", tag = "jobs", responses((status = 200, body = QueuePaused)),
+    security(("bearer" = [])))]
+pub async fn pause(State(app): State<AppState>) -> Result<Json<QueuePaused>, ApiError> {
     app.queue.set_paused(true).await?;
-    Ok(Json(json!({ "paused": true })))
+    Ok(Json(QueuePaused { paused: true }))
 }
 
-pub async fn resume(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// `POST /api/queue/resume`.
+#[utoipa::path(post, path = "/api/queue/resume", tag = "jobs", responses((status = 200, body = QueuePaused)),
+    security(("bearer" = [])))]
+pub async fn resume(State(app): State<AppState>) -> Result<Json<QueuePaused>, ApiError> {
     app.queue.set_paused(false).await?;
     app.wake.notify_one();
-    Ok(Json(json!({ "paused": false })))
+    Ok(Json(QueuePaused { paused: false }))
 }

@@ -5,18 +5,22 @@ use std::collections::HashMap;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
+use super::error::ErrorBody;
 use super::{ApiError, AppState, STOP_WAIT};
 use crate::domain::LectureId;
-use crate::lectures::remove_lecture;
 use crate::status::LectureDocument;
 
 pub fn parse_id(raw: &str) -> Result<LectureId, ApiError> {
     raw.parse().map_err(|_| ApiError::NotFound(format!("no lecture with id `{raw}`")))
 }
 
+/// `GET /api/lectures/{id}`: the lecture document.
+#[utoipa::path(get, path = "/api/lectures/{id}", tag = "lectures", params(("id" = String, Path, description = "The lecture's id")),
+    responses((status = 200, body = LectureDocument), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn get(State(app): State<AppState>, Path(raw): Path<String>) -> Result<Json<LectureDocument>, ApiError> {
     let id = parse_id(&raw)?;
     let lecture =
@@ -25,20 +29,49 @@ pub async fn get(State(app): State<AppState>, Path(raw): Path<String>) -> Result
     Ok(Json(LectureDocument::new(lecture, job.as_ref(), app.storage.as_ref())))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only this course's lectures.
     course_id: Option<String>,
+    /// From 1 (default 1).
+    #[param(minimum = 1)]
     page: Option<u32>,
+    /// Lectures per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
+}
+
+/// A page of lectures, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LecturePage {
+    pub lectures: Vec<LectureDocument>,
+    pub page: u32,
+    pub limit: u32,
+    /// Lectures that match, on every page.
+    pub total: u64,
+}
+
+/// What a delete answers.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LectureDeleted {
+    /// `Lecture deleted`.
+    pub message: &'static str,
+    pub lecture_id: String,
 }
 
 const MAX_PAGE_SIZE: u32 = 100;
 
+/// `GET /api/lectures?courseId=&page=&limit=`: lectures, newest first.
+#[utoipa::path(get, path = "/api/lectures", tag = "lectures", params(ListQuery),
+    responses((status = 200, body = LecturePage), (status = 400, body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn list(
     State(app): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LecturePage>, ApiError> {
     let Query(q) = query?;
     let page = q.page.unwrap_or(1);
     let limit = q.limit.unwrap_or(20);
@@ -56,19 +89,21 @@ pub async fn list(
             LectureDocument::new(l, job, app.storage.as_ref())
         })
         .collect();
-    Ok(Json(json!({ "lectures": docs, "page": page, "limit": limit, "total": total })))
+    Ok(Json(LecturePage { lectures: docs, page, limit, total }))
 }
 
-/// Stops a running transcode first, then removes the records, the source
-/// and every published file.
-pub async fn delete(State(app): State<AppState>, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
+/// `DELETE /api/lectures/{id}`: stops a running transcode first, then
+/// removes the records, the source and every published file.
+#[utoipa::path(delete, path = "/api/lectures/{id}", tag = "lectures", params(("id" = String, Path, description = "The lecture's id")),
+    responses((status = 200, body = LectureDeleted), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn delete(State(app): State<AppState>, Path(raw): Path<String>) -> Result<Json<LectureDeleted>, ApiError> {
     let id = parse_id(&raw)?;
     let lecture =
         app.lectures.get(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no lecture with id `{raw}`")))?;
     // A job running in this process is stopped right now, before its files
     // are removed; one elsewhere stops at its next heartbeat.
-    app.queue.cancel(id.as_str()).await?;
-    app.running.stop(id.as_str(), STOP_WAIT).await;
-    remove_lecture(&app.lectures, app.queue.as_ref(), app.storage.as_ref(), &lecture).await?;
-    Ok(Json(json!({ "message": "Lecture deleted", "lectureId": id.as_str() })))
+    let stop_here = app.running.stop(id.as_str(), STOP_WAIT);
+    app.lectures.remove(&lecture, app.storage.as_ref(), stop_here).await?;
+    Ok(Json(LectureDeleted { message: "Lecture deleted", lecture_id: id.to_string() }))
 }

@@ -5,12 +5,13 @@
 //! ffprobe at upload, and never writes job state except through the queue.
 
 pub mod access;
-mod error;
+pub mod error;
 mod events;
 mod jobs;
 mod lectures;
 pub mod limits;
 mod media;
+pub mod openapi;
 pub mod ops;
 mod playback;
 pub mod server;
@@ -66,7 +67,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/lectures/{id}/master.m3u8", get(playback::master))
         .route("/api/lectures/{id}/thumbnail.jpg", get(playback::thumbnail))
         .route("/api/lectures/{id}/{rendition}/index.m3u8", get(playback::media))
-        .route("/api/health", get(ops::liveness));
+        .route("/api/health", get(ops::liveness))
+        .route("/api/openapi.json", get(openapi::document));
     let uploaders = Router::new()
         // The intake bounds the body itself (size, structure, pauses).
         .route("/api/upload", post(upload::upload).layer(DefaultBodyLimit::disable()))

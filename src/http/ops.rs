@@ -9,30 +9,84 @@ use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::{ApiError, AppState};
-use crate::alerts::{self, Alert};
+use crate::alerts::{self, Alert, AlertState};
 use crate::domain::{now_ms, JobState};
 
 /// Completed jobs `avgProcessingTime` is averaged over.
 const PERFORMANCE_JOBS: u32 = 100;
 
+/// `{"status": "ok"}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Liveness {
+    pub status: &'static str,
+}
+
 /// `GET /api/health`: the process is up. Keyless, so it tells nothing else.
-pub async fn liveness() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+#[utoipa::path(get, path = "/api/health", tag = "operations", responses((status = 200, body = Liveness)))]
+pub async fn liveness() -> Json<Liveness> {
+    Json(Liveness { status: "ok" })
+}
+
+/// The queue's health, in the seed's shape plus counts, workers and alerts.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueHealth {
+    /// `healthy`, or `unhealthy` while an alert fires.
+    pub status: &'static str,
+    pub queue: QueueCounts,
+    pub worker: WorkerSummary,
+    /// The alerts firing now.
+    pub alerts: Vec<AlertState>,
+}
+
+/// Jobs per state, and whether the queue is paused.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueCounts {
+    pub waiting: u64,
+    pub active: u64,
+    pub failed: u64,
+    pub delayed: u64,
+    pub completed: u64,
+    pub cancelled: u64,
+    pub paused: bool,
+}
+
+/// The live workers, whichever process they run in.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkerSummary {
+    /// Jobs the live workers may run at once, together.
+    pub concurrency: u64,
+    /// `processing` while any runs a job, `idle` otherwise.
+    pub status: &'static str,
+    /// Workers heard from lately.
+    pub live: usize,
+}
+
+/// The seed's error shape for the health route: `{"status": "error", "message"}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthError {
+    pub status: &'static str,
+    pub message: &'static str,
 }
 
 /// `GET /api/health/queue`, in the seed's shape: `healthy`, or `unhealthy`
 /// with 503 while an alert fires. Workers are counted from their own
 /// heartbeats, whichever process they run in.
+#[utoipa::path(get, path = "/api/health/queue", tag = "operations",
+    responses((status = 200, description = "No alert fires", body = QueueHealth),
+        (status = 503, description = "An alert fires", body = QueueHealth),
+        (status = 500, description = "The queue or the database cannot be read", body = HealthError)),
+    security(("bearer" = [])))]
 pub async fn health(State(app): State<AppState>) -> Response {
     match queue_health(&app).await {
         Ok(response) => response,
         // The seed's shape for this route's errors.
         Err(e) => {
             tracing::error!(error = %e, "health check failed");
-            let body = json!({ "status": "error", "message": "the queue or the database cannot be read" });
+            let body = HealthError { status: "error", message: "the queue or the database cannot be read" };
             (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()
         }
     }
@@ -50,31 +104,61 @@ async fn queue_health(app: &AppState) -> Result<Response, ApiError> {
         .collect();
     let healthy = firing.is_empty();
     let busy = workers.iter().any(|w| w.active > 0);
-    let body = json!({
-        "status": if healthy { "healthy" } else { "unhealthy" },
-        "queue": {
-            "waiting": counts.waiting,
-            "active": counts.active,
-            "failed": counts.failed,
-            "delayed": counts.delayed,
-            "completed": counts.completed,
-            "cancelled": counts.cancelled,
-            "paused": paused,
+    let body = QueueHealth {
+        status: if healthy { "healthy" } else { "unhealthy" },
+        queue: QueueCounts {
+            waiting: counts.waiting,
+            active: counts.active,
+            failed: counts.failed,
+            delayed: counts.delayed,
+            completed: counts.completed,
+            cancelled: counts.cancelled,
+            paused,
         },
-        "worker": {
-            "concurrency": workers.iter().map(|w| w.concurrency).sum::<u64>(),
-            "status": if busy { "processing" } else { "idle" },
-            "live": workers.len(),
+        worker: WorkerSummary {
+            concurrency: workers.iter().map(|w| w.concurrency).sum::<u64>(),
+            status: if busy { "processing" } else { "idle" },
+            live: workers.len(),
         },
-        "alerts": firing,
-    });
+        alerts: firing,
+    };
     let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     Ok((status, Json(body)).into_response())
 }
 
+/// The seed's JSON metrics.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SeedMetrics {
+    pub queue: SeedCounts,
+    pub performance: Performance,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SeedCounts {
+    pub waiting: u64,
+    pub active: u64,
+    pub completed: u64,
+    pub failed: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Performance {
+    /// Seconds with one decimal and an `s`: `12.3s`.
+    #[schema(pattern = "^[0-9]+\\.[0-9]s$")]
+    pub avg_processing_time: String,
+    /// `<n> jobs/hour`.
+    #[schema(pattern = "^[0-9]+ jobs/hour$")]
+    pub throughput: String,
+    /// What the two figures are measured over.
+    pub window: String,
+}
+
 /// `GET /api/metrics`, the seed's JSON: counts per state, and performance
 /// over the last 100 completed jobs and the last hour.
-pub async fn api_metrics(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/api/metrics", tag = "operations", responses((status = 200, body = SeedMetrics)),
+    security(("bearer" = [])))]
+pub async fn api_metrics(State(app): State<AppState>) -> Result<Json<SeedMetrics>, ApiError> {
     let counts = app.queue.counts().await?;
     let recent = app.queue.list(JobState::Completed, PERFORMANCE_JOBS, 0).await?;
     let took: Vec<f64> =
@@ -87,22 +171,28 @@ pub async fn api_metrics(State(app): State<AppState>) -> Result<Json<Value>, Api
         .count_since(crate::events::EventKind::Completed, hour_ago)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(Json(json!({
-        "queue": {
-            "waiting": counts.waiting,
-            "active": counts.active,
-            "completed": counts.completed,
-            "failed": counts.failed,
+    Ok(Json(SeedMetrics {
+        queue: SeedCounts {
+            waiting: counts.waiting,
+            active: counts.active,
+            completed: counts.completed,
+            failed: counts.failed,
         },
-        "performance": {
-            "avgProcessingTime": format!("{average:.1}s"),
-            "throughput": format!("{last_hour} jobs/hour"),
-            "window": format!("avgProcessingTime: the last {} completed jobs ({} here); throughput: the last hour", PERFORMANCE_JOBS, took.len()),
+        performance: Performance {
+            avg_processing_time: format!("{average:.1}s"),
+            throughput: format!("{last_hour} jobs/hour"),
+            window: format!(
+                "avgProcessingTime: the last {PERFORMANCE_JOBS} completed jobs ({} here); throughput: the last hour",
+                took.len()
+            ),
         },
-    })))
+    }))
 }
 
 /// `GET /metrics`: Prometheus text. Queue-wide gauges are read now.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition 0.0.4", content_type = "text/plain", body = String)),
+    security(("bearer" = [])))]
 pub async fn prometheus(State(app): State<AppState>) -> Result<Response, ApiError> {
     refresh_gauges(&app).await?;
     let text = crate::metrics::render();

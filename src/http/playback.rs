@@ -80,6 +80,12 @@ fn files_to_sign(text: &str) -> Result<Vec<&str>, String> {
     }
 }
 
+/// `GET /api/lectures/{id}/master.m3u8`: the master playlist, for players
+/// (no key), whatever the storage.
+#[utoipa::path(get, path = "/api/lectures/{id}/master.m3u8", tag = "playback",
+    params(("id" = String, Path, description = "The lecture's id")),
+    responses((status = 200, description = "HLS master playlist", content_type = "application/vnd.apple.mpegurl", body = String),
+        (status = 404, description = "No such lecture, or nothing playable yet", body = super::error::ErrorBody)))]
 pub async fn master(State(app): State<AppState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
     let (_, prefix) = published(&app, &raw).await?;
     let bytes = app.storage.get_bytes(&format!("{prefix}/{MASTER_PLAYLIST}")).await.map_err(storage_error)?;
@@ -88,6 +94,14 @@ pub async fn master(State(app): State<AppState>, Path(raw): Path<String>) -> Res
     Ok(playlist_response(text))
 }
 
+/// `GET /api/lectures/{id}/{rendition}/index.m3u8`: a media playlist whose
+/// segments and init sections point at the storage (signed links for a
+/// private bucket).
+#[utoipa::path(get, path = "/api/lectures/{id}/{rendition}/index.m3u8", tag = "playback",
+    params(("id" = String, Path, description = "The lecture's id"),
+        ("rendition" = String, Path, description = "A rendition's name, as the master playlist lists it: `720p`")),
+    responses((status = 200, description = "HLS media playlist", content_type = "application/vnd.apple.mpegurl", body = String),
+        (status = 404, description = "No such lecture or rendition", body = super::error::ErrorBody)))]
 pub async fn media(
     State(app): State<AppState>,
     Path((raw, rendition)): Path<(String, String)>,
@@ -115,6 +129,12 @@ pub async fn media(
     Ok(playlist_response(out))
 }
 
+/// `GET /api/lectures/{id}/thumbnail.jpg`: a redirect to the thumbnail.
+#[utoipa::path(get, path = "/api/lectures/{id}/thumbnail.jpg", tag = "playback",
+    params(("id" = String, Path, description = "The lecture's id")),
+    responses((status = 307, description = "Redirects to the JPEG (a signed link for a private bucket)",
+            headers(("Location" = String, description = "The thumbnail's URL"))),
+        (status = 404, description = "No such lecture, or no thumbnail", body = super::error::ErrorBody)))]
 pub async fn thumbnail(State(app): State<AppState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
     let (lecture, prefix) = published(&app, &raw).await?;
     if !lecture.has_thumbnail {

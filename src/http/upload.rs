@@ -12,21 +12,73 @@ use axum::body::Body;
 use axum::extract::{Extension, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::Json;
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::access::Caller;
+use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::domain::LectureId;
 use crate::ingest::FORM_OVERHEAD;
 use crate::lectures::NewLecture;
 use crate::queue::EnqueueOptions;
 
+/// The upload form, at most 8 parts. The server reads other text fields
+/// (bounded) and ignores them, as the API we replace did, but they are not
+/// part of the contract.
+#[derive(ToSchema)]
+#[allow(dead_code)] // Only documents the form: the intake parses it as a stream.
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UploadForm {
+    /// The video. Its container and codecs are checked by ffprobe, not by its
+    /// name or type.
+    #[schema(value_type = String, format = Binary, content_media_type = "application/octet-stream")]
+    uploaded_file: Vec<u8>,
+    #[schema(min_length = 1, max_length = 500)]
+    course_id: String,
+    #[schema(min_length = 1, max_length = 500)]
+    name_of_topic: String,
+    /// Lower runs first: a whole number from -1000 to 1000 (default 0).
+    #[schema(value_type = String, required = false, pattern = "^-?(1000|[0-9]{1,3})$")]
+    priority: Option<i64>,
+}
+
+/// What an accepted upload answers (202).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadAccepted {
+    /// `Video uploaded; processing is queued`.
+    pub message: &'static str,
+    pub lecture_id: String,
+    /// The lecture's id: a lecture has one job.
+    pub job_id: String,
+    /// Always `pending`.
+    pub processing_status: crate::domain::ProcessingStatus,
+    /// Runnable jobs ahead of this one; 0 if a worker already took it.
+    pub queue_position: u64,
+}
+
+/// `POST /api/upload`: a lecture from a video. Answers 202 at once, with a
+/// `Location` header naming the lecture; transcoding happens later.
+#[utoipa::path(post, path = "/api/upload", tag = "lectures",
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 202, body = UploadAccepted, headers(("Location" = String, description = "`/api/lectures/{lectureId}`"))),
+        (status = 400, description = "A field is missing or invalid", body = ErrorBody),
+        (status = 408, description = "The body paused too long", body = ErrorBody),
+        (status = 413, description = "Larger than the upload limit", body = ErrorBody),
+        (status = 415, description = "Not a video vidpipe takes", body = ErrorBody),
+        (status = 422, description = "A video that cannot be decoded", body = ErrorBody),
+        (status = 429, description = "Too many uploads from this caller; see Retry-After", body = ErrorBody),
+        (status = 503, description = "All upload or probe slots are busy; see Retry-After", body = ErrorBody),
+        (status = 507, description = "The server is low on disk space", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn upload(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Body,
-) -> Result<(StatusCode, HeaderMap, Json<Value>), ApiError> {
+) -> Result<(StatusCode, HeaderMap, Json<UploadAccepted>), ApiError> {
     let slot = match app.uploads.admit(&caller.identity()) {
         Ok(slot) => slot,
         Err(refusal) => {
@@ -69,7 +121,7 @@ pub async fn upload(
             delay: std::time::Duration::ZERO,
             max_attempts: app.max_attempts,
         };
-        app.lectures.create_with_job(new, &options, app.queue.as_ref()).await?;
+        app.lectures.create_with_job(new, &options).await?;
         // Committed: the lecture owns the file now.
         file.keep();
         app.wake.notify_one();
@@ -88,12 +140,12 @@ pub async fn upload(
     Ok((
         StatusCode::ACCEPTED,
         response_headers,
-        Json(json!({
-            "message": "Video uploaded; processing is queued",
-            "lectureId": id.as_str(),
-            "jobId": id.as_str(),
-            "processingStatus": "pending",
-            "queuePosition": position,
-        })),
+        Json(UploadAccepted {
+            message: "Video uploaded; processing is queued",
+            lecture_id: id.to_string(),
+            job_id: id.to_string(),
+            processing_status: crate::domain::ProcessingStatus::Pending,
+            queue_position: position,
+        }),
     ))
 }

@@ -175,6 +175,18 @@ pub trait Queue: Send + Sync + 'static {
     /// id (descending for finished jobs).
     async fn list(&self, state: JobState, limit: u32, offset: u64) -> Result<Vec<JobRecord>, QueueError>;
 
+    /// Jobs in `state` (in every state if `None`), newest first by id, only
+    /// those whose id sorts below `before`. Ids are time-ordered (UUIDv7), so
+    /// this is upload order, and unlike `list` a page does not shift when
+    /// jobs change state or heartbeat: `before` is a keyset cursor, the last
+    /// id of the previous page.
+    async fn page(
+        &self,
+        state: Option<JobState>,
+        before: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<JobRecord>, QueueError>;
+
     /// Removes jobs in a final `state` that finished before `before_ms`;
     /// returns their ids.
     async fn clean(&self, state: JobState, before_ms: i64) -> Result<Vec<String>, QueueError>;

@@ -514,4 +514,29 @@ impl Queue for RedisQueue {
             .await?;
         Ok(ids)
     }
+
+    /// Reads the ids of the states asked for and sorts them here: the state
+    /// sets are ordered for claiming, not by id. Finished jobs are bounded by
+    /// cleanup, so this stays a read of the live queue's size.
+    async fn page(
+        &self,
+        state: Option<JobState>,
+        before: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<JobRecord>, QueueError> {
+        let states: Vec<JobState> = state.map_or_else(|| JobState::ALL.to_vec(), |s| vec![s]);
+        let mut pipe = redis::pipe();
+        for state in &states {
+            pipe.cmd("ZRANGE").arg(format!("{}:{}", self.prefix, state.as_str())).arg(0).arg(-1);
+        }
+        let sets: Vec<Vec<String>> = pipe.query_async(&mut self.conn.clone()).await?;
+        let mut ids: Vec<String> =
+            sets.into_iter().flatten().filter(|id| before.is_none_or(|b| id.as_str() < b)).collect();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        ids.dedup();
+        ids.truncate(limit as usize);
+        let mut jobs = self.get_many(&ids).await?;
+        jobs.sort_by(|a, b| b.id.cmp(&a.id));
+        Ok(jobs)
+    }
 }

@@ -39,6 +39,11 @@ impl SqlQueue {
         SqlQueue { db, backoff }
     }
 
+    /// The database the jobs are in.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
     /// Inserts a job on an open connection or transaction, so that callers
     /// can enqueue in the same transaction as the record the job is for.
     pub async fn enqueue_on(
@@ -430,5 +435,33 @@ impl Queue for SqlQueue {
             .fetch_all(&self.db.pool)
             .await?;
         rows.iter().map(|r| r.try_get::<String, _>("id").map_err(QueueError::from)).collect()
+    }
+
+    async fn page(
+        &self,
+        state: Option<JobState>,
+        before: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<JobRecord>, QueueError> {
+        // Placeholders are numbered as they are added: only the filters given
+        // are in the query, so neither database has to type a NULL parameter.
+        let mut filters = Vec::new();
+        if state.is_some() {
+            filters.push(format!("state = ${}", filters.len() + 1));
+        }
+        if before.is_some() {
+            filters.push(format!("id < ${}", filters.len() + 1));
+        }
+        let filter = if filters.is_empty() { String::new() } else { format!("WHERE {}", filters.join(" AND ")) };
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs {filter} ORDER BY id DESC LIMIT ${}", filters.len() + 1);
+        let mut query = sqlx::query(&sql);
+        if let Some(state) = state {
+            query = query.bind(state.as_str());
+        }
+        if let Some(before) = before {
+            query = query.bind(before);
+        }
+        let rows = query.bind(limit as i64).fetch_all(&self.db.pool).await?;
+        rows.iter().map(job_from_row).collect()
     }
 }

@@ -16,7 +16,7 @@ use super::WorkerContext;
 use crate::domain::{now_ms, LectureId};
 use crate::events::{EventKind, EventLog};
 use crate::ingest::probe::{self, ProbeError};
-use crate::lectures::{Completion, Lecture, Published, RenditionSummary};
+use crate::lectures::{Completion, Failure, Lecture, Published, RenditionSummary};
 use crate::publish::{Publisher, StorageError};
 use crate::queue::{Claim, FailOutcome};
 use crate::status::LectureDocument;
@@ -104,7 +104,6 @@ pub(super) async fn process(
             .complete(
                 &claim,
                 &published,
-                ctx.queue.as_ref(),
                 Completion {
                     playable: (!announced_playable).then(|| playable_event(ctx, &claim.job_id, &published.prefix)),
                     document: completed_document(ctx, &lecture, &published),
@@ -160,7 +159,7 @@ pub(super) async fn process(
                 Ok(FailOutcome::Failed) => {
                     crate::metrics::job_failed(class);
                     tracing::error!(lecture = %id, job = %id, attempt = claim.attempt, class, error = %message, "job failed");
-                    if let Err(e) = ctx.lectures.record_failure(&id, &message, false).await {
+                    if let Err(e) = ctx.lectures.record_failure(&id, Failure::Error(&message)).await {
                         tracing::warn!(job = %id, error = %e, "could not store the failure on the lecture");
                     }
                 }

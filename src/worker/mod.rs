@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::JobState;
-use crate::lectures::LectureStore;
+use crate::lectures::{Failure, LectureStore};
 use crate::publish::Storage;
 use crate::queue::Queue;
 use crate::transcode::plan::Ladder;
@@ -189,16 +189,9 @@ pub async fn reconcile(ctx: &WorkerContext) -> Result<usize, String> {
         after = last.clone();
         let jobs = ctx.queue.get_many(&ids).await.map_err(|e| e.to_string())?;
         for job in jobs.iter().filter(|j| matches!(j.state, JobState::Failed | JobState::Cancelled)) {
-            let reason = job.last_error.as_deref().unwrap_or(if job.state == JobState::Cancelled {
-                "cancelled"
-            } else {
-                "failed"
-            });
-            ctx.lectures
-                .record_failure(&job.id, reason, job.state == JobState::Cancelled)
-                .await
-                .map_err(|e| e.to_string())?;
-            tracing::info!(lecture = %job.id, reason, "recorded the job's failure on its lecture");
+            let failure = Failure::of(job);
+            ctx.lectures.record_failure(&job.id, failure).await.map_err(|e| e.to_string())?;
+            tracing::info!(lecture = %job.id, reason = failure.text(), "recorded the job's failure on its lecture");
         }
         let live: std::collections::HashSet<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
         for id in ids.iter().filter(|id| !live.contains(id.as_str())) {

@@ -319,6 +319,38 @@ fn uuid_like() -> String {
     format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
 }
 
+/// Runs the `vidpipe` binary on `data` and returns (success, stdout, stderr).
+pub fn cli(data: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vidpipe"))
+        .args(args)
+        .env("VIDPIPE_DATA_DIR", data)
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub fn create_key(data: &Path, name: &str, scope: &str) -> String {
+    let (ok, stdout, stderr) = cli(data, &["keys", "create", "--name", name, "--scope", scope]);
+    assert!(ok, "{stderr}");
+    stdout.trim().to_string()
+}
+
+/// A `vidpipe serve` process on a free loopback port, and its client.
+pub async fn serve(data: &Path, env: &[(&str, String)]) -> (Process, Api) {
+    let port = free_port();
+    let mut env = env.to_vec();
+    env.push(("VIDPIPE_LISTEN", format!("127.0.0.1:{port}")));
+    let process = Process::start("serve", data, &env);
+    let api = Api::new(format!("http://127.0.0.1:{port}"));
+    wait_until_up(&api.client, &api.base).await;
+    (process, api)
+}
+
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

@@ -3,6 +3,7 @@
 mod helpers;
 mod ladder;
 mod lifecycle;
+mod openapi;
 mod operations;
 mod operator;
 mod progressive;

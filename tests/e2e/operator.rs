@@ -160,3 +160,56 @@ fn shell_completions_load() {
     let unknown = std::process::Command::new(bin).args(["completions", "tcsh"]).output().unwrap();
     assert_eq!(unknown.status.code(), Some(2), "an unknown shell is a usage error");
 }
+
+/// Service flags are global (before or after the action), `queue --help`
+/// lists only what applies, and inspecting a service never makes a new,
+/// empty database where the service's was expected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_flags_are_global_and_a_missing_database_is_named_not_made() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let id = app.upload_ok(&clip(dir.path(), "v.mp4", "320x240", "30", 1, false)).await;
+    app.wait_for(&id, "completed", Duration::from_secs(60)).await;
+    let data = app.data_dir.path().to_str().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vidpipe"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("VIDPIPE_DATA_DIR")
+            .env_remove("DATABASE_URL")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for args in
+        [&["queue", "status", "--data-dir", data, "--json"][..], &["queue", "--data-dir", data, "status", "--json"][..]]
+    {
+        let (code, out, err) = run(args);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        let status: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(status["counts"]["completed"], 1, "{args:?}: {status}");
+    }
+    let (code, out, err) = run(&["lectures", "list", "--json", "--data-dir", data, "--limit", "1"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()[0]["_id"], id.as_str());
+
+    let (_, help, _) = run(&["queue", "--help"]);
+    assert!(help.contains("--data-dir") && help.contains("--queue-url"), "{help}");
+    for other in ["--concurrency", "--ffmpeg", "--listen", "--s3-endpoint", "--webhook-url"] {
+        assert!(!help.contains(other), "`queue --help` lists {other}, which does not apply:\n{help}");
+    }
+
+    // In a directory without the service's data: an error that says where
+    // it looked, and nothing created there.
+    let (code, _, err) = run(&["queue", "status"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("no vidpipe database at ./vidpipe-data/vidpipe.db"), "{err}");
+    let (code, _, err) = run(&["lectures", "list", "--data-dir", "elsewhere"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("elsewhere/vidpipe.db"), "{err}");
+    assert!(!dir.path().join("vidpipe-data").exists() && !dir.path().join("elsewhere").exists());
+}

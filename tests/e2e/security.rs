@@ -13,38 +13,6 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
-/// Runs the `vidpipe` binary on `data` and returns (success, stdout, stderr).
-fn cli(data: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vidpipe"))
-        .args(args)
-        .env("VIDPIPE_DATA_DIR", data)
-        .env_remove("DATABASE_URL")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn create_key(data: &Path, name: &str, scope: &str) -> String {
-    let (ok, stdout, stderr) = cli(data, &["keys", "create", "--name", name, "--scope", scope]);
-    assert!(ok, "{stderr}");
-    stdout.trim().to_string()
-}
-
-/// A `vidpipe serve` process on a free loopback port, and its client.
-async fn serve(data: &Path, env: &[(&str, String)]) -> (Process, Api) {
-    let port = free_port();
-    let mut env = env.to_vec();
-    env.push(("VIDPIPE_LISTEN", format!("127.0.0.1:{port}")));
-    let process = Process::start("serve", data, &env);
-    let api = Api::new(format!("http://127.0.0.1:{port}"));
-    wait_until_up(&api.client, &api.base).await;
-    (process, api)
-}
-
 fn form(path: &Path) -> reqwest::multipart::Form {
     let bytes = std::fs::read(path).unwrap();
     reqwest::multipart::Form::new()
