@@ -125,7 +125,9 @@ pub async fn media(
         };
         urls.insert(uri.to_string(), url);
     }
-    let out = playlist::replace_files(&text, |uri| urls[uri].clone());
+    // Every name `replace_files` hands back is one of `names`: a lookup miss
+    // cannot happen, and would leave the name relative rather than panic.
+    let out = playlist::replace_files(&text, |uri| urls.get(uri).cloned().unwrap_or_else(|| uri.to_string()));
     Ok(playlist_response(out))
 }
 
