@@ -493,6 +493,10 @@ pub struct SecurityArgs {
     /// retry after that needs a new upload).
     #[arg(long, env = "VIDPIPE_SOURCE_RETENTION", default_value = "7d", value_parser = parse_duration)]
     pub source_retention: Duration,
+
+    /// A resumable (tus) upload not finished this long after it was created is removed with its bytes.
+    #[arg(long, env = "VIDPIPE_UPLOAD_EXPIRY", default_value = "24h", value_parser = parse_duration)]
+    pub upload_expiry: Duration,
 }
 
 /// Where published video goes. The `AWS_*` variables are the standard ones,
@@ -679,6 +683,7 @@ pub struct Limits {
     pub body_idle_timeout: Duration,
     pub min_free_disk: u64,
     pub source_retention: Duration,
+    pub upload_expiry: Duration,
 }
 
 impl Default for Limits {
@@ -692,6 +697,7 @@ impl Default for Limits {
             body_idle_timeout: Duration::from_secs(30),
             min_free_disk: 1 << 30,
             source_retention: Duration::from_secs(7 * 24 * 3600),
+            upload_expiry: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -774,6 +780,7 @@ impl Config {
                 max_connections: args.security.max_connections as usize,
                 header_timeout: args.security.header_timeout,
                 body_idle_timeout: args.security.body_idle_timeout,
+                upload_expiry: args.security.upload_expiry,
                 min_free_disk: args.security.min_free_disk,
                 source_retention: args.security.source_retention,
             },

@@ -1,6 +1,6 @@
 //! Scheduled cleanup: old job records, old events and webhook deliveries,
-//! workers that stopped without saying so, and uploaded sources past their
-//! retention.
+//! workers that stopped without saying so, uploaded sources past their
+//! retention, and expired resumable uploads.
 //!
 //! Every process runs the timer; a lease in the `locks` table lets one of
 //! them do the work each round, however many workers share the database.
@@ -17,6 +17,7 @@ use crate::config::CleanPolicy;
 use crate::db::Database;
 use crate::domain::{now_ms, JobState};
 use crate::events::{webhooks, EventLog};
+use crate::ingest::resumable::PartialUploads;
 use crate::ingest::retention::Retention;
 use crate::lectures::{Failure, LectureStore};
 use crate::queue::Queue;
@@ -91,6 +92,8 @@ pub struct Housekeeping {
     pub events: EventLog,
     pub presence: Presence,
     pub retention: Retention,
+    /// Resumable uploads, removed once expired.
+    pub partial_uploads: PartialUploads,
     pub policy: CleanPolicy,
     /// This process, as lock holder.
     pub holder: String,
@@ -100,8 +103,12 @@ impl Housekeeping {
     /// Rounds at the clean interval, or twice per source-retention period if
     /// that is shorter, until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
-        let every =
-            self.policy.interval.min(self.retention.failed_source_retention / 2).max(Duration::from_millis(100));
+        let every = self
+            .policy
+            .interval
+            .min(self.retention.failed_source_retention / 2)
+            .min(self.partial_uploads.expiry() / 2)
+            .max(Duration::from_millis(100));
         loop {
             // The lease outlives the round's work but not the next round.
             match try_lock(&self.db, LOCK, &self.holder, every.mul_f64(0.9)).await {
@@ -129,6 +136,11 @@ impl Housekeeping {
             Ok(swept) if swept.failed_sources + swept.orphans > 0 => tracing::info!(?swept, "old uploads removed"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot sweep old uploads"),
+        }
+        match self.partial_uploads.remove_expired().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(uploads = n, "expired resumable uploads removed"),
+            Err(e) => tracing::warn!(error = %e, "cannot remove expired resumable uploads"),
         }
         let now = now_ms();
         let ago = |d: Duration| now - d.as_millis() as i64;

@@ -18,6 +18,7 @@ use crate::http::access::{AccessPolicy, AuthMode};
 use crate::http::limits::UploadLimits;
 use crate::http::server::ServerLimits;
 use crate::http::{self, AppState};
+use crate::ingest::resumable::PartialUploads;
 use crate::ingest::retention::Retention;
 use crate::ingest::{probe, Ingest};
 use crate::keys::ApiKeys;
@@ -321,6 +322,12 @@ impl Application {
             keys,
             access,
             uploads: UploadLimits::new(config.limits.upload_rate, config.limits.max_concurrent_uploads),
+            partial_uploads: PartialUploads::new(
+                db.clone(),
+                &config.uploads_dir(),
+                config.limits.upload_expiry,
+                config.limits.body_idle_timeout,
+            ),
             feed,
             presence: presence.clone(),
         };
@@ -350,6 +357,7 @@ impl Application {
             events: events.clone(),
             presence,
             retention,
+            partial_uploads: state.partial_uploads.clone(),
             policy: config.operations.clean.clone(),
             holder: holder.clone(),
         };

@@ -18,7 +18,7 @@ use crate::redact::for_clients;
 pub struct ErrorBody {
     /// A stable code: `bad_request`, `not_found`, `conflict`,
     /// `payload_too_large`, `unsupported_media_type`, `unprocessable_video`,
-    /// `unauthorized`, `forbidden`, `request_timeout`, `too_many_requests`,
+    /// `unauthorized`, `forbidden`, `request_timeout`, `precondition_failed`, `too_many_requests`,
     /// `busy`, `insufficient_storage` or `internal`.
     pub error: &'static str,
     /// What went wrong, in words a person can act on.
@@ -45,6 +45,8 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     RequestTimeout(String),
+    #[error("{0}")]
+    PreconditionFailed(String),
     /// Too many requests from this caller; try again after `retry_after`.
     #[error("{message}")]
     TooManyRequests { message: String, retry_after: Duration },
@@ -69,6 +71,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            ApiError::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, "precondition_failed"),
             ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             ApiError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             ApiError::InsufficientStorage(_) => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage"),

@@ -85,6 +85,12 @@ impl UploadLimits {
                 retry_after: wait,
             })?;
         }
+        self.slot()
+    }
+
+    /// Takes an upload slot without counting a new upload against the rate:
+    /// for the next piece of a resumable upload already counted.
+    pub fn slot(&self) -> Result<OwnedSemaphorePermit, ApiError> {
         self.slots.clone().try_acquire_owned().map_err(|_| ApiError::Busy {
             message: "the server is receiving as many uploads as it takes at once; try again shortly".into(),
             retry_after: Duration::from_secs(5),

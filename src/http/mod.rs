@@ -16,6 +16,7 @@ pub mod ops;
 mod playback;
 pub mod server;
 mod upload;
+mod uploads;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn_with_state, map_response};
-use axum::routing::{get, post};
+use axum::routing::{get, head, options, patch, post};
 use axum::Router;
 
 pub use error::ApiError;
@@ -51,6 +52,8 @@ pub struct AppState {
     pub keys: ApiKeys,
     pub access: Arc<access::AccessPolicy>,
     pub uploads: limits::UploadLimits,
+    /// Resumable (tus) uploads in progress.
+    pub partial_uploads: crate::ingest::resumable::PartialUploads,
     /// New events, for server-sent event streams.
     pub feed: crate::events::EventFeed,
     pub presence: crate::worker::presence::Presence,
@@ -68,10 +71,22 @@ pub fn router(state: AppState) -> Router {
         .route("/api/lectures/{id}/thumbnail.jpg", get(playback::thumbnail))
         .route("/api/lectures/{id}/{rendition}/index.m3u8", get(playback::media))
         .route("/api/health", get(ops::liveness))
-        .route("/api/openapi.json", get(openapi::document));
+        .route("/api/openapi.json", get(openapi::document))
+        .route("/api/uploads", options(uploads::options).layer(map_response(uploads::tus_headers)));
     let uploaders = Router::new()
         // The intake bounds the body itself (size, structure, pauses).
         .route("/api/upload", post(upload::upload).layer(DefaultBodyLimit::disable()))
+        // tus: the store bounds each body by the upload's length.
+        .route(
+            "/api/uploads",
+            post(uploads::create).layer(DefaultBodyLimit::disable()).layer(map_response(uploads::tus_headers)),
+        )
+        .route("/api/uploads/{id}", head(uploads::head).layer(map_response(uploads::tus_headers)))
+        .route(
+            "/api/uploads/{id}",
+            patch(uploads::patch).layer(DefaultBodyLimit::disable()).layer(map_response(uploads::tus_headers)),
+        )
+        .route("/api/uploads/{id}", axum::routing::delete(uploads::terminate).layer(map_response(uploads::tus_headers)))
         .route("/api/lectures", get(lectures::list))
         .route("/api/lectures/{id}", get(lectures::get))
         .route("/api/jobs", get(jobs::list))

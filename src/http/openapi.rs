@@ -10,7 +10,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{events, jobs, lectures, ops, playback, upload};
+use super::{events, jobs, lectures, ops, playback, upload, uploads};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,6 +23,11 @@ use super::{events, jobs, lectures, ops, playback, upload};
     ),
     paths(
         upload::upload,
+        uploads::options,
+        uploads::create,
+        uploads::head,
+        uploads::patch,
+        uploads::terminate,
         lectures::list,
         lectures::get,
         lectures::delete,
@@ -48,6 +53,7 @@ use super::{events, jobs, lectures, ops, playback, upload};
     modifiers(&BearerKeys),
     tags(
         (name = "lectures", description = "Upload, read and delete lectures"),
+        (name = "uploads", description = "Resumable uploads (tus 1.0)"),
         (name = "jobs", description = "The transcoding queue"),
         (name = "events", description = "Server-sent events"),
         (name = "playback", description = "For players: no key"),
@@ -73,7 +79,7 @@ impl Modify for BearerKeys {
                 .build()
         };
         for item in openapi.paths.paths.values_mut() {
-            let operations = [&mut item.get, &mut item.post, &mut item.delete];
+            let operations = [&mut item.get, &mut item.post, &mut item.delete, &mut item.head, &mut item.patch];
             for operation in operations.into_iter().flatten().filter(|o| o.security.is_some()) {
                 let responses = &mut operation.responses.responses;
                 responses.insert("401".into(), error("No key, or a key that is unknown or revoked").into());

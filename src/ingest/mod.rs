@@ -9,6 +9,7 @@
 
 pub mod intake;
 pub mod probe;
+pub mod resumable;
 pub mod retention;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ use tokio::sync::Semaphore;
 
 use intake::IntakeError;
 use probe::{MediaInfo, ProbeError};
+use resumable::UploadFields;
 
 /// Form field names of the contract we keep.
 pub const FILE_FIELD: &str = "uploadedFile";
@@ -184,22 +186,25 @@ impl Ingest {
             }
         }
         let (file, original_filename) = file.ok_or(IngestError::MissingField(FILE_FIELD))?;
-        let course_id = course_id.filter(|s| !s.is_empty()).ok_or(IngestError::MissingField(COURSE_FIELD))?;
-        let name_of_topic = name_of_topic.filter(|s| !s.is_empty()).ok_or(IngestError::MissingField(TOPIC_FIELD))?;
-        let priority = match priority.filter(|p| !p.is_empty()) {
-            None => 0,
-            Some(p) => p.parse::<i64>().ok().filter(|p| (-1000..=1000).contains(p)).ok_or_else(|| {
-                IngestError::InvalidField(format!("`priority` must be a whole number from -1000 to 1000, got `{p}`"))
-            })?,
-        };
-        let media = {
-            let _slot = tokio::time::timeout(PROBE_WAIT, self.probes.acquire())
-                .await
-                .map_err(|_| IngestError::ProbesBusy(Duration::from_secs(5)))?
-                .expect("the probe semaphore is never closed");
-            probe::probe(&self.ffprobe, file.path()).await?
-        };
-        Ok(Upload { file, original_filename, course_id, name_of_topic, priority, media })
+        let fields = check_fields(course_id, name_of_topic, original_filename, priority)?;
+        let media = self.probe(file.path()).await?;
+        Ok(Upload {
+            file,
+            original_filename: fields.filename,
+            course_id: fields.course_id,
+            name_of_topic: fields.name_of_topic,
+            priority: fields.priority,
+            media,
+        })
+    }
+
+    /// Probes a received file, in one of the bounded probe slots.
+    pub async fn probe(&self, path: &Path) -> Result<MediaInfo, IngestError> {
+        let _slot = tokio::time::timeout(PROBE_WAIT, self.probes.acquire())
+            .await
+            .map_err(|_| IngestError::ProbesBusy(Duration::from_secs(5)))?
+            .map_err(|_| IngestError::ProbesBusy(Duration::from_secs(5)))?;
+        Ok(probe::probe(&self.ffprobe, path).await?)
     }
 
     /// Refuses uploads while free disk space is under the floor (`expected`:
@@ -242,6 +247,35 @@ impl Ingest {
         out.into_inner().sync_all().await?;
         Ok(spooled)
     }
+}
+
+/// The form's fields, checked the same way however they came (a multipart
+/// form, or tus's `Upload-Metadata`).
+pub fn check_fields(
+    course_id: Option<String>,
+    name_of_topic: Option<String>,
+    filename: Option<String>,
+    priority: Option<String>,
+) -> Result<UploadFields, IngestError> {
+    let text = |value: Option<String>, name: &'static str| -> Result<Option<String>, IngestError> {
+        let value = value.map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        if value.as_ref().is_some_and(|v| v.chars().count() > MAX_TEXT_FIELD) {
+            return Err(IngestError::InvalidField(format!("`{name}` is longer than {MAX_TEXT_FIELD} characters")));
+        }
+        Ok(value)
+    };
+    let course_id = text(course_id, COURSE_FIELD)?.ok_or(IngestError::MissingField(COURSE_FIELD))?;
+    let name_of_topic = text(name_of_topic, TOPIC_FIELD)?.ok_or(IngestError::MissingField(TOPIC_FIELD))?;
+    if filename.as_ref().is_some_and(|f| f.len() > MAX_FILENAME_BYTES) {
+        return Err(IngestError::InvalidField(format!("the file name is longer than {MAX_FILENAME_BYTES} bytes")));
+    }
+    let priority = match text(priority, PRIORITY_FIELD)? {
+        None => 0,
+        Some(p) => p.parse::<i64>().ok().filter(|p| (-1000..=1000).contains(p)).ok_or_else(|| {
+            IngestError::InvalidField(format!("`priority` must be a whole number from -1000 to 1000, got `{p}`"))
+        })?,
+    };
+    Ok(UploadFields { course_id, name_of_topic, filename, priority })
 }
 
 /// A text field, read chunk by chunk so an oversized one is refused before

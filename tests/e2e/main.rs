@@ -9,4 +9,5 @@ mod operator;
 mod progressive;
 mod rejections;
 mod reliability;
+mod resumable;
 mod security;

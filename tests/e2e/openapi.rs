@@ -19,7 +19,7 @@ fn routes_in_router() -> BTreeSet<(String, String)> {
     for chunk in source.split(".route(\"").skip(1) {
         let (path, rest) = chunk.split_once('"').unwrap();
         let handler = rest.trim_start_matches(',').trim_start();
-        let method = ["get", "post", "axum::routing::delete"]
+        let method = ["get", "post", "head", "patch", "options", "axum::routing::delete"]
             .into_iter()
             .find(|m| handler.starts_with(&format!("{m}(")))
             .unwrap_or_else(|| panic!("unknown method for route {path}: {handler:.40}"));
@@ -121,15 +121,34 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
     }
 
     // What the document cannot say: whether the bytes of a file are a video
-    // (415, 422). Reads are pointed at the seed lecture, so they get past 404.
+    // (415, 422), tus's version rule, and what `Upload-Metadata` must hold. Reads are pointed at the seed
+    // lecture, so they get past 404.
     let config = data.path().join("schemathesis.toml");
+    let hooks = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/schemathesis_hooks.py");
+    let hooks = hooks.display();
     std::fs::write(
         &config,
         format!(
             r#"
+hooks = "{hooks}"
+
 [[operations]]
 include-name = "POST /api/upload"
 checks.positive_data_acceptance.expected-statuses = ["202", "415", "422", "429", "503"]
+
+# tus answers 412 to a request without `Tus-Resumable: 1.0.0` before it
+# looks at anything else, as the protocol says.
+[[operations]]
+include-path-regex = "^/api/uploads"
+checks.negative_data_rejection.expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "412", "413", "415", "422", "428", "429"]
+checks.missing_required_header.expected-statuses = ["400", "401", "403", "412"]
+
+# `Upload-Metadata` must hold courseId and nameOfTopic, base64-encoded: a
+# rule a header's schema cannot state; nor the size limit (`Tus-Max-Size`),
+# which is the server's setting.
+[[operations]]
+include-name = "POST /api/uploads"
+checks.positive_data_acceptance.expected-statuses = ["201", "400", "413", "429", "503"]
 
 [[operations]]
 include-method = "GET"
