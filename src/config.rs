@@ -15,6 +15,7 @@ use crate::domain::{JobState, ProcessingStatus};
 use crate::events::webhooks::{SigningKey, WebhookConfig};
 use crate::keys::{KeyName, Scope};
 use crate::publish::s3::S3Config;
+use crate::tools::Tools;
 use crate::transcode::plan::Ladder;
 
 #[derive(Debug, Parser)]
@@ -718,22 +719,22 @@ pub enum StorageConfig {
     S3(Box<S3Config>),
 }
 
-/// The ffmpeg binaries: checked by [`Tools::check`] wherever ffmpeg runs.
-#[derive(Debug, Clone)]
-pub struct Tools {
-    pub ffmpeg: PathBuf,
-    pub ffprobe: PathBuf,
-}
-
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ConfigError(pub String);
+
+impl ToolArgs {
+    /// The binaries named, checked (see [`Tools::check`]).
+    pub fn check(&self) -> Result<Tools, ConfigError> {
+        Tools::check(&self.ffmpeg, &self.ffprobe).map_err(|e| ConfigError(e.0))
+    }
+}
 
 impl Config {
     /// The configuration of `serve`, `api` and `worker`: every value
     /// checked, ffmpeg and ffprobe included.
     pub fn from_args(args: ServiceArgs) -> Result<Config, ConfigError> {
-        let tools = Tools::check(&args.tools)?;
+        let tools = args.tools.check()?;
         std::fs::create_dir_all(&args.data_dir).map_err(|e| {
             ConfigError(format!(
                 "cannot create data directory {} ({e}); set --data-dir / VIDPIPE_DATA_DIR to a writable directory",
@@ -934,88 +935,6 @@ impl StorageConfig {
             public_endpoint,
         })))
     }
-}
-
-/// What vidpipe asks of ffmpeg: the encoders, filters and muxer that
-/// `transcode::command` uses. Checked at start-up, so a wrong binary (or a
-/// build without libx264) is named then, not on the first upload.
-const NEEDED_ENCODERS: [&str; 3] = ["libx264", "aac", "mjpeg"];
-const NEEDED_FILTERS: [&str; 5] = ["scale", "setsar", "format", "split", "trim"];
-const NEEDED_MUXERS: [&str; 3] = ["hls", "mp4", "image2"];
-const NEEDED_BITSTREAM_FILTERS: [&str; 1] = ["aac_adtstoasc"];
-
-impl Tools {
-    /// Checks that the two binaries run, are ffmpeg and ffprobe, and that
-    /// ffmpeg has everything the transcode uses. Each error names the
-    /// binary, what is wrong with it and the variable that points at it.
-    pub fn check(args: &ToolArgs) -> Result<Tools, ConfigError> {
-        let ffmpeg_version = tool_version(&args.ffmpeg, "ffmpeg", "VIDPIPE_FFMPEG")?;
-        tool_version(&args.ffprobe, "ffprobe", "VIDPIPE_FFPROBE")?;
-        for (what, flag, needed) in [
-            ("encoder", "-encoders", &NEEDED_ENCODERS[..]),
-            ("filter", "-filters", &NEEDED_FILTERS[..]),
-            ("muxer", "-muxers", &NEEDED_MUXERS[..]),
-            ("bitstream filter", "-bsfs", &NEEDED_BITSTREAM_FILTERS[..]),
-        ] {
-            let listed = run_tool(&args.ffmpeg, flag).unwrap_or_default();
-            let missing: Vec<&str> = needed.iter().copied().filter(|name| !lists(&listed, name)).collect();
-            if !missing.is_empty() {
-                return Err(ConfigError(format!(
-                    "`{}` ({ffmpeg_version}) lacks the {what}(s) {}: install a full ffmpeg build (Debian/Ubuntu: `apt-get install -y ffmpeg`) or point VIDPIPE_FFMPEG at one",
-                    args.ffmpeg.display(),
-                    missing.join(", ")
-                )));
-            }
-        }
-        Ok(Tools { ffmpeg: args.ffmpeg.clone(), ffprobe: args.ffprobe.clone() })
-    }
-}
-
-/// The binary's stdout for `flag`, when it ran and succeeded. The child sees
-/// only PATH, like every ffmpeg vidpipe starts.
-fn run_tool(path: &std::path::Path, flag: &str) -> Option<String> {
-    let out = std::process::Command::new(path)
-        .env_clear()
-        .envs(std::env::var_os("PATH").map(|p| ("PATH", p)))
-        .args(["-hide_banner", flag])
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// `ffmpeg version 5.1.8-0+deb12u1` from `-version`, or an error that says
-/// the binary did not run, or is not `name`.
-fn tool_version(path: &std::path::Path, name: &str, var: &str) -> Result<String, ConfigError> {
-    let Some(out) = run_tool(path, "-version") else {
-        return Err(ConfigError(format!(
-            "`{}` could not be run. Install ffmpeg (Debian/Ubuntu: `apt-get install -y ffmpeg`, macOS: `brew install ffmpeg`) or point {var} at the binary",
-            path.display()
-        )));
-    };
-    let first = out.lines().next().unwrap_or_default().trim();
-    let version = first.split(' ').take(3).collect::<Vec<_>>().join(" ");
-    if !first.starts_with(&format!("{name} version ")) {
-        let shown: String = first.chars().take(60).collect();
-        return Err(ConfigError(format!(
-            "`{}` is not {name}: `{} -version` printed `{shown}`, not `{name} version ...`. Point {var} at {name}",
-            path.display(),
-            path.display()
-        )));
-    }
-    Ok(version)
-}
-
-/// Whether an `-encoders`/`-filters`/`-muxers` listing has `name` (each
-/// entry a line of flags, the name, a description), or a `-bsfs` listing
-/// (one name per line).
-fn lists(listing: &str, name: &str) -> bool {
-    listing.lines().any(|line| {
-        let mut words = line.split_whitespace();
-        let (first, second) = (words.next(), words.next());
-        second == Some(name) || (first == Some(name) && second.is_none())
-    })
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -1255,9 +1174,9 @@ mod tests {
     #[test]
     fn a_binary_that_is_not_ffmpeg_or_lacks_an_encoder_is_named() {
         let ffprobe = PathBuf::from("ffprobe");
-        let err = Tools::check(&ToolArgs { ffmpeg: "/bin/true".into(), ffprobe: ffprobe.clone() }).unwrap_err();
+        let err = (ToolArgs { ffmpeg: "/bin/true".into(), ffprobe: ffprobe.clone() }).check().unwrap_err();
         assert!(err.0.contains("`/bin/true` is not ffmpeg") && err.0.contains("VIDPIPE_FFMPEG"), "{err}");
-        let err = Tools::check(&ToolArgs { ffmpeg: "ffmpeg".into(), ffprobe: "/bin/true".into() }).unwrap_err();
+        let err = (ToolArgs { ffmpeg: "ffmpeg".into(), ffprobe: "/bin/true".into() }).check().unwrap_err();
         assert!(err.0.contains("is not ffprobe") && err.0.contains("VIDPIPE_FFPROBE"), "{err}");
 
         // A real ffmpeg whose build lacks libx264 and the split filter.
@@ -1265,10 +1184,10 @@ mod tests {
         let lacking = dir.path().join("ffmpeg-lacking");
         std::fs::write(&lacking, "#!/bin/sh\nffmpeg \"$@\" | grep -v -e ' libx264 ' -e ' split '\n").unwrap();
         std::fs::set_permissions(&lacking, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        let err = Tools::check(&ToolArgs { ffmpeg: lacking.clone(), ffprobe: ffprobe.clone() }).unwrap_err();
+        let err = (ToolArgs { ffmpeg: lacking.clone(), ffprobe: ffprobe.clone() }).check().unwrap_err();
         assert!(err.0.contains("lacks the encoder(s) libx264:") && err.0.contains("ffmpeg version"), "{err}");
 
-        let tools = Tools::check(&ToolArgs { ffmpeg: "ffmpeg".into(), ffprobe }).expect("Debian's ffmpeg has it all");
+        let tools = (ToolArgs { ffmpeg: "ffmpeg".into(), ffprobe }).check().expect("Debian's ffmpeg has it all");
         assert_eq!(tools.ffmpeg, PathBuf::from("ffmpeg"));
     }
 
@@ -1288,8 +1207,7 @@ mod tests {
 
     #[test]
     fn a_missing_ffmpeg_says_how_to_install_it() {
-        let err =
-            Tools::check(&ToolArgs { ffmpeg: "/nonexistent/ffmpeg".into(), ffprobe: "ffprobe".into() }).unwrap_err();
+        let err = (ToolArgs { ffmpeg: "/nonexistent/ffmpeg".into(), ffprobe: "ffprobe".into() }).check().unwrap_err();
         assert!(err.0.contains("apt-get install -y ffmpeg"), "{err}");
         assert!(err.0.contains("VIDPIPE_FFMPEG"), "{err}");
     }

@@ -7,9 +7,11 @@
 //! - [`worker`]: claims jobs, supervises attempts, shuts down cleanly.
 //! - [`transcode`]: probe result → plan → one ffmpeg run → HLS files.
 //! - [`publish`]: ships finished files to storage while ffmpeg runs.
-//! - [`status`]: the lecture document clients read.
+//! - [`status`]: what clients read: the lecture document and the job view.
 //!
-//! Beside them: [`domain`] (types that cannot hold invalid values),
+//! Beside them: [`media`] (what a media file is: the facts `ingest` learns
+//! and `transcode` plans from), [`tools`] (the ffmpeg binaries, checked, and
+//! how they are started), [`domain`] (types that cannot hold invalid values),
 //! [`lectures`] (lecture records), [`keys`] (API keys and scopes), [`db`]
 //! (SQLite/PostgreSQL), [`http`] (routes, access control, limits and the API
 //! error type), [`redact`] (what clients may see of an error), [`config`]
@@ -26,6 +28,7 @@ pub mod http;
 pub mod ingest;
 pub mod keys;
 pub mod lectures;
+pub mod media;
 pub mod metrics;
 pub mod operator;
 pub mod publish;
@@ -33,5 +36,6 @@ pub mod queue;
 pub mod redact;
 pub mod startup;
 pub mod status;
+pub mod tools;
 pub mod transcode;
 pub mod worker;

@@ -9,8 +9,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::config::{
-    Config, DatabaseArgs, KeysAction, LecturesAction, LecturesArgs, QueueAction, QueueArgs, ServiceArgs, Tools,
-    WebhooksAction,
+    Config, DatabaseArgs, KeysAction, LecturesAction, LecturesArgs, QueueAction, QueueArgs, ServiceArgs, WebhooksAction,
 };
 use crate::db::Database;
 use crate::domain::{now_ms, rfc3339, JobState, LectureId};
@@ -21,6 +20,7 @@ use crate::lectures::JobChange;
 use crate::queue::{Backoff, JobRecord, Queue};
 use crate::startup::{self, Backends, StorageCheck};
 use crate::status::{Audience, JobView, LectureDocument};
+use crate::tools::Tools;
 
 /// How an operator command failed, as its exit code says: 1 it failed, 3
 /// what it names does not exist (2 is a usage error, from clap), so scripts
@@ -486,7 +486,7 @@ async fn documents(
 /// Runs every check, reports each, and fails if any failed.
 pub async fn doctor(json_out: bool, args: ServiceArgs) -> Result<(), CommandError> {
     let mut results: Vec<(&str, Result<String, String>)> = Vec::new();
-    let tools = Tools::check(&args.tools).map_err(|e| e.to_string());
+    let tools = args.tools.check().map_err(|e| e.to_string());
     results.push(("ffmpeg", tools.clone().and_then(|t| ffmpeg_version(&t))));
     match Config::from_args(args) {
         Err(e) => results.push(("config", Err(e.to_string()))),

@@ -9,7 +9,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::alerts::Alerts;
-use crate::config::{Config, ConfigError, StorageConfig, Tools, TranscodeArgs};
+use crate::config::{Config, ConfigError, StorageConfig, TranscodeArgs};
 use crate::db::{Database, Dialect};
 use crate::events::webhooks::Webhooks;
 use crate::events::EventFeed;
@@ -420,7 +420,7 @@ impl Application {
 /// `vidpipe transcode INPUT --out DIR`: the worker's steps on one file, with
 /// progress on stderr.
 pub async fn transcode_file(args: TranscodeArgs) -> Result<(), String> {
-    let tools = Tools::check(&args.tools).map_err(|e| e.to_string())?;
+    let tools = args.tools.check().map_err(|e| e.to_string())?;
     let input = args.input.canonicalize().map_err(|e| format!("{}: {e}", args.input.display()))?;
     let media = probe::probe(&tools.ffprobe, &input).await.map_err(|e| format!("{}: {e}", input.display()))?;
     let plan = Plan::new(&media, &args.ladder);

@@ -22,8 +22,9 @@ use multer::{Field, Multipart};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 
+use crate::media::MediaInfo;
 use intake::IntakeError;
-use probe::{MediaInfo, ProbeError};
+use probe::ProbeError;
 use resumable::UploadFields;
 
 /// Form field names of the contract we keep.

@@ -15,8 +15,8 @@ use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
-use crate::transcode::ffmpeg::tool_command;
-use crate::transcode::plan::FrameRate;
+use crate::media::{decoder_limits, AudioStream, FrameRate, MediaInfo, MAX_DIMENSION, MAX_STREAMS};
+use crate::tools::tool_command;
 
 /// Demuxers we open. Each entry is the name ffprobe reports first in
 /// `format_name`, which is also the name `-f` takes.
@@ -26,21 +26,9 @@ pub const ALLOWED_DEMUXERS: &[&str] = &["mov", "matroska", "avi", "mpegts", "flv
 /// `-format_whitelist` wants it.
 pub const FORMAT_WHITELIST: &str = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,flv,mpeg,ogg,asf";
 
-/// Largest picture we accept on either side; larger sources are refused at
-/// upload rather than exhausting a worker's memory later. Checked on the
-/// stored (coded) size as well as the display size: an anamorphic file can
-/// display narrow and decode wide.
-pub const MAX_DIMENSION: u32 = 8192;
 /// Smallest picture we accept on either side: nothing smaller is a lecture,
 /// and encoders refuse some of it.
 pub const MIN_DIMENSION: u32 = 16;
-/// Decoders refuse frames with more pixels than this (`-max_pixels`), so a
-/// header that lies, or a resolution change mid-stream, cannot make one
-/// allocate more.
-pub const MAX_PIXELS: u64 = MAX_DIMENSION as u64 * MAX_DIMENSION as u64;
-/// Streams in one file: a lecture has a handful; thousands cost the demuxer
-/// time and memory (`-max_streams` stops it early).
-pub const MAX_STREAMS: usize = 32;
 pub const MAX_DURATION_SECONDS: f64 = 12.0 * 3600.0;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -87,56 +75,6 @@ pub const AUDIO_CODECS: &[&str] =
 
 fn audio_codec_allowed(codec: &str) -> bool {
     AUDIO_CODECS.contains(&codec) || codec.starts_with("pcm_") || codec.starts_with("adpcm_")
-}
-
-/// The names of the decoders ffmpeg may pick for a codec, for
-/// `-codec_whitelist` (which compares decoder names, not codec names).
-pub fn decoder_names(codec: &str) -> Vec<String> {
-    let names: &[&str] = match codec {
-        "av1" => &["libdav1d", "libaom-av1", "av1"],
-        "flv1" => &["flv"],
-        "msmpeg4v3" => &["msmpeg4"],
-        "mp3" => &["mp3float", "mp3"],
-        "mp2" => &["mp2float", "mp2"],
-        "aac" => &["aac", "aac_fixed"],
-        "ac3" => &["ac3", "ac3_fixed"],
-        "amr_nb" => &["amrnb", "libopencore_amrnb"],
-        "amr_wb" => &["amrwb", "libopencore_amrwb"],
-        other => return vec![other.to_string()],
-    };
-    names.iter().map(|n| n.to_string()).collect()
-}
-
-/// What the transcoder needs to know about a source.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MediaInfo {
-    /// Display size: rotation and non-square pixels already applied.
-    pub width: u32,
-    pub height: u32,
-    pub frame_rate: FrameRate,
-    pub duration_seconds: f64,
-    /// The first audio stream, if any.
-    pub audio: Option<AudioStream>,
-    /// The demuxer to force with `-f` (one of [`ALLOWED_DEMUXERS`]).
-    pub demuxer: String,
-    pub video_codec: String,
-    /// Absolute index of the video stream to encode (cover art is skipped).
-    pub video_stream: usize,
-}
-
-/// The audio stream as ffprobe saw it: enough to decide whether renditions
-/// can carry it unchanged (see `transcode::plan::Audio`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AudioStream {
-    /// Absolute stream index.
-    pub index: usize,
-    pub codec: String,
-    /// ffprobe's profile name, e.g. `LC` or `HE-AAC`.
-    pub profile: String,
-    pub channels: u32,
-    pub sample_rate: u32,
-    /// Unknown for some containers (Matroska).
-    pub bit_rate: Option<u32>,
 }
 
 /// Why a file was refused. Each message is shown to the uploader as is.
@@ -198,12 +136,6 @@ pub async fn probe(ffprobe: &Path, path: &Path) -> Result<MediaInfo, ProbeError>
     let info = MediaInfo::from_report(report)?;
     decode_first_frame(ffprobe, path, &info).await?;
     Ok(info)
-}
-
-/// Input options that bound what a decoder may allocate: the largest
-/// picture and the number of streams.
-pub fn decoder_limits() -> [String; 4] {
-    ["-max_pixels".into(), MAX_PIXELS.to_string(), "-max_streams".into(), (MAX_STREAMS * 2).to_string()]
 }
 
 async fn run(cmd: &mut Command) -> Result<std::process::Output, ProbeError> {

@@ -8,7 +8,7 @@
 use std::ffi::OsString;
 use std::path::Path;
 
-use crate::ingest::probe::{decoder_limits, decoder_names, MediaInfo};
+use crate::media::{decoder_limits, decoder_names, MediaInfo};
 use crate::transcode::plan::{Audio, Plan, Rendition};
 
 /// x264 preset of every rendition. With one decode for the whole ladder,
@@ -228,8 +228,8 @@ fn filter_graph(media: &MediaInfo, plan: &Plan) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::probe::AudioStream;
-    use crate::transcode::plan::{FrameRate, Ladder};
+    use crate::media::{AudioStream, FrameRate};
+    use crate::transcode::plan::Ladder;
 
     fn media(audio: Option<AudioStream>) -> MediaInfo {
         MediaInfo {

@@ -6,13 +6,13 @@
 //! the future. Orphaned ffmpeg processes that outlive their job are a known
 //! failure of comparable systems; this module is where that ends.
 
+use crate::tools::tool_command;
 use std::ffi::OsString;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::Command;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -72,22 +72,6 @@ impl FfmpegError {
             FfmpegError::Spawn(_) | FfmpegError::Cancelled => false,
         }
     }
-}
-
-/// Variables ffmpeg and ffprobe keep. They parse hostile files, so they get
-/// nothing else of our environment: no cloud credentials, no DATABASE_URL.
-const TOOL_ENV: &[&str] = &["PATH"];
-
-/// A command for ffmpeg or ffprobe with a cleared environment (see [`TOOL_ENV`]).
-pub fn tool_command(program: &Path) -> Command {
-    let mut command = Command::new(program);
-    command.env_clear().env("LC_ALL", "C");
-    for name in TOOL_ENV {
-        if let Some(value) = std::env::var_os(name) {
-            command.env(name, value);
-        }
-    }
-    command
 }
 
 /// Counts this ffmpeg in `vidpipe_ffmpeg_running` for as long as it lives.

@@ -18,8 +18,8 @@ use std::path::Path;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Tools;
-use crate::ingest::probe::MediaInfo;
+use crate::media::MediaInfo;
+use crate::tools::Tools;
 use ffmpeg::{FfmpegError, Watchdog};
 use plan::Plan;
 

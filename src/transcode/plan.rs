@@ -9,7 +9,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::domain::InvalidValue;
-use crate::ingest::probe::MediaInfo;
+use crate::media::{FrameRate, MediaInfo};
 
 /// The rung heights configured for the ladder (`VIDPIPE_LADDER`), ascending.
 ///
@@ -64,42 +64,6 @@ impl fmt::Display for Ladder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let parts: Vec<String> = self.0.iter().map(u32::to_string).collect();
         f.write_str(&parts.join(","))
-    }
-}
-
-/// A frame rate as the exact fraction ffprobe reports (30000/1001 stays exact).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FrameRate {
-    pub num: u32,
-    pub den: u32,
-}
-
-impl FrameRate {
-    /// Above this the ladder is encoded at half rate: a lecture gains nothing
-    /// from 120 fps and every rung would cost twice as much.
-    const MAX_FPS: f64 = 60.0;
-
-    pub fn as_f64(self) -> f64 {
-        self.num as f64 / self.den.max(1) as f64
-    }
-
-    /// The rate the renditions are encoded at.
-    pub fn output(self) -> FrameRate {
-        let mut rate = self;
-        while rate.as_f64() > Self::MAX_FPS + 0.01 {
-            rate = if rate.num.is_multiple_of(2) {
-                FrameRate { num: rate.num / 2, den: rate.den }
-            } else {
-                FrameRate { num: rate.num, den: rate.den * 2 }
-            };
-        }
-        rate
-    }
-}
-
-impl fmt::Display for FrameRate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.num, self.den)
     }
 }
 
@@ -348,7 +312,7 @@ fn floor_even(x: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::probe::AudioStream;
+    use crate::media::AudioStream;
 
     fn media(width: u32, height: u32, has_audio: bool) -> MediaInfo {
         // Opus is never copied: the renditions encode AAC.

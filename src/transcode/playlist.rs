@@ -141,8 +141,8 @@ pub fn master(plan: &Plan) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::probe::{AudioStream, MediaInfo};
-    use crate::transcode::plan::{FrameRate, Ladder};
+    use crate::media::{AudioStream, FrameRate, MediaInfo};
+    use crate::transcode::plan::Ladder;
 
     /// As ffmpeg 5.1 writes it for fMP4 segments.
     const EVENT: &str = "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:6\n#EXT-X-MEDIA-SEQUENCE:0\n\

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
-use vidpipe::config::{Config, ToolArgs, Tools};
+use vidpipe::config::{Config, ToolArgs};
 use vidpipe::startup::{Application, Role};
+use vidpipe::tools::Tools;
 
 /// A client of one vidpipe API.
 pub struct Api {
@@ -34,7 +35,8 @@ impl Drop for TestApp {
 }
 
 pub fn tools() -> Tools {
-    Tools::check(&ToolArgs { ffmpeg: "ffmpeg".into(), ffprobe: "ffprobe".into() })
+    (ToolArgs { ffmpeg: "ffmpeg".into(), ffprobe: "ffprobe".into() })
+        .check()
         .expect("ffmpeg and ffprobe must be installed (apt-get install -y ffmpeg)")
 }
 
