@@ -188,7 +188,12 @@ impl fmt::Display for Failure {
     }
 }
 
-/// The status in object_store's "non-2xx status code: 403 Forbidden".
+/// The status in object_store's "non-2xx status code: 403 Forbidden": the
+/// one place an error is read from its text. object_store gives typed kinds
+/// (`PermissionDenied`, `NotFound`...) for the calls that map statuses, and
+/// `is_permanent` matches those first; but listing and multipart wrap every
+/// HTTP failure as `Generic`, whose source (`client::retry::RetryError`, with
+/// a `status()`) is private to object_store 0.14, so the text is all there is.
 fn http_status(message: &str) -> Option<u16> {
     let start = message.find("status code: ")? + "status code: ".len();
     message[start..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()

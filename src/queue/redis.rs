@@ -124,10 +124,12 @@ redis.call('ZADD', P .. ':completed', now, id)
 return 1
 "#;
 
+/// Replies `{0}` (lease lost), `{1}` (failed for good) or `{2, retry_at}`:
+/// read back by [`fail_outcome`] alone.
 const FAIL: &str = r#"
 local id = ARGV[2]
 local k = jkey(id)
-if not holds(k, ARGV[3]) then return 'lost' end
+if not holds(k, ARGV[3]) then return {0} end
 local now = now_ms()
 local errors = cjson.decode(redis.call('HGET', k, 'errors') or '[]')
 table.insert(errors, {attempt = tonumber(ARGV[8]), error = ARGV[4], at = now, worker = ARGV[7]})
@@ -135,9 +137,19 @@ redis.call('HSET', k, 'errors', cjson.encode(errors), 'last_error', ARGV[4], 'up
 redis.call('HDEL', k, 'lease_token', 'lease_until')
 unlist(id)
 local at = now + tonumber(ARGV[6])
-if retry_or_fail(id, k, now, ARGV[5] == '1', 'delayed', at) == 'delayed' then return 'delayed:' .. at end
-return 'failed'
+if retry_or_fail(id, k, now, ARGV[5] == '1', 'delayed', at) == 'delayed' then return {2, at} end
+return {1}
 "#;
+
+/// The FAIL script's reply, as its comment lists them.
+fn fail_outcome(reply: &[i64]) -> Result<FailOutcome, QueueError> {
+    match *reply {
+        [0] => Ok(FailOutcome::LeaseLost),
+        [1] => Ok(FailOutcome::Failed),
+        [2, retry_at] => Ok(FailOutcome::RetryAt(retry_at)),
+        _ => Err(QueueError::Corrupt(format!("the fail script replied {reply:?}"))),
+    }
+}
 
 const RELEASE: &str = r#"
 local id = ARGV[2]
@@ -387,7 +399,7 @@ impl Queue for RedisQueue {
     }
 
     async fn fail(&self, claim: &Claim, worker: &str, error: &str, retryable: bool) -> Result<FailOutcome, QueueError> {
-        let outcome: String = self
+        let reply: Vec<i64> = self
             .call(&self.scripts.fail)
             .arg(&claim.job_id)
             .arg(&claim.token)
@@ -398,13 +410,7 @@ impl Queue for RedisQueue {
             .arg(claim.attempt)
             .invoke_async(&mut self.conn.clone())
             .await?;
-        Ok(match outcome.split_once(':') {
-            Some(("delayed", at)) => {
-                FailOutcome::RetryAt(at.parse().map_err(|_| QueueError::Corrupt(outcome.clone()))?)
-            }
-            _ if outcome == "failed" => FailOutcome::Failed,
-            _ => FailOutcome::LeaseLost,
-        })
+        fail_outcome(&reply)
     }
 
     async fn release(&self, claim: &Claim) -> Result<(), QueueError> {

@@ -32,7 +32,16 @@ const JOB_COLUMNS: &str = "id, state, priority, attempts, max_attempts, run_at, 
      last_error, errors, created_at, updated_at, started_at, finished_at";
 
 /// States a worker may claim from.
-const RUNNABLE: &str = "('waiting', 'delayed')";
+const RUNNABLE: &str = "(:waiting, :delayed)";
+
+/// `sql` with each `:state` (`:waiting`, `:active`...) replaced by that
+/// state's stored text: the text of a state is written once, in
+/// `JobState::as_str`, and read back by its `FromStr`.
+fn states(sql: &str) -> String {
+    JobState::ALL.iter().fold(sql.to_string(), |sql, state| {
+        sql.replace(&format!(":{}", state.as_str()), &format!("'{}'", state.as_str()))
+    })
+}
 
 impl SqlQueue {
     pub fn new(db: Database, backoff: Backoff) -> SqlQueue {
@@ -74,11 +83,11 @@ impl SqlQueue {
     /// job's result in the same transaction. `false`: the lease was lost.
     pub async fn complete_on(conn: &mut AnyConnection, claim: &Claim) -> Result<bool, QueueError> {
         let now = now_ms();
-        let done = sqlx::query(
-            "UPDATE jobs SET state = 'completed', progress = 100, lease_token = NULL, lease_until = NULL, \
+        let done = sqlx::query(&states(
+            "UPDATE jobs SET state = :completed, progress = 100, lease_token = NULL, lease_until = NULL, \
                  last_error = NULL, finished_at = $1, updated_at = $1 \
-             WHERE id = $2 AND lease_token = $3 AND state = 'active'",
-        )
+             WHERE id = $2 AND lease_token = $3 AND state = :active",
+        ))
         .bind(now)
         .bind(&claim.job_id)
         .bind(&claim.token)
@@ -151,12 +160,17 @@ async fn notify(conn: &mut AnyConnection, dialect: Dialect) -> Result<(), QueueE
     Ok(())
 }
 
+/// A stored state, read back through the one mapping (`JobState`'s `FromStr`).
+fn parse_state(text: &str) -> Result<JobState, QueueError> {
+    text.parse().map_err(|e: crate::domain::InvalidValue| QueueError::Corrupt(e.0))
+}
+
 fn job_from_row(row: &AnyRow) -> Result<JobRecord, QueueError> {
     let state: String = row.try_get("state")?;
     let errors: String = row.try_get("errors")?;
     Ok(JobRecord {
         id: row.try_get("id")?,
-        state: state.parse().map_err(|e: crate::domain::InvalidValue| QueueError::Corrupt(e.0))?,
+        state: parse_state(&state)?,
         priority: row.try_get("priority")?,
         attempts: row.try_get::<i64, _>("attempts")? as u32,
         max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
@@ -187,15 +201,15 @@ impl Queue for SqlQueue {
             Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
             Dialect::Sqlite => "",
         };
-        let query = format!(
-            "UPDATE jobs SET state = 'active', attempts = attempts + 1, lease_token = $1, lease_until = $2, \
+        let query = states(&format!(
+            "UPDATE jobs SET state = :active, attempts = attempts + 1, lease_token = $1, lease_until = $2, \
                  worker_id = $3, progress = 0, started_at = COALESCE(started_at, $4), updated_at = $4 \
              WHERE id = (SELECT id FROM jobs WHERE state IN {RUNNABLE} AND run_at <= $4 \
                          ORDER BY priority, seq, id LIMIT 1 {lock}) \
                AND state IN {RUNNABLE} \
                AND NOT EXISTS (SELECT 1 FROM queue_flags WHERE name = 'paused' AND value = 1) \
              RETURNING id, attempts"
-        );
+        ));
         let row = sqlx::query(&query)
             .bind(&token)
             .bind(now + lease.as_millis() as i64)
@@ -213,10 +227,10 @@ impl Queue for SqlQueue {
 
     async fn heartbeat(&self, claim: &Claim, lease: Duration, progress: f64) -> Result<bool, QueueError> {
         let now = self.now().await?;
-        let done = sqlx::query(
+        let done = sqlx::query(&states(
             "UPDATE jobs SET lease_until = $1, progress = $2, updated_at = $3 \
-             WHERE id = $4 AND lease_token = $5 AND state = 'active'",
-        )
+             WHERE id = $4 AND lease_token = $5 AND state = :active",
+        ))
         .bind(now + lease.as_millis() as i64)
         .bind(progress.clamp(0.0, 100.0))
         .bind(now)
@@ -238,15 +252,15 @@ impl Queue for SqlQueue {
         }
         let now = self.now().await?;
         let retry_at = now + self.backoff.delay(claim.attempt).as_millis() as i64;
-        let row = sqlx::query(
+        let row = sqlx::query(&states(
             "UPDATE jobs SET \
-                 state = CASE WHEN $1 = 1 AND attempts < max_attempts THEN 'delayed' ELSE 'failed' END, \
+                 state = CASE WHEN $1 = 1 AND attempts < max_attempts THEN :delayed ELSE :failed END, \
                  run_at = CASE WHEN $1 = 1 AND attempts < max_attempts THEN $2 ELSE run_at END, \
                  finished_at = CASE WHEN $1 = 1 AND attempts < max_attempts THEN NULL ELSE $3 END, \
                  last_error = $4, lease_token = NULL, lease_until = NULL, updated_at = $3 \
-             WHERE id = $5 AND lease_token = $6 AND state = 'active' \
+             WHERE id = $5 AND lease_token = $6 AND state = :active \
              RETURNING state",
-        )
+        ))
         .bind(retryable as i64)
         .bind(retry_at)
         .bind(now)
@@ -255,19 +269,20 @@ impl Queue for SqlQueue {
         .bind(&claim.token)
         .fetch_optional(&self.db.pool)
         .await?;
-        Ok(match row.map(|r| r.try_get::<String, _>("state")).transpose()?.as_deref() {
-            Some("delayed") => FailOutcome::RetryAt(retry_at),
+        let state = row.map(|r| r.try_get::<String, _>("state")).transpose()?.map(|s| parse_state(&s)).transpose()?;
+        Ok(match state {
+            Some(JobState::Delayed) => FailOutcome::RetryAt(retry_at),
             Some(_) => FailOutcome::Failed,
             None => FailOutcome::LeaseLost,
         })
     }
 
     async fn release(&self, claim: &Claim) -> Result<(), QueueError> {
-        sqlx::query(
-            "UPDATE jobs SET state = 'waiting', attempts = attempts - 1, lease_token = NULL, lease_until = NULL, \
+        sqlx::query(&states(
+            "UPDATE jobs SET state = :waiting, attempts = attempts - 1, lease_token = NULL, lease_until = NULL, \
                  worker_id = NULL, run_at = $1, updated_at = $1 \
-             WHERE id = $2 AND lease_token = $3 AND state = 'active'",
-        )
+             WHERE id = $2 AND lease_token = $3 AND state = :active",
+        ))
         .bind(self.now().await?)
         .bind(&claim.job_id)
         .bind(&claim.token)
@@ -278,14 +293,14 @@ impl Queue for SqlQueue {
 
     async fn reap_expired(&self) -> Result<u64, QueueError> {
         let now = self.now().await?;
-        let done = sqlx::query(
+        let done = sqlx::query(&states(
             "UPDATE jobs SET \
-                 state = CASE WHEN attempts < max_attempts THEN 'waiting' ELSE 'failed' END, \
+                 state = CASE WHEN attempts < max_attempts THEN :waiting ELSE :failed END, \
                  finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE $1 END, \
                  last_error = 'the worker running it stopped renewing its lease (crashed or lost)', \
                  lease_token = NULL, lease_until = NULL, run_at = $1, updated_at = $1 \
-             WHERE state = 'active' AND lease_until < $1",
-        )
+             WHERE state = :active AND lease_until < $1",
+        ))
         .bind(now)
         .execute(&self.db.pool)
         .await?;
@@ -294,11 +309,11 @@ impl Queue for SqlQueue {
 
     async fn cancel(&self, id: &str) -> Result<bool, QueueError> {
         let now = self.now().await?;
-        let done = sqlx::query(
-            "UPDATE jobs SET state = 'cancelled', lease_token = NULL, lease_until = NULL, \
-                 last_error = 'cancelled', finished_at = $1, updated_at = $1 \
-             WHERE id = $2 AND state IN ('waiting', 'delayed', 'active')",
-        )
+        let done = sqlx::query(&states(
+            "UPDATE jobs SET state = :cancelled, lease_token = NULL, lease_until = NULL, \
+                 last_error = :cancelled, finished_at = $1, updated_at = $1 \
+             WHERE id = $2 AND state IN (:waiting, :delayed, :active)",
+        ))
         .bind(now)
         .bind(id)
         .execute(&self.db.pool)
@@ -308,11 +323,11 @@ impl Queue for SqlQueue {
 
     async fn retry(&self, id: &str) -> Result<bool, QueueError> {
         let now = self.now().await?;
-        let done = sqlx::query(
-            "UPDATE jobs SET state = 'waiting', attempts = 0, run_at = $1, progress = 0, finished_at = NULL, \
+        let done = sqlx::query(&states(
+            "UPDATE jobs SET state = :waiting, attempts = 0, run_at = $1, progress = 0, finished_at = NULL, \
                  last_error = NULL, updated_at = $1 \
-             WHERE id = $2 AND state IN ('failed', 'cancelled')",
-        )
+             WHERE id = $2 AND state IN (:failed, :cancelled)",
+        ))
         .bind(now)
         .bind(id)
         .execute(&self.db.pool)
@@ -353,12 +368,12 @@ impl Queue for SqlQueue {
     }
 
     async fn position(&self, id: &str) -> Result<Option<u64>, QueueError> {
-        let row = sqlx::query(&format!(
+        let row = sqlx::query(&states(&format!(
             "SELECT COUNT(*) AS ahead FROM jobs o, jobs j \
              WHERE j.id = $1 AND j.state IN {RUNNABLE} AND o.state IN {RUNNABLE} AND o.id <> j.id \
                AND (o.priority < j.priority OR (o.priority = j.priority AND \
                     (o.seq < j.seq OR (o.seq = j.seq AND o.id < j.id))))"
-        ))
+        )))
         .bind(id)
         .fetch_one(&self.db.pool)
         .await?;
@@ -374,14 +389,13 @@ impl Queue for SqlQueue {
         let mut counts = Counts::default();
         for row in rows {
             let n = row.try_get::<i64, _>("n")? as u64;
-            match row.try_get::<String, _>("state")?.as_str() {
-                "waiting" => counts.waiting += n,
-                "active" => counts.active += n,
-                "delayed" => counts.delayed += n,
-                "completed" => counts.completed += n,
-                "failed" => counts.failed += n,
-                "cancelled" => counts.cancelled += n,
-                other => return Err(QueueError::Corrupt(format!("unknown job state `{other}`"))),
+            match parse_state(&row.try_get::<String, _>("state")?)? {
+                JobState::Waiting => counts.waiting += n,
+                JobState::Active => counts.active += n,
+                JobState::Delayed => counts.delayed += n,
+                JobState::Completed => counts.completed += n,
+                JobState::Failed => counts.failed += n,
+                JobState::Cancelled => counts.cancelled += n,
             }
         }
         Ok(counts)
@@ -463,5 +477,25 @@ impl Queue for SqlQueue {
         }
         let rows = query.bind(limit as i64).fetch_all(&self.db.pool).await?;
         rows.iter().map(job_from_row).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_tokens_become_the_texts_databases_hold() {
+        assert_eq!(
+            states("state IN (:waiting, :delayed) AND last_error = :cancelled"),
+            "state IN ('waiting', 'delayed') AND last_error = 'cancelled'"
+        );
+        // Rows already stored hold these texts: changing one strands them.
+        let stored: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(stored, ["waiting", "active", "delayed", "completed", "failed", "cancelled"]);
+        for state in JobState::ALL {
+            assert_eq!(parse_state(state.as_str()).unwrap(), state);
+        }
+        assert!(matches!(parse_state("running"), Err(QueueError::Corrupt(_))));
     }
 }
