@@ -21,6 +21,42 @@ pub struct MediaInfo {
     pub video_codec: String,
     /// Absolute index of the video stream to encode (cover art is skipped).
     pub video_stream: usize,
+    /// How its pictures encode light and colour.
+    pub colour: Colour,
+}
+
+/// How a source's pictures encode light and colour, as far as the ladder
+/// cares: renditions are always SDR BT.709, the one thing every browser and
+/// screen shows right, so anything else is converted in the encode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Colour {
+    /// BT.709 (or untagged, which players take as BT.709): left untouched.
+    Sdr,
+    /// SDR on BT.2020 primaries: its colours are mapped into BT.709.
+    WideGamutSdr,
+    /// HDR10 and Dolby Vision with an HDR10 base: tone-mapped.
+    Pq { full_range: bool },
+    /// HLG (phones, and Dolby Vision 8.4 on iPhones): tone-mapped.
+    Hlg { full_range: bool },
+}
+
+impl Colour {
+    /// From ffprobe's `color_transfer` and `color_primaries`, and, when the
+    /// transfer is not tagged, a Dolby Vision configuration's base-layer
+    /// compatibility id (1: HDR10, 4: HLG).
+    pub fn of(
+        transfer: Option<&str>,
+        primaries: Option<&str>,
+        full_range: bool,
+        dolby_vision_base: Option<i64>,
+    ) -> Colour {
+        match (transfer, dolby_vision_base) {
+            (Some("smpte2084"), _) | (None, Some(1)) => Colour::Pq { full_range },
+            (Some("arib-std-b67"), _) | (None, Some(4)) => Colour::Hlg { full_range },
+            _ if primaries == Some("bt2020") => Colour::WideGamutSdr,
+            _ => Colour::Sdr,
+        }
+    }
 }
 
 /// The audio stream as ffprobe saw it: enough to decide whether renditions
@@ -108,4 +144,21 @@ pub fn decoder_names(codec: &str) -> Vec<String> {
 /// picture and the number of streams.
 pub fn decoder_limits() -> [String; 4] {
     ["-max_pixels".into(), MAX_PIXELS.to_string(), "-max_streams".into(), (MAX_STREAMS * 2).to_string()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_comes_from_the_transfer_then_dolby_vision_then_the_primaries() {
+        assert_eq!(Colour::of(Some("smpte2084"), Some("bt2020"), false, None), Colour::Pq { full_range: false });
+        assert_eq!(Colour::of(Some("arib-std-b67"), Some("bt2020"), true, None), Colour::Hlg { full_range: true });
+        // Dolby Vision 8.4 (iPhone) with an untagged HLG base; 8.1 with HDR10.
+        assert_eq!(Colour::of(None, None, false, Some(4)), Colour::Hlg { full_range: false });
+        assert_eq!(Colour::of(None, None, false, Some(1)), Colour::Pq { full_range: false });
+        assert_eq!(Colour::of(Some("bt2020-10"), Some("bt2020"), false, None), Colour::WideGamutSdr);
+        assert_eq!(Colour::of(Some("bt709"), Some("bt709"), false, None), Colour::Sdr);
+        assert_eq!(Colour::of(None, None, false, None), Colour::Sdr, "untagged is taken as BT.709");
+    }
 }

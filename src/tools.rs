@@ -23,7 +23,7 @@ pub struct ToolError(pub String);
 /// `transcode::command` uses. Checked at start-up, so a wrong binary (or a
 /// build without libx264) is named then, not on the first upload.
 const NEEDED_ENCODERS: [&str; 3] = ["libx264", "aac", "mjpeg"];
-const NEEDED_FILTERS: [&str; 5] = ["scale", "setsar", "format", "split", "trim"];
+const NEEDED_FILTERS: [&str; 7] = ["scale", "setsar", "format", "split", "trim", "zscale", "tonemap"];
 const NEEDED_MUXERS: [&str; 3] = ["hls", "mp4", "image2"];
 const NEEDED_BITSTREAM_FILTERS: [&str; 1] = ["aac_adtstoasc"];
 

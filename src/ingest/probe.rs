@@ -15,7 +15,7 @@ use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
-use crate::media::{decoder_limits, AudioStream, FrameRate, MediaInfo, MAX_DIMENSION, MAX_STREAMS};
+use crate::media::{decoder_limits, AudioStream, Colour, FrameRate, MediaInfo, MAX_DIMENSION, MAX_STREAMS};
 use crate::tools::tool_command;
 
 /// Demuxers we open. Each entry is the name ffprobe reports first in
@@ -246,6 +246,9 @@ struct ProbeStream {
     avg_frame_rate: Option<String>,
     r_frame_rate: Option<String>,
     duration: Option<String>,
+    color_transfer: Option<String>,
+    color_primaries: Option<String>,
+    color_range: Option<String>,
     #[serde(default)]
     disposition: std::collections::HashMap<String, i64>,
     #[serde(default)]
@@ -349,6 +352,7 @@ impl MediaInfo {
             demuxer,
             video_codec,
             video_stream: video.index,
+            colour: colour(video),
         })
     }
 }
@@ -358,6 +362,22 @@ impl MediaInfo {
 fn ffmpeg_log_prefixes_are_dropped() {
     assert_eq!(first_line("\n[mov,mp4,m4a @ 0x5647deee42c0] moov atom not found\n"), Some("moov atom not found"));
     assert_eq!(first_line("Invalid data found"), Some("Invalid data found"));
+}
+
+/// The source's colour encoding. Container metadata is all ffprobe has here;
+/// a file that lies about it gets a wrong conversion, never a failure.
+fn colour(stream: &ProbeStream) -> Colour {
+    let dolby_vision_base = stream
+        .side_data_list
+        .iter()
+        .find(|sd| sd.get("side_data_type").and_then(|t| t.as_str()) == Some("DOVI configuration record"))
+        .and_then(|sd| sd.get("dv_bl_signal_compatibility_id").and_then(|id| id.as_i64()));
+    Colour::of(
+        stream.color_transfer.as_deref(),
+        stream.color_primaries.as_deref(),
+        stream.color_range.as_deref() == Some("pc"),
+        dolby_vision_base,
+    )
 }
 
 fn rotation(stream: &ProbeStream) -> i64 {

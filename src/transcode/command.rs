@@ -8,7 +8,7 @@
 use std::ffi::OsString;
 use std::path::Path;
 
-use crate::media::{decoder_limits, decoder_names, MediaInfo};
+use crate::media::{decoder_limits, decoder_names, Colour, MediaInfo};
 use crate::transcode::plan::{Audio, Plan, Rendition};
 
 /// x264 preset of every rendition. With one decode for the whole ladder,
@@ -126,6 +126,15 @@ pub fn ladder_args(media: &MediaInfo, plan: &Plan, input: &Path, out_dir: &Path)
         keyint.to_string(),
         "-force_key_frames".into(),
         format!("expr:gte(t,n_forced*{KEYFRAME_INTERVAL})"),
+        // Every rendition says what it is: SDR BT.709, whatever the source
+        // was tagged (a tag carried over from an HDR source would make
+        // players show the converted picture wrong again).
+        "-color_primaries".into(),
+        "bt709".into(),
+        "-color_trc".into(),
+        "bt709".into(),
+        "-colorspace".into(),
+        "bt709".into(),
     ];
     args.extend(common.into_iter().map(OsString::from));
     for (i, r) in plan.renditions.iter().enumerate() {
@@ -197,6 +206,31 @@ pub fn ladder_args(media: &MediaInfo, plan: &Plan, input: &Path, out_dir: &Path)
 /// small rungs cost a fraction, and SSIM against the source scaled directly
 /// moved by less than 0.00002 (ARCHITECTURE.md, "Encoder settings").
 ///
+/// Filters that bring a picture of `colour` to SDR BT.709 (none for SDR
+/// sources: no cost where nothing is wrong). HDR is made linear, its
+/// primaries mapped to BT.709, then tone-mapped with Möbius, which keeps
+/// the contrast and colours of everything an SDR screen can show and only
+/// compresses what is brighter; the input's encoding is named explicitly,
+/// since the tags of a scaled frame are not always carried to zscale.
+fn to_bt709(colour: Colour) -> String {
+    let range = |full: bool| if full { "full" } else { "limited" };
+    let to_sdr = "zscale=t=bt709:m=bt709:r=limited";
+    match colour {
+        Colour::Sdr => String::new(),
+        Colour::WideGamutSdr => {
+            format!(",zscale=t=linear:npl=100,format=gbrpf32le,zscale=p=bt709,{to_sdr}")
+        }
+        Colour::Pq { full_range } | Colour::Hlg { full_range } => {
+            let transfer = if matches!(colour, Colour::Pq { .. }) { "smpte2084" } else { "arib-std-b67" };
+            format!(
+                ",zscale=tin={transfer}:pin=bt2020:min=bt2020nc:rin={}:t=linear:npl=100,format=gbrpf32le,\
+                 zscale=p=bt709,tonemap=tonemap=mobius,{to_sdr}",
+                range(full_range)
+            )
+        }
+    }
+}
+
 /// The thumbnail is one frame of the largest picture, near 10% of the
 /// duration (the first frames of a lecture are often black), cut out by
 /// frame number so a source whose timestamps do not start at zero gets the
@@ -211,7 +245,14 @@ fn filter_graph(media: &MediaInfo, plan: &Plan) -> String {
     if plan.fps != media.frame_rate {
         graph.push_str(&format!("fps={},", plan.fps));
     }
-    graph.push_str(&format!("{},format=yuv420p,split={}[v{largest}]", scale(&plan.renditions[largest]), n + 1));
+    // Converted at the largest rendition's size: a 4K HDR source costs the
+    // float maths of a 720p picture.
+    graph.push_str(&format!(
+        "{}{},format=yuv420p,split={}[v{largest}]",
+        scale(&plan.renditions[largest]),
+        to_bt709(media.colour),
+        n + 1
+    ));
     for i in &smaller {
         graph.push_str(&format!("[c{i}]"));
     }
@@ -231,6 +272,18 @@ mod tests {
     use crate::media::{AudioStream, FrameRate};
     use crate::transcode::plan::Ladder;
 
+    #[test]
+    fn only_sources_that_are_not_sdr_bt709_get_colour_filters() {
+        assert_eq!(to_bt709(Colour::Sdr), "", "SDR pays nothing");
+        let hdr = to_bt709(Colour::Hlg { full_range: false });
+        assert!(
+            hdr.contains("tin=arib-std-b67") && hdr.contains("rin=limited") && hdr.contains("tonemap=tonemap=mobius")
+        );
+        assert!(to_bt709(Colour::Pq { full_range: true }).contains("tin=smpte2084:pin=bt2020:min=bt2020nc:rin=full"));
+        let wide = to_bt709(Colour::WideGamutSdr);
+        assert!(wide.contains("zscale=p=bt709") && !wide.contains("tonemap"), "{wide}");
+    }
+
     fn media(audio: Option<AudioStream>) -> MediaInfo {
         MediaInfo {
             width: 1920,
@@ -241,6 +294,7 @@ mod tests {
             demuxer: "mov".into(),
             video_codec: "h264".into(),
             video_stream: 0,
+            colour: crate::media::Colour::Sdr,
         }
     }
 

@@ -333,6 +333,7 @@ mod tests {
             demuxer: "mov".into(),
             video_codec: "h264".into(),
             video_stream: 0,
+            colour: crate::media::Colour::Sdr,
         }
     }
 

@@ -204,6 +204,7 @@ mod tests {
             demuxer: "mov".into(),
             video_codec: "h264".into(),
             video_stream: 0,
+            colour: crate::media::Colour::Sdr,
         };
         let text = master(&Plan::new(&media, &Ladder::default()));
         assert_eq!(text.matches("#EXT-X-STREAM-INF").count(), 3);

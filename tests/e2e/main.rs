@@ -1,5 +1,6 @@
 //! End-to-end tests: the real server, real ffmpeg, real SQLite.
 
+mod colour;
 mod helpers;
 mod ladder;
 mod lifecycle;
