@@ -117,6 +117,31 @@ pub fn router(state: AppState) -> Router {
         .layer(map_response(security_headers))
 }
 
+/// Makes the lecture of a received, probed upload (plain or resumable) and
+/// its job, and wakes a worker in this process.
+async fn create_lecture(
+    app: &AppState,
+    id: &crate::domain::LectureId,
+    source: PathBuf,
+    fields: &crate::ingest::resumable::UploadFields,
+) -> Result<(), ApiError> {
+    let new = crate::lectures::NewLecture {
+        id: id.clone(),
+        course_id: fields.course_id.clone(),
+        name_of_topic: fields.name_of_topic.clone(),
+        source_path: source,
+        original_filename: fields.filename.clone(),
+    };
+    let options = crate::queue::EnqueueOptions {
+        priority: fields.priority,
+        delay: Duration::ZERO,
+        max_attempts: app.max_attempts,
+    };
+    app.lectures.create_with_job(new, &options).await?;
+    app.wake.notify_one();
+    Ok(())
+}
+
 /// Reads and drops the start of a request body we refuse without reading:
 /// a client still sending it would otherwise get a connection reset (our
 /// close with its unread bytes) instead of our answer. At most 1 MiB, for

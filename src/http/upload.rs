@@ -20,8 +20,6 @@ use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::domain::LectureId;
 use crate::ingest::FORM_OVERHEAD;
-use crate::lectures::NewLecture;
-use crate::queue::EnqueueOptions;
 
 /// The upload form, at most 8 parts. The server reads other text fields
 /// (bounded) and ignores them, as the API we replace did, but they are not
@@ -109,22 +107,9 @@ pub async fn upload(
         let id = LectureId::new();
         let source = app.ingest.uploads_dir.join(format!("{id}.{}", upload.media.demuxer));
         let file = upload.file.move_to(source.clone()).await?;
-        let new = NewLecture {
-            id: id.clone(),
-            course_id: upload.course_id,
-            name_of_topic: upload.name_of_topic,
-            source_path: source,
-            original_filename: upload.original_filename,
-        };
-        let options = EnqueueOptions {
-            priority: upload.priority,
-            delay: std::time::Duration::ZERO,
-            max_attempts: app.max_attempts,
-        };
-        app.lectures.create_with_job(new, &options).await?;
+        super::create_lecture(&app, &id, source, &upload.fields).await?;
         // Committed: the lecture owns the file now.
         file.keep();
-        app.wake.notify_one();
         // Jobs ahead of this one; 0 if a worker already took it. Best effort:
         // the lecture exists now, and a 500 would make clients upload it twice.
         let position = app.queue.position(id.as_str()).await.ok().flatten().unwrap_or(0);

@@ -20,8 +20,6 @@ use super::{ApiError, AppState};
 use crate::domain::LectureId;
 use crate::ingest::resumable::{PartialUpload, ResumableError};
 use crate::ingest::{check_fields, IngestError};
-use crate::lectures::NewLecture;
-use crate::queue::EnqueueOptions;
 
 pub const TUS_VERSION: &str = "1.0.0";
 const TUS_EXTENSIONS: &str = "creation,creation-with-upload,termination,expiration";
@@ -360,20 +358,7 @@ async fn finish(app: &AppState, caller: &Caller, upload: PartialUpload) -> Resul
                 source
             }
         };
-        let new = NewLecture {
-            id: id.clone(),
-            course_id: upload.fields.course_id.clone(),
-            name_of_topic: upload.fields.name_of_topic.clone(),
-            source_path: source,
-            original_filename: upload.fields.filename.clone(),
-        };
-        let options = EnqueueOptions {
-            priority: upload.fields.priority,
-            delay: std::time::Duration::ZERO,
-            max_attempts: app.max_attempts,
-        };
-        app.lectures.create_with_job(new, &options).await?;
-        app.wake.notify_one();
+        super::create_lecture(app, &id, source, &upload.fields).await?;
         tracing::info!(lecture = %id, caller = %caller.identity(), "resumable upload accepted");
     }
     app.partial_uploads.finished(&id).await?;

@@ -120,10 +120,7 @@ impl Drop for SpooledFile {
 #[derive(Debug)]
 pub struct Upload {
     pub file: SpooledFile,
-    pub original_filename: Option<String>,
-    pub course_id: String,
-    pub name_of_topic: String,
-    pub priority: i64,
+    pub fields: UploadFields,
     pub media: MediaInfo,
 }
 
@@ -189,14 +186,7 @@ impl Ingest {
         let (file, original_filename) = file.ok_or(IngestError::MissingField(FILE_FIELD))?;
         let fields = check_fields(course_id, name_of_topic, original_filename, priority)?;
         let media = self.probe(file.path()).await?;
-        Ok(Upload {
-            file,
-            original_filename: fields.filename,
-            course_id: fields.course_id,
-            name_of_topic: fields.name_of_topic,
-            priority: fields.priority,
-            media,
-        })
+        Ok(Upload { file, fields, media })
     }
 
     /// Probes a received file, in one of the bounded probe slots.

@@ -15,6 +15,8 @@ use vidpipe::tools::Tools;
 pub struct Api {
     pub base: String,
     pub client: reqwest::Client,
+    /// Sent with the reads below, when the API has keys.
+    pub key: Option<String>,
 }
 
 /// An in-process server on port 0 with its own data directory.
@@ -88,7 +90,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let handle = tokio::spawn(async move {
         app.run_until_stopped(stop).await.unwrap();
     });
-    TestApp { api: Api { base, client: reqwest::Client::new() }, data_dir, shutdown, handle: Some(handle) }
+    TestApp { api: Api::new(base), data_dir, shutdown, handle: Some(handle) }
 }
 
 /// Generates a test clip: testsrc2 video (with motion) and, if `audio`, a sine.
@@ -122,7 +124,12 @@ impl TestApp {
 
 impl Api {
     pub fn new(base: String) -> Api {
-        Api { base, client: reqwest::Client::new() }
+        Api { base, client: reqwest::Client::new(), key: None }
+    }
+
+    /// The same API, read with `key`.
+    pub fn with_key(&self, key: &str) -> Api {
+        Api { base: self.base.clone(), client: self.client.clone(), key: Some(key.to_string()) }
     }
 
     pub async fn upload_file(&self, path: &Path, course: &str, topic: &str) -> reqwest::Response {
@@ -147,7 +154,12 @@ impl Api {
     }
 
     pub async fn lecture(&self, id: &str) -> Value {
-        self.client.get(format!("{}/api/lectures/{id}", self.base)).send().await.unwrap().json().await.unwrap()
+        let request = self.client.get(format!("{}/api/lectures/{id}", self.base));
+        let request = match &self.key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        };
+        request.send().await.unwrap().json().await.unwrap()
     }
 
     /// Polls until the lecture reaches `status`, failing on any other final one.

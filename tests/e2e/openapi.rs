@@ -111,16 +111,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
     let accepted = api.client.post(format!("{}/api/upload", api.base)).bearer_auth(&admin).multipart(form);
     let accepted: Value = accepted.send().await.unwrap().json().await.unwrap();
     let seed = accepted["lectureId"].as_str().unwrap().to_string();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let doc = api.client.get(format!("{}/api/lectures/{seed}", api.base)).bearer_auth(&admin).send().await;
-        let doc: Value = doc.unwrap().json().await.unwrap();
-        if doc["processingStatus"] == "completed" {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the seed lecture did not complete: {doc}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    api.with_key(&admin).wait_for(&seed, "completed", Duration::from_secs(60)).await;
 
     // What the document cannot say: whether the bytes of a file are a video
     // (415, 422), tus's version rule, and what `Upload-Metadata` must hold. Reads are pointed at the seed
@@ -175,6 +166,9 @@ max-stream-events = 1
         .output()
         .expect("schemathesis runs");
     let report = String::from_utf8_lossy(&out.stdout);
+    // The summary (operations, phases, cases generated) shows with --nocapture.
+    let summary = report.find("SUMMARY").map_or("", |at| &report[at..]);
+    eprintln!("schemathesis (seed {seed_arg}):\n{summary}");
     assert!(
         out.status.success(),
         "schemathesis found problems (seed {seed_arg}):\n{report}\n{}",

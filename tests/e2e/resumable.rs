@@ -3,7 +3,7 @@
 //! unfinished uploads expire with their bytes.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -99,24 +99,7 @@ async fn tus_js_client_resumes_after_kill_9_and_the_upload_becomes_a_lecture() {
     assert_eq!(path, format!("/api/uploads/{id}"), "the lecture has the upload's id");
     assert_eq!(head(&api, &resumed_url, Some(&key)).await.headers()["vidpipe-lecture-id"], id, "HEAD names it too");
 
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let doc = loop {
-        let doc: Value = api
-            .client
-            .get(format!("{}/api/lectures/{id}", api.base))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if doc["processingStatus"] == "completed" {
-            break doc;
-        }
-        assert!(Instant::now() < deadline && doc["processingStatus"] != "failed", "{doc}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let doc = api.with_key(&key).wait_for(id, "completed", Duration::from_secs(90)).await;
     assert_eq!((doc["courseId"].as_str(), doc["nameOfTopic"].as_str()), (Some("c1"), Some("résumé, resumed")));
     assert!(doc["durationSeconds"].as_f64().unwrap() > 7.5, "the whole file arrived: {doc}");
     assert!(partial_files(data.path()).is_empty(), "the partial file became the source");
