@@ -19,7 +19,7 @@ use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -71,6 +71,20 @@ pub struct AccessPolicy {
     trust_forwarded_for: bool,
 }
 
+/// Headers a tus client sends, and those it must read from answers.
+const TUS_REQUEST_HEADERS: [&str; 5] =
+    ["tus-resumable", "upload-length", "upload-metadata", "upload-offset", "upload-defer-length"];
+const TUS_ANSWER_HEADERS: [&str; 8] = [
+    "tus-resumable",
+    "tus-version",
+    "tus-extension",
+    "tus-max-size",
+    "upload-offset",
+    "upload-length",
+    "upload-expires",
+    "vidpipe-lecture-id",
+];
+
 impl AccessPolicy {
     /// Without configured hosts: the listen address, the loopback names and
     /// the public base URL's host.
@@ -100,6 +114,7 @@ impl AccessPolicy {
 
     /// CORS for the API, or `None` when no origin is configured (the
     /// default: browsers on other origins cannot read API answers).
+    /// CORS for the pages of `VIDPIPE_CORS_ORIGINS`, or none.
     pub fn cors(&self) -> Option<CorsLayer> {
         if self.cors_origins.is_empty() {
             return None;
@@ -108,9 +123,21 @@ impl AccessPolicy {
         Some(
             CorsLayer::new()
                 .allow_origin(AllowOrigin::list(origins))
-                .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::HEAD])
-                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
-                .expose_headers([header::LOCATION, header::RETRY_AFTER])
+                // PATCH, the `Tus-*`/`Upload-*` headers and `Vidpipe-Lecture-Id`:
+                // what a tus client in a page needs (`http/uploads.rs`).
+                .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::HEAD, Method::PATCH])
+                .allow_headers(
+                    [header::AUTHORIZATION, header::CONTENT_TYPE]
+                        .into_iter()
+                        .chain(TUS_REQUEST_HEADERS.map(HeaderName::from_static))
+                        .collect::<Vec<_>>(),
+                )
+                .expose_headers(
+                    [header::LOCATION, header::RETRY_AFTER]
+                        .into_iter()
+                        .chain(TUS_ANSWER_HEADERS.map(HeaderName::from_static))
+                        .collect::<Vec<_>>(),
+                )
                 .max_age(std::time::Duration::from_secs(600)),
         )
     }

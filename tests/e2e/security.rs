@@ -261,6 +261,36 @@ async fn cors_is_off_by_default_and_allows_only_configured_origins() {
     assert_eq!(allowed.headers()["access-control-allow-origin"], "https://app.example.com");
     let other = preflight("https://evil.example").await.unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
+
+    // A tus client in the page: PATCH with the tus headers, and the answer
+    // headers it must read.
+    let tus = app
+        .client
+        .request(reqwest::Method::OPTIONS, format!("{}/api/uploads/0123456789abcdef0123456789abcdef", app.base))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "PATCH")
+        .header("access-control-request-headers", "tus-resumable,upload-offset,content-type,authorization")
+        .send()
+        .await
+        .unwrap();
+    let allows = |name: &str| tus.headers()[name].to_str().unwrap().to_ascii_lowercase();
+    assert!(allows("access-control-allow-methods").contains("patch"), "{:?}", tus.headers());
+    assert!(allows("access-control-allow-headers").contains("upload-offset"), "{:?}", tus.headers());
+    let created = app
+        .client
+        .post(format!("{}/api/uploads", app.base))
+        .header("origin", "https://app.example.com")
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", "10")
+        .header("upload-metadata", "courseId YzE=,nameOfTopic dA==")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let exposed = created.headers()["access-control-expose-headers"].to_str().unwrap().to_ascii_lowercase();
+    for header in ["location", "upload-offset", "tus-resumable", "vidpipe-lecture-id"] {
+        assert!(exposed.contains(header), "{header} is not exposed: {exposed}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
