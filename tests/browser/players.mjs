@@ -167,6 +167,16 @@ try {
 } catch (e) {
   report.ok = false;
   report.failure = String(e.message || e).split("\n")[0];
+  // What the element held when it gave up: enough to tell a starved
+  // player (data buffered, clock still) from a stuck one (nothing ahead).
+  try {
+    report.element = await (await browser.contexts()[0]?.pages()[0])?.evaluate(() => ({
+      readyState: video.readyState,
+      paused: video.paused,
+      currentTime: video.currentTime,
+      buffered: Array.from({ length: video.buffered.length }, (_, i) => [video.buffered.start(i), video.buffered.end(i)]),
+    }));
+  } catch { /* the page is gone */ }
 } finally {
   try {
     report.errors = await (await browser.contexts()[0]?.pages()[0])?.evaluate(() => window.errors) ?? [];
