@@ -121,9 +121,11 @@ pub enum QueueAction {
     List {
         #[arg(long, value_enum, default_value_t = JobState::Failed)]
         state: JobState,
-        #[arg(long, default_value_t = 50)]
+        /// Jobs per page, 1 to 1000.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
         limit: u32,
-        #[arg(long, default_value_t = 1)]
+        /// Which page, from 1.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
         page: u32,
     },
     /// Requeue a failed or cancelled job, or every failed one.
@@ -156,8 +158,8 @@ pub enum LecturesAction {
         status: Option<ProcessingStatus>,
         #[arg(long)]
         course_id: Option<String>,
-        /// Lectures per page.
-        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+        /// Lectures per page, 1 to 1000.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
         limit: u32,
         /// Which page, from 1.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
@@ -209,7 +211,8 @@ pub enum WebhooksAction {
         /// Only deliveries in this state: pending, delivered or dead.
         #[arg(long, value_parser = ["pending", "delivered", "dead"])]
         state: Option<String>,
-        #[arg(long, default_value_t = 50)]
+        /// Deliveries to show, 1 to 1000.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
         limit: u32,
     },
     /// Send a dead delivery (its id, `evt_N`) again, or every dead one.

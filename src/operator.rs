@@ -264,7 +264,7 @@ pub async fn queue_command(action: QueueAction, json_out: bool, args: QueueArgs)
             }
         }
         QueueAction::List { state, limit, page } => {
-            let jobs = q.list(state, limit, (page.max(1) as u64 - 1) * limit as u64).await.map_err(err)?;
+            let jobs = q.list(state, limit, (page as u64 - 1) * limit as u64).await.map_err(err)?;
             if json_out {
                 print_json(&Value::Array(jobs.iter().map(job_json).collect()));
             } else {

@@ -74,7 +74,7 @@ pub struct AccessPolicy {
 /// Headers a tus client sends, and those it must read from answers.
 const TUS_REQUEST_HEADERS: [&str; 5] =
     ["tus-resumable", "upload-length", "upload-metadata", "upload-offset", "upload-defer-length"];
-const TUS_ANSWER_HEADERS: [&str; 8] = [
+const TUS_ANSWER_HEADERS: [&str; 9] = [
     "tus-resumable",
     "tus-version",
     "tus-extension",
@@ -82,6 +82,7 @@ const TUS_ANSWER_HEADERS: [&str; 8] = [
     "upload-offset",
     "upload-length",
     "upload-expires",
+    "upload-metadata",
     "vidpipe-lecture-id",
 ];
 

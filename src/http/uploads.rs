@@ -37,9 +37,15 @@ pub struct TusResumable {
     tus_resumable: String,
 }
 
-/// Every tus answer says which protocol version it speaks, errors included.
+/// Every tus answer says which protocol version it speaks, errors included;
+/// a 412 also says which versions it would take (tus 1.0 core).
 pub async fn tus_headers(mut response: Response) -> Response {
-    response.headers_mut().insert("tus-resumable", HeaderValue::from_static(TUS_VERSION));
+    let precondition_failed = response.status() == StatusCode::PRECONDITION_FAILED;
+    let headers = response.headers_mut();
+    headers.insert("tus-resumable", HeaderValue::from_static(TUS_VERSION));
+    if precondition_failed {
+        headers.insert("tus-version", HeaderValue::from_static(TUS_VERSION));
+    }
     response
 }
 
@@ -77,7 +83,8 @@ fn number(headers: &HeaderMap, name: &str) -> Result<Option<u64>, ApiError> {
         .transpose()
 }
 
-/// `Upload-Metadata`: comma-separated `key base64(value)` pairs.
+/// `Upload-Metadata`: comma-separated `key base64(value)` pairs, each key
+/// once (tus requires keys to be unique; two `courseId`s are ambiguous).
 fn metadata(raw: &str) -> Result<Vec<(String, Option<String>)>, ApiError> {
     use base64::Engine;
     let mut pairs = Vec::new();
@@ -94,6 +101,9 @@ fn metadata(raw: &str) -> Result<Vec<(String, Option<String>)>, ApiError> {
                     })
             })
             .transpose()?;
+        if pairs.iter().any(|(k, _)| k == key) {
+            return Err(ApiError::BadRequest(format!("`Upload-Metadata` names `{key}` twice; send each key once")));
+        }
         pairs.push((key.to_string(), value));
     }
     Ok(pairs)
@@ -177,6 +187,9 @@ pub async fn create(
     }
     let length = number(&headers, "upload-length")?
         .ok_or_else(|| ApiError::BadRequest("send the file's size in `Upload-Length`".into()))?;
+    if length == 0 {
+        return Err(ApiError::BadRequest("`Upload-Length` is 0: an empty file is not a video".into()));
+    }
     if length > app.ingest.max_bytes {
         return Err(ApiError::PayloadTooLarge(format!(
             "upload is larger than the limit of {} bytes",
@@ -193,7 +206,18 @@ pub async fn create(
     tracing::info!(upload = %upload.id, length, caller = %caller.identity(), "resumable upload created");
     let location = format!("/api/uploads/{}", upload.id);
     let has_body = headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes() == OFFSET_CONTENT_TYPE.as_bytes());
-    let upload = if has_body { write(&app, &caller, upload, 0, body, slot).await? } else { upload };
+    let upload = match has_body {
+        false => upload,
+        true => match write(&app, &caller, upload.clone(), 0, body, slot).await {
+            // The first bytes paused too long: the upload keeps what came,
+            // and the client gets its URL to resume at, not a bare 408.
+            Err(ApiError::RequestTimeout(why)) => {
+                tracing::info!(upload = %upload.id, %why, "first bytes cut short");
+                app.partial_uploads.get(&upload.id).await?.unwrap_or(upload)
+            }
+            written => written?,
+        },
+    };
     let mut answer = upload_headers(&upload, upload.received);
     answer.insert(header::LOCATION, HeaderValue::from_str(&location).map_err(|e| ApiError::Internal(e.to_string()))?);
     Ok((StatusCode::CREATED, answer).into_response())
@@ -317,6 +341,7 @@ async fn write(
     let (app, caller) = (app.clone(), caller.clone());
     let task = tokio::spawn(async move {
         let _slot = slot;
+        let upload_id = upload.id.clone();
         let uploads = &app.partial_uploads;
         let lease = uploads.hold(&upload.id).await?;
         let appended = uploads.append(&lease, offset, body.into_data_stream()).await;
@@ -327,7 +352,10 @@ async fn write(
             Ok(received) => Ok(PartialUpload { received, ..upload }),
             Err(e) => Err(e.into()),
         };
-        uploads.release(lease).await?;
+        // The bytes and the answer stand; a lease left behind expires.
+        if let Err(e) = uploads.release(lease).await {
+            tracing::warn!(upload = %upload_id, error = %e, "upload lease not released");
+        }
         result
     });
     task.await.map_err(|e| ApiError::Internal(format!("upload task: {e}")))?
@@ -347,7 +375,9 @@ async fn finish(app: &AppState, caller: &Caller, upload: PartialUpload) -> Resul
                     Ok(media) => media,
                     Err(e) => {
                         // Not a video we take: nothing to resume; the bytes go.
-                        if matches!(e, IngestError::Rejected(_)) {
+                        // A probe that failed on our side (ffprobe missing or
+                        // timed out) keeps them: `HEAD` finishes it later.
+                        if matches!(&e, IngestError::Rejected(p) if p.is_input_error()) {
                             app.partial_uploads.remove(&id).await?;
                         }
                         return Err(e.into());

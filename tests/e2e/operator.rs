@@ -196,6 +196,11 @@ async fn operator_flags_are_global_and_a_missing_database_is_named_not_made() {
     let (code, out, err) = run(&["lectures", "list", "--json", "--data-dir", data, "--limit", "1"]);
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(serde_json::from_str::<Value>(&out).unwrap()[0]["_id"], id.as_str());
+    for (list, limit) in [("queue", "0"), ("queue", "1001"), ("lectures", "5000"), ("webhooks", "0")] {
+        let (code, _, err) = run(&[list, "list", "--data-dir", data, "--limit", limit]);
+        assert_eq!(code, Some(2), "{list} list --limit {limit}: {err}");
+        assert!(err.contains("1..=1000"), "{err}");
+    }
 
     let (_, help, _) = run(&["queue", "--help"]);
     assert!(help.contains("--data-dir") && help.contains("--queue-url"), "{help}");

@@ -133,6 +133,16 @@ async fn the_tus_endpoint_answers_as_the_protocol_says() {
         c.post(&url).header("Upload-Length", "10").header("Upload-Metadata", &fields).send().await.unwrap();
     assert_eq!(no_version.status(), 412);
     assert_eq!(no_version.headers()["tus-resumable"], "1.0.0", "errors say the version too");
+    assert_eq!(no_version.headers()["tus-version"], "1.0.0", "a 412 says which versions it takes");
+    let empty = tus(c.post(&url)).header("Upload-Length", "0").header("Upload-Metadata", &fields);
+    let empty = empty.send().await.unwrap();
+    assert_eq!(empty.status(), 400);
+    assert!(empty.text().await.unwrap().contains("empty file"));
+    let twice = format!("{fields},{}", metadata(&[("courseId", "c2")]));
+    let twice = tus(c.post(&url)).header("Upload-Length", "10").header("Upload-Metadata", twice);
+    let twice = twice.send().await.unwrap();
+    assert_eq!(twice.status(), 400);
+    assert!(twice.text().await.unwrap().contains("`courseId` twice"));
     let no_topic =
         tus(c.post(&url)).header("Upload-Length", "10").header("Upload-Metadata", metadata(&[("courseId", "c")]));
     let no_topic = no_topic.send().await.unwrap();
@@ -216,4 +226,65 @@ async fn an_abandoned_upload_expires_with_its_bytes() {
     })
     .await;
     assert_eq!(tus(app.client.head(&upload)).send().await.unwrap().status(), 404);
+}
+
+/// ffprobe failing on our side (here: gone from its path) is not the
+/// file's fault: the bytes stay, and a `HEAD` once ffprobe is back makes
+/// the lecture.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_whose_probe_failed_on_our_side_is_kept_and_finished_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let ffprobe = script(dir.path(), "ffprobe", "exec ffprobe \"$@\"");
+    let app = spawn_app_with(|c| c.tools.ffprobe = ffprobe.clone()).await;
+    let video = std::fs::read(clip(dir.path(), "v.mp4", "320x240", "25", 2, true)).unwrap();
+    let fields = metadata(&[("courseId", "c1"), ("nameOfTopic", "t"), ("filename", "v.mp4")]);
+    let c = &app.client;
+    let created = tus(c.post(format!("{}/api/uploads", app.base)))
+        .header("Upload-Length", video.len().to_string())
+        .header("Upload-Metadata", &fields);
+    let created = created.send().await.unwrap();
+    let upload = format!("{}{}", app.base, created.headers()["location"].to_str().unwrap());
+
+    let away = dir.path().join("ffprobe.away");
+    std::fs::rename(&ffprobe, &away).unwrap();
+    let last = tus(c.patch(&upload))
+        .header("Upload-Offset", "0")
+        .header("Content-Type", "application/offset+octet-stream")
+        .body(video.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(last.status(), 500, "{:?}", last.text().await);
+    assert_eq!(partial_files(app.data_dir.path()).len(), 1, "the bytes stay");
+    let still = head(&app.api, &upload, None).await;
+    assert_eq!(still.status(), 500, "HEAD tries again, and ffprobe is still gone");
+
+    std::fs::rename(&away, &ffprobe).unwrap();
+    let done = head(&app.api, &upload, None).await;
+    assert_eq!(done.status(), 200);
+    assert_eq!(number(&done, "upload-offset"), video.len() as u64);
+    let lecture = done.headers()["vidpipe-lecture-id"].to_str().unwrap().to_string();
+    app.wait_for(&lecture, "completed", std::time::Duration::from_secs(120)).await;
+}
+
+/// creation-with-upload whose body pauses past the idle timeout: the
+/// upload exists with what came, so the answer is its `Location`, not a
+/// bare 408 that would leave the client nothing to resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_bytes_that_stall_still_give_the_client_its_upload() {
+    use futures::StreamExt;
+    let app = spawn_app_with(|c| c.limits.body_idle_timeout = Duration::from_secs(1)).await;
+    let fields = metadata(&[("courseId", "c1"), ("nameOfTopic", "t"), ("filename", "v.mp4")]);
+    let first = futures::stream::iter([Ok::<_, std::io::Error>(vec![5u8; 1000])]).chain(futures::stream::pending());
+    let created = tus(app.client.post(format!("{}/api/uploads", app.base)))
+        .header("Upload-Length", "3000")
+        .header("Upload-Metadata", &fields)
+        .header("Content-Type", "application/offset+octet-stream")
+        .body(reqwest::Body::wrap_stream(first));
+    let created = tokio::time::timeout(Duration::from_secs(20), created.send()).await.expect("answered").unwrap();
+    assert_eq!(created.status(), 201);
+    assert_eq!(number(&created, "upload-offset"), 1000);
+    let upload = format!("{}{}", app.base, created.headers()["location"].to_str().unwrap());
+    let resumed = head(&app.api, &upload, None).await;
+    assert_eq!((resumed.status().as_u16(), number(&resumed, "upload-offset")), (200, 1000));
 }
