@@ -17,6 +17,7 @@ use crate::config::CleanPolicy;
 use crate::db::Database;
 use crate::domain::{now_ms, JobState};
 use crate::events::{webhooks, EventLog};
+use crate::ingest::direct::DirectUploads;
 use crate::ingest::resumable::PartialUploads;
 use crate::ingest::retention::Retention;
 use crate::lectures::{Failure, LectureStore};
@@ -94,6 +95,7 @@ pub struct Housekeeping {
     pub retention: Retention,
     /// Resumable uploads, removed once expired.
     pub partial_uploads: PartialUploads,
+    pub direct_uploads: DirectUploads,
     pub policy: CleanPolicy,
     /// This process, as lock holder.
     pub holder: String,
@@ -141,6 +143,11 @@ impl Housekeeping {
             Ok(0) => {}
             Ok(n) => tracing::info!(uploads = n, "expired resumable uploads removed"),
             Err(e) => tracing::warn!(error = %e, "cannot remove expired resumable uploads"),
+        }
+        match self.direct_uploads.remove_expired().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(urls = n, "expired direct upload URLs forgotten"),
+            Err(e) => tracing::warn!(error = %e, "cannot forget expired direct upload URLs"),
         }
         let now = now_ms();
         let ago = |d: Duration| now - d.as_millis() as i64;

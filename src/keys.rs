@@ -129,10 +129,7 @@ impl ApiKeys {
 
     /// Creates a key and returns its secret, which is stored nowhere.
     pub async fn create(&self, name: &KeyName, scope: Scope) -> Result<String, KeyError> {
-        let mut bytes = [0u8; 32];
-        // Straight from the OS, as a secret should be.
-        rand::rngs::SysRng.try_fill_bytes(&mut bytes).map_err(|e| KeyError::Entropy(e.to_string()))?;
-        let secret = format!("{SECRET_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
+        let secret = format!("{SECRET_PREFIX}{}", random_secret().map_err(KeyError::Entropy)?);
         let inserted = sqlx::query(
             "INSERT INTO api_keys (name, scope, secret_hash, created_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (name) DO NOTHING",
@@ -214,7 +211,16 @@ impl ApiKeys {
     }
 }
 
-fn hash(secret: &str) -> String {
+/// 256 random bits, straight from the OS as a secret should be, in
+/// URL-safe base64 (43 characters).
+pub fn random_secret() -> Result<String, String> {
+    let mut bytes = [0u8; 32];
+    rand::rngs::SysRng.try_fill_bytes(&mut bytes).map_err(|e| e.to_string())?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// How a random secret is stored: its SHA-256, in hex.
+pub fn hash(secret: &str) -> String {
     let digest = Sha256::digest(secret.as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -18,6 +18,7 @@ use crate::http::access::{AccessPolicy, AuthMode};
 use crate::http::limits::UploadLimits;
 use crate::http::server::ServerLimits;
 use crate::http::{self, AppState};
+use crate::ingest::direct::DirectUploads;
 use crate::ingest::resumable::PartialUploads;
 use crate::ingest::retention::Retention;
 use crate::ingest::{probe, Ingest};
@@ -328,6 +329,8 @@ impl Application {
                 config.limits.upload_expiry,
                 config.limits.body_idle_timeout,
             ),
+            // A used URL's row stays while the tus upload it started may run.
+            direct_uploads: DirectUploads::new(db.clone(), config.limits.upload_expiry),
             feed,
             presence: presence.clone(),
         };
@@ -358,6 +361,7 @@ impl Application {
             presence,
             retention,
             partial_uploads: state.partial_uploads.clone(),
+            direct_uploads: state.direct_uploads.clone(),
             policy: config.operations.clean.clone(),
             holder: holder.clone(),
         };

@@ -16,7 +16,7 @@ use crate::redact::for_clients;
 /// The body of every error answer.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
-    /// A stable code: `bad_request`, `not_found`, `conflict`,
+    /// A stable code: `bad_request`, `not_found`, `conflict`, `gone`,
     /// `payload_too_large`, `unsupported_media_type`, `unprocessable_video`,
     /// `unauthorized`, `forbidden`, `request_timeout`, `precondition_failed`, `too_many_requests`,
     /// `busy`, `insufficient_storage` or `internal`.
@@ -33,6 +33,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// Existed, and is over for good (an expired upload URL).
+    #[error("{0}")]
+    Gone(String),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
@@ -65,6 +68,7 @@ impl ApiError {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Gone(_) => (StatusCode::GONE, "gone"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ApiError::UnprocessableVideo(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable_video"),

@@ -36,7 +36,7 @@ pub struct ListQuery {
     /// Only this course's lectures.
     course_id: Option<String>,
     /// From 1 (default 1).
-    #[param(minimum = 1)]
+    #[param(minimum = 1, maximum = 4294967295_u32)]
     page: Option<u32>,
     /// Lectures per page, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]

@@ -5,6 +5,7 @@
 //! ffprobe at upload, and never writes job state except through the queue.
 
 pub mod access;
+mod direct;
 pub mod error;
 mod events;
 mod jobs;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub uploads: limits::UploadLimits,
     /// Resumable (tus) uploads in progress.
     pub partial_uploads: crate::ingest::resumable::PartialUploads,
+    /// One-time upload URLs for browsers.
+    pub direct_uploads: crate::ingest::direct::DirectUploads,
     /// New events, for server-sent event streams.
     pub feed: crate::events::EventFeed,
     pub presence: crate::worker::presence::Presence,
@@ -87,6 +90,8 @@ pub fn router(state: AppState) -> Router {
             patch(uploads::patch).layer(DefaultBodyLimit::disable()).layer(map_response(uploads::tus_headers)),
         )
         .route("/api/uploads/{id}", axum::routing::delete(uploads::terminate).layer(map_response(uploads::tus_headers)))
+        .route("/api/direct-uploads", post(direct::create))
+        .route("/api/direct-uploads/{id}", get(direct::get))
         .route("/api/lectures", get(lectures::list))
         .route("/api/lectures/{id}", get(lectures::get))
         .route("/api/jobs", get(jobs::list))
@@ -95,6 +100,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/metrics", get(ops::api_metrics))
         .route("/api/lectures/{id}/events", get(events::lecture))
         .route_layer(keyed(Scope::Upload));
+    // A browser with a one-time URL: the URL is its credential.
+    let browsers = Router::new()
+        .route("/api/direct-uploads/{id}/{secret}", post(direct::start).layer(DefaultBodyLimit::disable()))
+        .route("/api/direct-uploads/{id}/{secret}", head(direct::head))
+        .route("/api/direct-uploads/{id}/{secret}", patch(direct::patch).layer(DefaultBodyLimit::disable()))
+        .route("/api/direct-uploads/{id}/{secret}", axum::routing::delete(direct::terminate))
+        .route_layer(from_fn_with_state(state.clone(), direct::keyless_uploader));
     let admins = Router::new()
         .route("/api/lectures/{id}", axum::routing::delete(lectures::delete))
         .route("/api/jobs/{id}/retry", post(jobs::retry))
@@ -104,7 +116,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/events", get(events::all))
         .route("/metrics", get(ops::prometheus))
         .route_layer(keyed(Scope::Admin));
-    let mut api = public.merge(uploaders).merge(admins).with_state(state.clone());
+    let mut api = public.merge(uploaders).merge(browsers).merge(admins).with_state(state.clone());
     if let Some(cors) = state.access.cors() {
         api = api.layer(cors);
     }

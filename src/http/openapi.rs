@@ -10,7 +10,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{events, jobs, lectures, ops, playback, upload, uploads};
+use super::{direct, events, jobs, lectures, ops, playback, upload, uploads};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -28,6 +28,12 @@ use super::{events, jobs, lectures, ops, playback, upload, uploads};
         uploads::head,
         uploads::patch,
         uploads::terminate,
+        direct::create,
+        direct::get,
+        direct::start,
+        direct::head,
+        direct::patch,
+        direct::terminate,
         lectures::list,
         lectures::get,
         lectures::delete,
@@ -53,7 +59,7 @@ use super::{events, jobs, lectures, ops, playback, upload, uploads};
     modifiers(&BearerKeys),
     tags(
         (name = "lectures", description = "Upload, read and delete lectures"),
-        (name = "uploads", description = "Resumable uploads (tus 1.0)"),
+        (name = "uploads", description = "Resumable uploads (tus 1.0), and one-time upload URLs for browsers"),
         (name = "jobs", description = "The transcoding queue"),
         (name = "events", description = "Server-sent events"),
         (name = "playback", description = "For players: no key"),

@@ -19,6 +19,7 @@ use super::access::Caller;
 use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::domain::LectureId;
+use crate::ingest::direct::Grant;
 use crate::ingest::FORM_OVERHEAD;
 
 /// The upload form, at most 8 parts. The server reads other text fields
@@ -77,6 +78,20 @@ pub async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, HeaderMap, Json<UploadAccepted>), ApiError> {
+    accept(app, caller, headers, body, None).await
+}
+
+/// A plain upload, or, through a direct upload's `grant`, one whose fields
+/// and id the grant fixed. The grant is claimed only when the file has
+/// passed every check, so a refused file leaves the URL usable.
+pub(super) async fn accept(
+    app: AppState,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+    grant: Option<Grant>,
+) -> Result<(StatusCode, HeaderMap, Json<UploadAccepted>), ApiError> {
+    let max_bytes = grant.as_ref().map_or(app.ingest.max_bytes, |g| g.max_bytes.min(app.ingest.max_bytes));
     let slot = match app.uploads.admit(&caller.identity()) {
         Ok(slot) => slot,
         Err(refusal) => {
@@ -90,11 +105,9 @@ pub async fn upload(
     })?;
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > app.ingest.max_bytes + FORM_OVERHEAD) {
-        return Err(ApiError::PayloadTooLarge(format!(
-            "upload is larger than the limit of {} bytes",
-            app.ingest.max_bytes
-        )));
+    if declared.is_some_and(|len| len > max_bytes + FORM_OVERHEAD) {
+        super::discard_body(body).await;
+        return Err(ApiError::PayloadTooLarge(format!("upload is larger than the limit of {max_bytes} bytes")));
     }
     app.ingest.check_disk(declared.unwrap_or(0))?;
 
@@ -103,11 +116,25 @@ pub async fn upload(
     // body does, and a spooled file that no lecture owns deletes itself.
     let commit = tokio::spawn(async move {
         let _slot = slot;
-        let upload = app.ingest.receive(body.into_data_stream(), &boundary).await?;
-        let id = LectureId::new();
+        let upload = app.ingest.receive(body.into_data_stream(), &boundary, grant.as_ref()).await?;
+        let id = grant.as_ref().map_or_else(LectureId::new, |g| g.id.clone());
+        if grant.is_some() && !app.direct_uploads.claim(&id).await? {
+            return Err(super::direct::spent());
+        }
         let source = app.ingest.uploads_dir.join(format!("{id}.{}", upload.media.demuxer));
-        let file = upload.file.move_to(source.clone()).await?;
-        super::create_lecture(&app, &id, source, &upload.fields).await?;
+        let created = match upload.file.move_to(source.clone()).await {
+            Ok(file) => super::create_lecture(&app, &id, source, &upload.fields).await.map(|()| file),
+            Err(e) => Err(e.into()),
+        };
+        let file = match created {
+            Ok(file) => file,
+            Err(e) => {
+                if grant.is_some() {
+                    app.direct_uploads.unclaim(&id).await?;
+                }
+                return Err(e);
+            }
+        };
         // Committed: the lecture owns the file now.
         file.keep();
         // Jobs ahead of this one; 0 if a worker already took it. Best effort:

@@ -18,7 +18,7 @@ use super::access::Caller;
 use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::domain::LectureId;
-use crate::ingest::resumable::{PartialUpload, ResumableError};
+use crate::ingest::resumable::{PartialUpload, ResumableError, UploadFields};
 use crate::ingest::{check_fields, IngestError};
 
 pub const TUS_VERSION: &str = "1.0.0";
@@ -61,7 +61,7 @@ pub async fn options(State(app): State<AppState>) -> Response {
 }
 
 /// Refuses a request that does not speak tus 1.0.0.
-fn check_version(headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn check_version(headers: &HeaderMap) -> Result<(), ApiError> {
     match headers.get("tus-resumable").and_then(|v| v.to_str().ok()) {
         Some(TUS_VERSION) => Ok(()),
         other => Err(ApiError::PreconditionFailed(format!(
@@ -182,33 +182,61 @@ pub async fn create(
         super::discard_body(body).await;
         return Err(e);
     }
-    if headers.contains_key("upload-defer-length") {
-        return Err(ApiError::BadRequest("`Upload-Defer-Length` is not supported: send `Upload-Length`".into()));
-    }
-    let length = number(&headers, "upload-length")?
-        .ok_or_else(|| ApiError::BadRequest("send the file's size in `Upload-Length`".into()))?;
-    if length == 0 {
-        return Err(ApiError::BadRequest("`Upload-Length` is 0: an empty file is not a video".into()));
-    }
-    if length > app.ingest.max_bytes {
-        return Err(ApiError::PayloadTooLarge(format!(
-            "upload is larger than the limit of {} bytes",
-            app.ingest.max_bytes
-        )));
-    }
+    let length = upload_length(&headers, app.ingest.max_bytes)?;
     let raw_metadata = headers.get("upload-metadata").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     let pairs = metadata(&raw_metadata)?;
     let field = |name: &str| pairs.iter().find(|(k, _)| k == name).and_then(|(_, v)| v.clone());
     let fields = check_fields(field("courseId"), field("nameOfTopic"), field("filename"), field("priority"))?;
+    let new = NewUpload { id: LectureId::new(), owner: owner(&caller), length, metadata: raw_metadata, fields };
+    let location = format!("/api/uploads/{}", new.id);
+    begin(&app, &caller, new, &location, &headers, body).await
+}
+
+/// The size a tus creation announces: present, at least 1, at most `max`.
+pub(super) fn upload_length(headers: &HeaderMap, max: u64) -> Result<u64, ApiError> {
+    if headers.contains_key("upload-defer-length") {
+        return Err(ApiError::BadRequest("`Upload-Defer-Length` is not supported: send `Upload-Length`".into()));
+    }
+    let length = number(headers, "upload-length")?
+        .ok_or_else(|| ApiError::BadRequest("send the file's size in `Upload-Length`".into()))?;
+    if length == 0 {
+        return Err(ApiError::BadRequest("`Upload-Length` is 0: an empty file is not a video".into()));
+    }
+    if length > max {
+        return Err(ApiError::PayloadTooLarge(format!("upload is larger than the limit of {max} bytes")));
+    }
+    Ok(length)
+}
+
+/// An upload about to be created.
+pub(super) struct NewUpload {
+    pub id: LectureId,
+    /// Who may continue it (see [`PartialUpload::owner`]).
+    pub owner: String,
+    pub length: u64,
+    /// `Upload-Metadata` as sent, to send back on `HEAD`.
+    pub metadata: String,
+    pub fields: UploadFields,
+}
+
+/// Creates the upload (and stores the first bytes if the request has
+/// them); answers 201 with `location`, the URL the client continues at.
+pub(super) async fn begin(
+    app: &AppState,
+    caller: &Caller,
+    new: NewUpload,
+    location: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let slot = app.uploads.admit(&caller.identity())?;
-    app.ingest.check_disk(length)?;
-    let upload = app.partial_uploads.create(&owner(&caller), length, &raw_metadata, fields).await?;
-    tracing::info!(upload = %upload.id, length, caller = %caller.identity(), "resumable upload created");
-    let location = format!("/api/uploads/{}", upload.id);
+    app.ingest.check_disk(new.length)?;
+    let upload = app.partial_uploads.create(&new.id, &new.owner, new.length, &new.metadata, new.fields).await?;
+    tracing::info!(upload = %upload.id, length = new.length, caller = %caller.identity(), "resumable upload created");
     let has_body = headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes() == OFFSET_CONTENT_TYPE.as_bytes());
     let upload = match has_body {
         false => upload,
-        true => match write(&app, &caller, upload.clone(), 0, body, slot).await {
+        true => match write(app, caller, upload.clone(), 0, body, slot).await {
             // The first bytes paused too long: the upload keeps what came,
             // and the client gets its URL to resume at, not a bare 408.
             Err(ApiError::RequestTimeout(why)) => {
@@ -219,7 +247,7 @@ pub async fn create(
         },
     };
     let mut answer = upload_headers(&upload, upload.received);
-    answer.insert(header::LOCATION, HeaderValue::from_str(&location).map_err(|e| ApiError::Internal(e.to_string()))?);
+    answer.insert(header::LOCATION, HeaderValue::from_str(location).map_err(|e| ApiError::Internal(e.to_string()))?);
     Ok((StatusCode::CREATED, answer).into_response())
 }
 
@@ -239,10 +267,15 @@ pub async fn head(
 ) -> Result<Response, ApiError> {
     check_version(&headers)?;
     let upload = find(&app, &caller, &raw).await?;
+    describe(&app, &caller, upload).await
+}
+
+/// `HEAD`'s answer: where the upload is, and its lecture once it has one.
+pub(super) async fn describe(app: &AppState, caller: &Caller, upload: PartialUpload) -> Result<Response, ApiError> {
     // A finish interrupted by a crash is taken up again here.
     let upload = if upload.is_complete() && upload.lecture_id.is_none() {
         let lease = app.partial_uploads.hold(&upload.id).await?;
-        let finished = finish(&app, &caller, upload).await;
+        let finished = finish(app, caller, upload).await;
         app.partial_uploads.release(lease).await?;
         finished?
     } else {
@@ -282,16 +315,7 @@ pub async fn patch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let checked = (|| {
-        check_version(&headers)?;
-        if headers.get(header::CONTENT_TYPE).is_none_or(|v| v.as_bytes() != OFFSET_CONTENT_TYPE.as_bytes()) {
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "send the bytes as `Content-Type: {OFFSET_CONTENT_TYPE}`"
-            )));
-        }
-        number(&headers, "upload-offset")?.ok_or_else(|| ApiError::BadRequest("send `Upload-Offset`".into()))
-    })();
-    let offset = match checked {
+    let offset = match patch_offset(&headers) {
         Ok(offset) => offset,
         Err(e) => {
             super::discard_body(body).await;
@@ -299,9 +323,33 @@ pub async fn patch(
         }
     };
     let upload = find(&app, &caller, &raw).await?;
+    append(&app, &caller, upload, offset, body).await
+}
+
+/// Where a `PATCH`'s bytes go, once its headers are checked.
+pub(super) fn patch_offset(headers: &HeaderMap) -> Result<u64, ApiError> {
+    {
+        check_version(headers)?;
+        if headers.get(header::CONTENT_TYPE).is_none_or(|v| v.as_bytes() != OFFSET_CONTENT_TYPE.as_bytes()) {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "send the bytes as `Content-Type: {OFFSET_CONTENT_TYPE}`"
+            )));
+        }
+        number(headers, "upload-offset")?.ok_or_else(|| ApiError::BadRequest("send `Upload-Offset`".into()))
+    }
+}
+
+/// `PATCH`'s work: appends at `offset`, and with the last byte, finishes.
+pub(super) async fn append(
+    app: &AppState,
+    caller: &Caller,
+    upload: PartialUpload,
+    offset: u64,
+    body: Body,
+) -> Result<Response, ApiError> {
     let slot = app.uploads.slot()?;
     app.ingest.check_disk(upload.length - upload.received)?;
-    let upload = write(&app, &caller, upload, offset, body, slot).await?;
+    let upload = write(app, caller, upload, offset, body, slot).await?;
     Ok((StatusCode::NO_CONTENT, upload_headers(&upload, upload.received)).into_response())
 }
 
@@ -320,6 +368,11 @@ pub async fn terminate(
 ) -> Result<Response, ApiError> {
     check_version(&headers)?;
     let upload = find(&app, &caller, &raw).await?;
+    remove(&app, upload).await
+}
+
+/// `DELETE`'s work.
+pub(super) async fn remove(app: &AppState, upload: PartialUpload) -> Result<Response, ApiError> {
     // Held, so no request is writing it while its bytes go; the lease goes
     // with the row.
     let _lease = app.partial_uploads.hold(&upload.id).await?;

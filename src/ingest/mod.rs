@@ -7,6 +7,7 @@
 //! that deletes itself when dropped, so a rejected, oversized or aborted
 //! upload (the request future is dropped mid-body) leaves nothing behind.
 
+pub mod direct;
 pub mod intake;
 pub mod probe;
 pub mod resumable;
@@ -23,6 +24,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 
 use crate::media::MediaInfo;
+use direct::Grant;
 use intake::IntakeError;
 use probe::ProbeError;
 use resumable::UploadFields;
@@ -138,12 +140,16 @@ pub struct Ingest {
 impl Ingest {
     /// Reads the whole form from `body` (a `multipart/form-data` body with
     /// `boundary`), then probes the file.
-    pub async fn receive<S, E>(&self, body: S, boundary: &str) -> Result<Upload, IngestError>
+    ///
+    /// Through a direct upload's `grant`, its fields stand (the form's text
+    /// fields are read and ignored) and its size limit, if smaller, applies.
+    pub async fn receive<S, E>(&self, body: S, boundary: &str, grant: Option<&Grant>) -> Result<Upload, IngestError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
         E: std::fmt::Display,
     {
-        let body = intake::bounded(body, boundary, self.max_bytes + FORM_OVERHEAD, self.body_idle_timeout);
+        let max_bytes = grant.map_or(self.max_bytes, |g| g.max_bytes.min(self.max_bytes));
+        let body = intake::bounded(body, boundary, max_bytes + FORM_OVERHEAD, self.body_idle_timeout);
         let mut form = Multipart::new(body, boundary);
         let mut file: Option<(SpooledFile, Option<String>)> = None;
         let (mut course_id, mut name_of_topic, mut priority) = (None, None, None);
@@ -169,7 +175,7 @@ impl Ingest {
             match field.name() {
                 Some(FILE_FIELD) => {
                     let name = field.file_name().map(str::to_string);
-                    file = Some((self.spool(field).await?, name));
+                    file = Some((self.spool(field, max_bytes).await?, name));
                 }
                 Some(COURSE_FIELD) => course_id = Some(text(field, COURSE_FIELD).await?),
                 Some(TOPIC_FIELD) => name_of_topic = Some(text(field, TOPIC_FIELD).await?),
@@ -184,7 +190,12 @@ impl Ingest {
             }
         }
         let (file, original_filename) = file.ok_or(IngestError::MissingField(FILE_FIELD))?;
-        let fields = check_fields(course_id, name_of_topic, original_filename, priority)?;
+        let fields = match grant {
+            Some(grant) => {
+                UploadFields { filename: grant.fields.filename.clone().or(original_filename), ..grant.fields.clone() }
+            }
+            None => check_fields(course_id, name_of_topic, original_filename, priority)?,
+        };
         let media = self.probe(file.path()).await?;
         Ok(Upload { file, fields, media })
     }
@@ -213,7 +224,7 @@ impl Ingest {
         Ok(())
     }
 
-    async fn spool(&self, mut field: Field<'_>) -> Result<SpooledFile, IngestError> {
+    async fn spool(&self, mut field: Field<'_>, max_bytes: u64) -> Result<SpooledFile, IngestError> {
         tokio::fs::create_dir_all(&self.uploads_dir).await?;
         let spooled = SpooledFile {
             path: self.uploads_dir.join(format!(".incoming-{}", uuid::Uuid::new_v4().simple())),
@@ -224,8 +235,8 @@ impl Ingest {
         let mut next_disk_check = DISK_CHECK_EVERY;
         while let Some(chunk) = field.chunk().await? {
             written += chunk.len() as u64;
-            if written > self.max_bytes {
-                return Err(IngestError::TooLarge { limit: self.max_bytes });
+            if written > max_bytes {
+                return Err(IngestError::TooLarge { limit: max_bytes });
             }
             if written >= next_disk_check {
                 next_disk_check += DISK_CHECK_EVERY;

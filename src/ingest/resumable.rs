@@ -112,17 +112,19 @@ impl PartialUploads {
         self.file(&upload.id)
     }
 
-    /// Stores a new, empty upload of `length` bytes.
+    /// Stores a new, empty upload of `length` bytes; `id` is also the id
+    /// of the lecture it becomes.
     pub async fn create(
         &self,
+        id: &LectureId,
         owner: &str,
         length: u64,
         metadata: &str,
         fields: UploadFields,
     ) -> Result<PartialUpload, ResumableError> {
         tokio::fs::create_dir_all(&self.dir).await?;
-        let id = LectureId::new();
-        tokio::fs::File::create(self.file(&id)).await?.sync_all().await?;
+        let id = id.clone();
+        tokio::fs::File::create_new(self.file(&id)).await?.sync_all().await?;
         let now = now_ms();
         let expires_at = now + self.expiry.as_millis() as i64;
         let inserted = sqlx::query(
@@ -336,7 +338,7 @@ mod tests {
     async fn appends_resume_at_the_durable_offset_one_writer_at_a_time() {
         let (dir, db) = crate::db::scratch().await;
         let uploads = PartialUploads::new(db, dir.path(), Duration::from_secs(60), Duration::from_secs(5));
-        let upload = uploads.create("k", 10, "m", fields()).await.unwrap();
+        let upload = uploads.create(&LectureId::new(), "k", 10, "m", fields()).await.unwrap();
         let lease = uploads.hold(&upload.id).await.unwrap();
         assert!(matches!(uploads.hold(&upload.id).await, Err(ResumableError::Busy)), "one writer at a time");
         assert_eq!(uploads.append(&lease, 0, body(vec![b"0123"])).await.unwrap(), 4);
@@ -367,7 +369,7 @@ mod tests {
     async fn expired_uploads_are_gone_with_their_files() {
         let (dir, db) = crate::db::scratch().await;
         let uploads = PartialUploads::new(db, dir.path(), Duration::from_millis(1), Duration::from_secs(5));
-        let upload = uploads.create("k", 10, "m", fields()).await.unwrap();
+        let upload = uploads.create(&LectureId::new(), "k", 10, "m", fields()).await.unwrap();
         assert!(uploads.path(&upload).exists());
         tokio::time::sleep(Duration::from_millis(5)).await;
         assert!(uploads.get(&upload.id).await.unwrap().is_none(), "expired uploads are not offered");

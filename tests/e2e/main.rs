@@ -1,6 +1,7 @@
 //! End-to-end tests: the real server, real ffmpeg, real SQLite.
 
 mod colour;
+mod direct;
 mod helpers;
 mod ladder;
 mod lifecycle;

@@ -132,7 +132,7 @@ checks.positive_data_acceptance.expected-statuses = ["202", "415", "422", "429",
 # tus answers 412 to a request without `Tus-Resumable: 1.0.0` before it
 # looks at anything else, as the protocol says.
 [[operations]]
-include-path-regex = "^/api/uploads"
+include-path-regex = "^/api/(uploads|direct-uploads/.+/)"
 checks.negative_data_rejection.expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "412", "413", "415", "422", "428", "429"]
 checks.missing_required_header.expected-statuses = ["400", "401", "403", "412"]
 
@@ -142,6 +142,16 @@ checks.missing_required_header.expected-statuses = ["400", "401", "403", "412"]
 [[operations]]
 include-name = "POST /api/uploads"
 checks.positive_data_acceptance.expected-statuses = ["201", "400", "413", "429", "503"]
+
+# `maxBytes` over the server's limit (a setting) is 400.
+[[operations]]
+include-name = "POST /api/direct-uploads"
+checks.positive_data_acceptance.expected-statuses = ["201", "400"]
+
+# A made-up id and secret are never a one-time URL: 404, whatever the body.
+[[operations]]
+include-path-regex = "^/api/direct-uploads/.+/"
+checks.positive_data_acceptance.expected-statuses = ["200", "201", "202", "204", "404"]
 
 [[operations]]
 include-method = "GET"

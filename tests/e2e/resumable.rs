@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::helpers::*;
 
 /// Runs `tests/browser/tus_upload.mjs` (tus-js-client in Node.js).
-async fn tus_client(options: Value) -> Value {
+pub async fn tus_client(options: Value) -> Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/tus_upload.mjs");
     let run = tokio::process::Command::new("node").arg(&script).arg(options.to_string()).kill_on_drop(true).output();
     let out = tokio::time::timeout(Duration::from_secs(120), run).await.expect("the tus client ends").unwrap();
@@ -23,7 +23,7 @@ async fn tus_client(options: Value) -> Value {
 }
 
 /// Whether Node.js and tus-js-client are here: in CI they must be.
-fn tus_client_ready() -> bool {
+pub fn tus_client_ready() -> bool {
     let module = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/node_modules/tus-js-client");
     let node = std::process::Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
     if node && module.exists() {
