@@ -14,6 +14,7 @@ pub mod limits;
 mod media;
 pub mod openapi;
 pub mod ops;
+mod pages;
 mod playback;
 pub mod server;
 mod upload;
@@ -72,6 +73,7 @@ pub fn router(state: AppState) -> Router {
     let public = Router::new()
         .route("/api/lectures/{id}/master.m3u8", get(playback::master))
         .route("/api/lectures/{id}/thumbnail.jpg", get(playback::thumbnail))
+        .route("/api/lectures/{id}/viewing", get(playback::viewing))
         .route("/api/lectures/{id}/{rendition}/index.m3u8", get(playback::media))
         .route("/api/health", get(ops::liveness))
         .route("/api/openapi.json", get(openapi::document))
@@ -116,7 +118,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/events", get(events::all))
         .route("/metrics", get(ops::prometheus))
         .route_layer(keyed(Scope::Admin));
-    let mut api = public.merge(uploaders).merge(browsers).merge(admins).with_state(state.clone());
+    let mut api =
+        public.merge(uploaders).merge(browsers).merge(admins).merge(pages::routes()).with_state(state.clone());
     if let Some(cors) = state.access.cors() {
         api = api.layer(cors);
     }

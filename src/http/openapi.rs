@@ -48,6 +48,7 @@ use super::{direct, events, jobs, lectures, ops, playback, upload, uploads};
         playback::master,
         playback::media,
         playback::thumbnail,
+        playback::viewing,
         ops::liveness,
         ops::health,
         ops::api_metrics,

@@ -219,3 +219,50 @@ mod tests {
         assert!(!is_plain_name(".hidden"));
     }
 }
+
+/// What a viewer of a lecture may see, with no key: what playback already
+/// gives away (the id opens the video) plus its title, course and status.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Viewing {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub course_id: String,
+    pub name_of_topic: String,
+    pub processing_status: crate::domain::ProcessingStatus,
+    #[schema(maximum = 100)]
+    pub progress: u32,
+    pub playable: bool,
+    /// Why it failed, in the words the uploader got (no server details).
+    pub processing_error: Option<String>,
+    pub video_link: Option<String>,
+    pub thumbnail_link: Option<String>,
+    pub duration_seconds: Option<f64>,
+}
+
+/// `GET /api/lectures/{id}/viewing`: for the watch page and players.
+#[utoipa::path(get, path = "/api/lectures/{id}/viewing", tag = "playback",
+    params(("id" = String, Path, description = "The lecture's id")),
+    responses((status = 200, body = Viewing), (status = 404, body = super::error::ErrorBody)))]
+pub async fn viewing(State(app): State<AppState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
+    let id = parse_id(&raw)?;
+    let lecture =
+        app.lectures.get(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no lecture with id `{raw}`")))?;
+    let job = app.queue.get(id.as_str()).await?;
+    let doc = crate::status::LectureDocument::new(lecture, job.as_ref(), app.storage.as_ref());
+    let viewing = Viewing {
+        id: doc.id,
+        course_id: doc.course_id,
+        name_of_topic: doc.name_of_topic,
+        processing_status: doc.processing_status,
+        progress: doc.progress,
+        playable: doc.playable,
+        processing_error: doc.processing_error,
+        video_link: doc.video_link,
+        thumbnail_link: doc.thumbnail_link,
+        duration_seconds: doc.duration_seconds,
+    };
+    let mut response = axum::Json(viewing).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}

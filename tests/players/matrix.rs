@@ -23,11 +23,11 @@ const GROWING_SECONDS: u32 = 75;
 const SEGMENTS_BEFORE_OPENING: usize = 5;
 const HEIGHTS: [u64; 3] = [240, 360, 720];
 
-/// One column at a time. Each runs an encode held to real time and two
-/// Chromiums decoding 720p; three at once on a 2-core runner starved them
-/// (one CI run encoded at 0.72x real time and Shaka sat 30 s on an empty
-/// buffer after a switch), which tests the runner, not vidpipe.
-static ONE_COLUMN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// One column (or page test) at a time. Each runs an encode held to real
+/// time and Chromiums decoding 720p; three at once on a 2-core runner
+/// starved them (one CI run encoded at 0.72x real time and Shaka sat 30 s
+/// on an empty buffer after a switch), which tests the runner, not vidpipe.
+pub static ONE_COLUMN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Whether Chromium, Node.js and the npm packages are here. In CI a
 /// missing one fails the test; elsewhere it skips, loudly.
