@@ -148,6 +148,15 @@ pub enum JobChange {
     SourceGone,
 }
 
+/// What [`LectureStore::retry_failed`] did.
+#[derive(Debug, Default)]
+pub struct RetriedFailed {
+    /// Jobs that run again.
+    pub retried: Vec<String>,
+    /// Failed jobs left failed: their uploaded source is no longer kept.
+    pub source_gone: Vec<String>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LectureStoreError {
     #[error("database error: {0}")]
@@ -531,6 +540,22 @@ impl LectureStore {
         }
         self.set_failed(id.as_str(), None).await?;
         Ok(JobChange::Done)
+    }
+
+    /// Retries every failed job as [`Self::retry`] does one. Jobs are
+    /// listed first and retried after, as each retry moves one out of the
+    /// list being read; one that changed in between is left as it is.
+    pub async fn retry_failed(&self) -> Result<RetriedFailed, LectureStoreError> {
+        let mut done = RetriedFailed::default();
+        for job in crate::queue::every_job(self.queue().as_ref(), JobState::Failed).await? {
+            let Ok(id) = job.id.parse::<LectureId>() else { continue };
+            match self.retry(&id).await? {
+                JobChange::Done => done.retried.push(job.id),
+                JobChange::SourceGone => done.source_gone.push(job.id),
+                JobChange::NotFound | JobChange::NotNow(_) => {}
+            }
+        }
+        Ok(done)
     }
 
     /// Removes a lecture and everything it owns. Its job is cancelled first,

@@ -12,11 +12,11 @@ use crate::config::{
     Config, DatabaseArgs, KeysAction, LecturesAction, LecturesArgs, QueueAction, QueueArgs, ServiceArgs, WebhooksAction,
 };
 use crate::db::Database;
-use crate::domain::{now_ms, rfc3339, JobState, LectureId};
+use crate::domain::{now_ms, rfc3339, LectureId};
 use crate::events::{webhooks, EventLog};
 use crate::housekeeping::{clean_jobs, Cleaned};
 use crate::keys::ApiKeys;
-use crate::lectures::JobChange;
+use crate::lectures::{JobChange, RetriedFailed};
 use crate::queue::{Backoff, JobRecord, Queue};
 use crate::startup::{self, Backends, StorageCheck};
 use crate::status::{Audience, JobView, LectureDocument};
@@ -213,19 +213,6 @@ pub async fn keys_command(action: KeysAction, json_out: bool, args: DatabaseArgs
     Ok(())
 }
 
-/// Every job in `state`, all pages.
-async fn all_jobs(queue: &dyn Queue, state: JobState) -> Result<Vec<JobRecord>, String> {
-    let mut jobs = Vec::new();
-    loop {
-        let page = queue.list(state, 500, jobs.len() as u64).await.map_err(|e| e.to_string())?;
-        let done = page.len() < 500;
-        jobs.extend(page);
-        if done {
-            return Ok(jobs);
-        }
-    }
-}
-
 pub async fn queue_command(action: QueueAction, json_out: bool, args: QueueArgs) -> Result<(), CommandError> {
     let Backends { db, queue, lectures } = connect(&args).await?;
     let q = queue.as_ref();
@@ -271,27 +258,21 @@ pub async fn queue_command(action: QueueAction, json_out: bool, args: QueueArgs)
                 print_table(&JOB_HEADERS, &jobs.iter().map(job_row).collect::<Vec<_>>());
             }
         }
-        QueueAction::Retry { id, all_failed } => {
-            let ids = match id {
-                Some(id) => vec![id],
-                None if all_failed => all_jobs(q, JobState::Failed).await?.into_iter().map(|j| j.id).collect(),
-                None => Vec::new(),
+        QueueAction::Retry { id: Some(id), .. } => {
+            let change = match id.parse::<LectureId>() {
+                Ok(lecture) => lectures.retry(&lecture).await.map_err(|e| e.to_string())?,
+                Err(_) => JobChange::NotFound,
             };
-            let named = ids.len() == 1 && !all_failed;
-            let mut retried = Vec::new();
-            for id in ids {
-                let change = match id.parse::<LectureId>() {
-                    Ok(lecture) => lectures.retry(&lecture).await.map_err(|e| e.to_string())?,
-                    Err(_) => JobChange::NotFound,
-                };
-                match change {
-                    JobChange::Done => retried.push(id),
-                    // One job asked for by id: saying why is the answer.
-                    change if named => {
-                        return Err(left_alone(&id, change, "only failed or cancelled jobs can be retried"))
-                    }
-                    _ => eprintln!("{id}: not failed or cancelled, left alone"),
-                }
+            match change {
+                JobChange::Done => report(json_out, "retried", &[id]),
+                change => return Err(left_alone(&id, change, "only failed or cancelled jobs can be retried")),
+            }
+        }
+        QueueAction::Retry { id: None, all_failed } => {
+            let RetriedFailed { retried, source_gone } =
+                if all_failed { lectures.retry_failed().await.map_err(|e| e.to_string())? } else { Default::default() };
+            for id in &source_gone {
+                eprintln!("{id}: its source is no longer kept (VIDPIPE_SOURCE_RETENTION), left failed");
             }
             report(json_out, "retried", &retried);
         }

@@ -178,21 +178,27 @@ $("first").addEventListener("click", () => { cursors = [null]; refresh(); });
 $("pause").addEventListener("click", () => act("/api/queue/pause"));
 $("resume").addEventListener("click", () => act("/api/queue/resume"));
 $("retry-all").addEventListener("click", async () => {
-  const tried = new Set();
-  let retried = 0;
   try {
-    for (;;) {
-      const page = await call("/api/jobs?state=failed&limit=100");
-      const fresh = page.jobs.filter((job) => !tried.has(job.id));
-      if (!fresh.length) break;
-      for (const job of fresh) {
-        tried.add(job.id);
-        await call(`/api/jobs/${job.id}/retry`, { method: "POST" });
-        retried++;
-      }
-    }
+    const done = await call("/api/queue/retry-failed", { method: "POST" });
     showError("");
-    $("paused-state").textContent = `${retried} failed jobs sent back to the queue.`;
+    const gone = done.sourceGone.length ? `; ${done.sourceGone.length} left failed, their upload is no longer kept` : "";
+    $("notice").textContent = `${done.retried.length} failed jobs sent back to the queue${gone}.`;
+  } catch { /* shown */ }
+  refresh();
+});
+$("clean").addEventListener("click", async () => {
+  const days = Number($("clean-days").value);
+  if (!(days >= 0)) return showError("Give the age in days, 0 or more.");
+  if (!confirm(`Remove the records of completed, failed and cancelled jobs that ended over ${days} days ago? Lectures keep their outcome.`)) return;
+  const seconds = Math.round(days * 86400);
+  try {
+    const done = await call("/api/queue/clean", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ completedOlderThan: seconds, failedOlderThan: seconds }),
+    });
+    showError("");
+    $("notice").textContent = `Removed ${done.completed} completed and ${done.failed} failed or cancelled job records.`;
   } catch { /* shown */ }
   refresh();
 });

@@ -60,7 +60,7 @@ pub struct DirectUploadRequest {
 
 /// JSON's integers, as JSON Schema counts them (`1839.0` is one too);
 /// those past `i64` saturate, and are then refused as out of range.
-fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+pub(super) fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     match Option::<f64>::deserialize(d)? {
         None => Ok(None),
         Some(n) if n.fract() == 0.0 => Ok(Some(n as i64)),

@@ -1,5 +1,8 @@
 //! Job and queue endpoints: the job list and details, retry, cancel,
-//! pause/resume. Jobs are shown as `status::JobView`, the one job shape.
+//! pause/resume, retry every failed job, clean old records. Jobs are shown
+//! as `status::JobView`, the one job shape.
+
+use std::time::Duration;
 
 use axum::extract::{Extension, Path, Query, State};
 use axum::Json;
@@ -178,3 +181,83 @@ pub async fn resume(State(app): State<AppState>) -> Result<Json<QueuePaused>, Ap
     app.wake.notify_one();
     Ok(Json(QueuePaused { paused: false }))
 }
+
+/// What `POST /api/queue/retry-failed` did.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetriedFailed {
+    /// Jobs that run again, with a fresh set of attempts.
+    pub retried: Vec<String>,
+    /// Jobs left failed: their uploaded source is no longer kept
+    /// (`VIDPIPE_SOURCE_RETENTION`), so only a new upload can make them.
+    pub source_gone: Vec<String>,
+}
+
+/// `POST /api/queue/retry-failed`: every failed job runs again, as
+/// `POST /api/jobs/{id}/retry` does one (Bull Board's "retry all").
+#[utoipa::path(post, path = "/api/queue/retry-failed", tag = "jobs", responses((status = 200, body = RetriedFailed)),
+    security(("bearer" = [])))]
+pub async fn retry_failed(State(app): State<AppState>) -> Result<Json<RetriedFailed>, ApiError> {
+    let done = app.lectures.retry_failed().await?;
+    if !done.retried.is_empty() {
+        app.wake.notify_one();
+    }
+    Ok(Json(RetriedFailed { retried: done.retried, source_gone: done.source_gone }))
+}
+
+/// Which finished job records `POST /api/queue/clean` removes. The
+/// lectures stay, with their outcome; only the queue's records go.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CleanRequest {
+    /// Completed jobs that ended more than this many seconds ago (default 86400, a day).
+    #[schema(minimum = 0, maximum = 315_360_000)]
+    #[serde(default, deserialize_with = "super::direct::whole_number")]
+    completed_older_than: Option<i64>,
+    /// Failed and cancelled jobs that ended more than this many seconds ago (default 604800, a week).
+    #[schema(minimum = 0, maximum = 315_360_000)]
+    #[serde(default, deserialize_with = "super::direct::whole_number")]
+    failed_older_than: Option<i64>,
+}
+
+/// How many job records `POST /api/queue/clean` removed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CleanedCounts {
+    pub completed: usize,
+    /// Failed and cancelled ones.
+    pub failed: usize,
+}
+
+/// `POST /api/queue/clean`: removes old finished job records, as the
+/// scheduled cleanup and `vidpipe queue clean` do (Bull Board's "clean").
+#[utoipa::path(post, path = "/api/queue/clean", tag = "jobs", request_body = CleanRequest,
+    responses((status = 200, body = CleanedCounts), (status = 400, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn clean(
+    State(app): State<AppState>,
+    body: Result<Json<serde_json::Value>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<CleanedCounts>, ApiError> {
+    let Json(body) = body.map_err(|e| ApiError::BadRequest(format!("send the ages as JSON: {}", e.body_text())))?;
+    // serde would also read a struct from an array; only an object is meant.
+    if !body.is_object() {
+        return Err(ApiError::BadRequest("send the ages as a JSON object, `{}` for the defaults".into()));
+    }
+    let request: CleanRequest =
+        serde_json::from_value(body).map_err(|e| ApiError::BadRequest(format!("send the ages as JSON: {e}")))?;
+    let age = |seconds: Option<i64>, default: u64, name: &str| match seconds {
+        None => Ok(Duration::from_secs(default)),
+        Some(n) if (0..=MAX_AGE).contains(&n) => Ok(Duration::from_secs(n as u64)),
+        Some(_) => Err(ApiError::BadRequest(format!("`{name}` is a number of seconds from 0 to {MAX_AGE}"))),
+    };
+    let completed = age(request.completed_older_than, 86_400, "completedOlderThan")?;
+    let failed = age(request.failed_older_than, 7 * 86_400, "failedOlderThan")?;
+    let cleaned = crate::housekeeping::clean_jobs(app.queue.as_ref(), &app.lectures, completed, failed)
+        .await
+        .map_err(ApiError::Internal)?;
+    tracing::info!(completed = cleaned.completed.len(), failed = cleaned.failed.len(), "job records cleaned");
+    Ok(Json(CleanedCounts { completed: cleaned.completed.len(), failed: cleaned.failed.len() }))
+}
+
+/// Ten years: an age past this is a mistake, not a policy (the schema's
+/// `maximum` above says the same number).
+const MAX_AGE: i64 = 10 * 365 * 86_400;

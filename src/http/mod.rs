@@ -115,6 +115,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/jobs/{id}/cancel", post(jobs::cancel))
         .route("/api/queue/pause", post(jobs::pause))
         .route("/api/queue/resume", post(jobs::resume))
+        .route("/api/queue/retry-failed", post(jobs::retry_failed))
+        .route("/api/queue/clean", post(jobs::clean))
         .route("/api/events", get(events::all))
         .route("/metrics", get(ops::prometheus))
         .route_layer(keyed(Scope::Admin));

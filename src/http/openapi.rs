@@ -43,6 +43,8 @@ use super::{direct, events, jobs, lectures, ops, playback, upload, uploads};
         jobs::cancel,
         jobs::pause,
         jobs::resume,
+        jobs::retry_failed,
+        jobs::clean,
         events::lecture,
         events::all,
         playback::master,

@@ -191,3 +191,17 @@ pub trait Queue: Send + Sync + 'static {
     /// returns their ids.
     async fn clean(&self, state: JobState, before_ms: i64) -> Result<Vec<String>, QueueError>;
 }
+
+/// Every job in `state`, read a page at a time (for operator actions on a
+/// whole state; the API pages instead).
+pub async fn every_job(queue: &dyn Queue, state: JobState) -> Result<Vec<JobRecord>, QueueError> {
+    let mut jobs = Vec::new();
+    loop {
+        let page = queue.list(state, 500, jobs.len() as u64).await?;
+        let done = page.len() < 500;
+        jobs.extend(page);
+        if done {
+            return Ok(jobs);
+        }
+    }
+}

@@ -14,7 +14,7 @@
 import { chromium } from "playwright-core";
 
 const options = JSON.parse(process.argv[2]);
-const report = { mode: options.mode, console: [], errors: [] };
+const report = { mode: options.mode, console: [], errors: [], alerts: [] };
 const browser = await chromium.launch({
   executablePath: process.env.VIDPIPE_TEST_CHROMIUM || "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--autoplay-policy=no-user-gesture-required"],
@@ -29,11 +29,22 @@ async function open(path) {
   const page = await context.newPage();
   page.on("console", (m) => { if (m.type() === "error") report.console.push(m.text().slice(0, 300)); });
   page.on("pageerror", (e) => report.errors.push(String(e).slice(0, 300)));
+  // A confirm is the person saying yes; an alert is a topic that ran.
+  page.on("dialog", (d) => {
+    if (d.type() === "confirm") return d.accept();
+    report.alerts.push(d.message());
+    return d.dismiss();
+  });
   await page.goto(options.base + path);
   return page;
 }
 
 // Polls `check` in the page until it is truthy, or the deadline.
+// Saves what the page shows now as `name`.png, for the README.
+async function shot(page, name) {
+  if (options.shots) await page.screenshot({ path: `${options.shots}/${name}.png`, fullPage: true });
+}
+
 async function until(page, what, check, arg, seconds = 60) {
   const deadline = Date.now() + seconds * 1000;
   for (;;) {
@@ -51,20 +62,32 @@ async function fillAndUpload(page) {
   await page.click("#start");
 }
 
+// A slow uplink, so an upload can be seen (and cut) midway.
+async function throttle(page) {
+  const cdp = await context.newCDPSession(page);
+  await cdp.send("Network.emulateNetworkConditions", { offline: false, latency: 20, downloadThroughput: -1, uploadThroughput: options.uploadBytesPerSecond });
+}
+
 async function uploadAndPlay() {
   const page = await open("/");
+  await throttle(page);
   await fillAndUpload(page);
   // Progress as a person sees it: the bar and its text.
   report.progressText = await until(page, "progress shows", () => {
     const text = document.getElementById("bytes").textContent;
-    return !document.getElementById("progress-box").hidden && /of .* left/.test(text) ? text : null;
+    const sent = document.getElementById("bar").value;
+    return !document.getElementById("progress-box").hidden && sent > 20 && /of .* left/.test(text) ? text : null;
   });
+  await shot(page, "upload-progress");
+  // Back to full speed: the rest of the test is about playing.
+  await (await context.newCDPSession(page)).send("Network.emulateNetworkConditions", { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
   await until(page, "the lecture shows", () => !document.getElementById("lecture").hidden);
   report.start = await until(page, "the video plays", () => {
     const v = document.querySelector("#lecture video");
     return v.currentTime > 0 && !v.paused ? v.currentTime : 0;
   }, null, 120);
   report.statusWhilePlaying = await page.textContent("#lecture [data-part=status]");
+  await shot(page, "upload-playing");
   report.advancedTo = await until(page, "the clock advances", (t) => {
     const v = document.querySelector("#lecture video");
     return v.currentTime > t ? v.currentTime : 0;
@@ -87,13 +110,12 @@ async function uploadAndPlay() {
     const v = document.querySelector("video");
     return v.currentTime > 1 ? v.currentTime : 0;
   });
+  await shot(watch, "watch");
 }
 
 async function cutAndResume() {
   let page = await open("/");
-  // A slow uplink, so the cut lands mid-file.
-  const cdp = await context.newCDPSession(page);
-  await cdp.send("Network.emulateNetworkConditions", { offline: false, latency: 20, downloadThroughput: -1, uploadThroughput: options.uploadBytesPerSecond });
+  await throttle(page);
   await fillAndUpload(page);
   report.cutAtPercent = await until(page, "half is sent", (at) => {
     const v = document.getElementById("bar").value;
@@ -131,6 +153,8 @@ async function dashboard() {
   report.listed = await until(page, "the waiting list has the job", (id) =>
     document.querySelector(`#jobs tr[data-job="${id}"]`)?.dataset.state, options.lecture);
   report.rowText = await page.textContent(`#jobs tr[data-job="${options.lecture}"]`);
+  report.rowImages = await page.$$eval(`#jobs tr[data-job="${options.lecture}"] img`, (i) => i.length);
+  await shot(page, "dashboard");
   await page.fill("#query", options.lecture);
   await page.click("#search button");
   const state = () => {
@@ -155,7 +179,15 @@ async function dashboard() {
   }
   report.seen = seen;
   report.attemptsShown = await page.$$eval("#attempts tr", (rows) => rows.map((r) => r.textContent));
+  await shot(page, "job-detail");
   report.sameDocument = await page.evaluate(() => window.sameDocument === true);
+  // Clean every finished record: the completed job's goes.
+  await page.fill("#clean-days", "0");
+  await page.click("#clean");
+  report.cleanText = await until(page, "the clean is reported", () => {
+    const t = document.getElementById("notice").textContent;
+    return t.startsWith("Removed") ? t : null;
+  });
 }
 
 try {

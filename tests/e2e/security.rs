@@ -103,6 +103,8 @@ async fn keys_and_scopes_decide_who_may_do_what() {
         (reqwest::Method::POST, format!("/api/jobs/{id}/retry")),
         (reqwest::Method::POST, "/api/queue/pause".to_string()),
         (reqwest::Method::POST, "/api/queue/resume".to_string()),
+        (reqwest::Method::POST, "/api/queue/retry-failed".to_string()),
+        (reqwest::Method::POST, "/api/queue/clean".to_string()),
     ] {
         let response = c.request(method.clone(), url(&path)).bearer_auth(&uploader).send().await.unwrap();
         let body = json_error(response, 403).await;
@@ -678,6 +680,69 @@ async fn failed_sources_are_removed_after_the_retention_period() {
     let retry = app.client.post(format!("{}/api/jobs/{id}/retry", app.base)).send().await.unwrap();
     let body = json_error(retry, 409).await;
     assert!(body["message"].as_str().unwrap().contains("upload the video again"), "{body}");
+    let all = app.client.post(format!("{}/api/queue/retry-failed", app.base)).send().await.unwrap();
+    let all: Value = all.json().await.unwrap();
+    assert_eq!(all, serde_json::json!({"retried": [], "sourceGone": [id]}), "retry-all names what it left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_failed_job_is_retried_at_once_and_old_records_cleaned_while_lectures_keep_their_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = ffmpeg_replacing_the_encode(dir.path(), "echo 'bad input' >&2; exit 1");
+    let app = spawn_app_with(|c| {
+        c.tools.ffmpeg = broken.clone();
+        c.attempts = 1;
+    })
+    .await;
+    let clip = clip(dir.path(), "v.mp4", "320x240", "30", 1, false);
+    let mut ids = vec![app.upload_ok(&clip).await, app.upload_ok(&clip).await];
+    ids.sort();
+    let mut before = Vec::new();
+    for id in &ids {
+        app.wait_for(id, "failed", Duration::from_secs(60)).await;
+        before.push(app.job(id).await);
+    }
+    assert!(before.iter().all(|job| job["finishedAt"].is_string()), "{before:?}");
+    let post = |path: &str| app.client.post(format!("{}{path}", app.base));
+    let all: Value = post("/api/queue/retry-failed").send().await.unwrap().json().await.unwrap();
+    let mut retried: Vec<String> =
+        all["retried"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    retried.sort();
+    assert_eq!(retried, ids, "both ran again: {all}");
+    // Each runs and fails again, as the broken encoder makes it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    for (id, before) in ids.iter().zip(&before) {
+        loop {
+            let job = app.job(id).await;
+            if job["state"] == "failed" && job["finishedAt"] != before["finishedAt"] {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{id} did not run again: {job}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    let refused = post("/api/queue/clean").json(&serde_json::json!({"failedOlderThan": -1})).send().await.unwrap();
+    let body = json_error(refused, 400).await;
+    assert!(body["message"].as_str().unwrap().contains("failedOlderThan"), "{body}");
+    // A week's default keeps these minutes-old records.
+    let kept: Value = post("/api/queue/clean").json(&serde_json::json!({})).send().await.unwrap().json().await.unwrap();
+    assert_eq!(kept, serde_json::json!({"completed": 0, "failed": 0}));
+    let cleaned: Value = post("/api/queue/clean")
+        .json(&serde_json::json!({"failedOlderThan": 0}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cleaned["failed"], 2, "{cleaned}");
+    for id in &ids {
+        assert_eq!(app.client.get(format!("{}/api/jobs/{id}", app.base)).send().await.unwrap().status(), 404);
+        let doc: Value =
+            app.client.get(format!("{}/api/lectures/{id}", app.base)).send().await.unwrap().json().await.unwrap();
+        assert_eq!(doc["processingStatus"], "failed", "the lecture keeps its outcome: {doc}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,16 +17,26 @@ async fn drive(base: &str, options: Value) -> Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/pages.mjs");
     let mut options = options;
     options["base"] = json!(base);
+    options["shots"] = json!(shots_dir());
     let run = tokio::process::Command::new("node").arg(&script).arg(options.to_string()).kill_on_drop(true).output();
     let out = tokio::time::timeout(Duration::from_secs(200), run).await.expect("the page run ends").unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let report =
         stdout.lines().rev().find_map(|l| serde_json::from_str::<Value>(l).ok().filter(|r| r.get("ok").is_some()));
     let report = report.unwrap_or_else(|| panic!("no report: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(report["alerts"], json!([]), "no topic ran as code: {report}");
     eprintln!("{}: {report}", options["mode"]);
     assert_eq!(report["ok"], true, "{}: {}", options["mode"], report["failure"]);
     assert_eq!(report["errors"], json!([]), "no script error in the page");
     report
+}
+
+/// Where the screenshots of each page go (the README shows copies from
+/// `docs/screenshots`): `target/tmp/screenshots`.
+fn shots_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 /// An ffmpeg whose ladder encode runs at the source's own speed, so a
@@ -53,8 +63,13 @@ async fn the_upload_page_shows_progress_then_plays_while_processing_with_every_q
     let ffmpeg = slow_ffmpeg(dir.path(), None);
     let app = spawn_app_with(|c| c.tools.ffmpeg = ffmpeg).await;
     let video = clip(dir.path(), "lecture.mp4", "1280x720", "30", 24, true);
-    let topic = "<script>window.pwned=1</script><b>Limits</b> & more";
-    let report = drive(&app.base, json!({"mode": "upload", "file": video, "course": "math101", "topic": topic})).await;
+    let topic = "<img src=x onerror=alert(1)><script>window.pwned=1</script><b>Limits</b> & more";
+    let size = std::fs::metadata(&video).unwrap().len();
+    let report = drive(
+        &app.base,
+        json!({"mode": "upload", "file": video, "course": "math101", "topic": topic, "uploadBytesPerSecond": size / 4}),
+    )
+    .await;
 
     assert!(report["progressText"].as_str().unwrap().contains(" of "), "bytes, speed and time left: {report}");
     let status = report["statusWhilePlaying"].as_str().unwrap();
@@ -118,7 +133,7 @@ async fn the_dashboard_asks_for_a_key_follows_a_job_and_retries_it() {
     let video = clip(dir.path(), "lecture.mp4", "640x360", "30", 8, true);
     let form = reqwest::multipart::Form::new()
         .text("courseId", "c1")
-        .text("nameOfTopic", "followed")
+        .text("nameOfTopic", "<img src=x onerror=alert(1)> followed")
         .part("uploadedFile", reqwest::multipart::Part::bytes(std::fs::read(&video).unwrap()).file_name("v.mp4"));
     let accepted = c.post(format!("{}/api/upload", app.base)).bearer_auth(&key).multipart(form).send().await.unwrap();
     let accepted: Value = accepted.json().await.unwrap();
@@ -129,7 +144,11 @@ async fn the_dashboard_asks_for_a_key_follows_a_job_and_retries_it() {
     assert!(report["refusal"].as_str().unwrap().contains("API key"), "says why: {report}");
     assert!(report["pausedText"].as_str().unwrap().contains("paused"));
     assert_eq!(report["listed"], "waiting");
-    assert!(report["rowText"].as_str().unwrap().contains("followed"), "the row has the topic: {report}");
+    assert!(
+        report["rowText"].as_str().unwrap().contains("<img src=x onerror=alert(1)> followed"),
+        "the row shows the topic as text: {report}"
+    );
+    assert_eq!(report["rowImages"], 0, "no element made of the topic");
     let seen: Vec<&str> = report["seen"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
     let at = |state: &str, from: usize| seen[from..].iter().position(|s| *s == state).map(|i| i + from);
     let failed = at("failed", 0).unwrap_or_else(|| panic!("the failure was seen: {seen:?}"));
@@ -139,6 +158,7 @@ async fn the_dashboard_asks_for_a_key_follows_a_job_and_retries_it() {
     assert!(active > failed && report["retried"] == true, "{seen:?}");
     assert!(report["attemptsShown"].to_string().contains("injected failure"), "the attempt's error: {report}");
     assert_eq!(report["sameDocument"], true, "no reload");
+    assert!(report["cleanText"].as_str().unwrap().starts_with("Removed 1 completed"), "{report}");
     let doc = app.api.with_key(&key).wait_for(&id, "completed", Duration::from_secs(30)).await;
-    assert_eq!(doc["attempts"], 1, "the retry's fresh attempts: {doc}");
+    assert_eq!(doc["processingStatus"], "completed", "cleaned, the lecture keeps its outcome: {doc}");
 }
