@@ -1,5 +1,5 @@
-//! Resumable uploads (tus 1.0): a real tus client resumes across a
-//! `kill -9` of the server, the protocol's rules answer as tus says, and
+//! Resumable uploads (tus 1.0): two real tus clients written apart
+//! (tus-js-client, tuspy) resume across a `kill -9` of the server, the protocol's rules answer as tus says, and
 //! unfinished uploads expire with their bytes.
 
 use std::path::{Path, PathBuf};
@@ -30,6 +30,31 @@ pub fn tus_client_ready() -> bool {
         return true;
     }
     let help = "the tus client test needs Node.js and `npm ci --prefix tests/browser`; .ci/run installs them";
+    assert!(std::env::var_os("CI").is_none(), "{help}");
+    eprintln!("SKIPPED: {help}");
+    false
+}
+
+/// Runs `tests/e2e/tuspy_upload.py` (tuspy, the Python tus client).
+async fn tuspy(options: Value) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/tuspy_upload.py");
+    let run = tokio::process::Command::new("python3").arg(&script).arg(options.to_string()).kill_on_drop(true).output();
+    let out = tokio::time::timeout(Duration::from_secs(120), run).await.expect("tuspy ends").unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report = stdout.lines().rev().find_map(|l| serde_json::from_str::<Value>(l).ok());
+    let report =
+        report.unwrap_or_else(|| panic!("no report from tuspy: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    assert!(report.get("error").is_none(), "tuspy: {report}");
+    report
+}
+
+/// Whether Python has tuspy: in CI it must.
+fn tuspy_ready() -> bool {
+    let found = std::process::Command::new("python3").args(["-c", "import tusclient"]).output();
+    if found.is_ok_and(|o| o.status.success()) {
+        return true;
+    }
+    let help = "the tuspy test needs `pip install tuspy`; .ci/run installs it";
     assert!(std::env::var_os("CI").is_none(), "{help}");
     eprintln!("SKIPPED: {help}");
     false
@@ -103,6 +128,52 @@ async fn tus_js_client_resumes_after_kill_9_and_the_upload_becomes_a_lecture() {
     assert_eq!((doc["courseId"].as_str(), doc["nameOfTopic"].as_str()), (Some("c1"), Some("résumé, resumed")));
     assert!(doc["durationSeconds"].as_f64().unwrap() > 7.5, "the whole file arrived: {doc}");
     assert!(partial_files(data.path()).is_empty(), "the partial file became the source");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tuspy_finds_its_upload_after_a_restart_and_goes_on_from_the_server_offset() {
+    if !tuspy_ready() {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let key = create_key(data.path(), "uploader", "upload");
+    let clips = tempfile::tempdir().unwrap();
+    let video = clip(clips.path(), "lecture.mp4", "640x360", "30", 8, true);
+    let size = std::fs::metadata(&video).unwrap().len();
+    // The same address after the restart: the client stored the full URL.
+    let port = free_port();
+    let start = || {
+        let process = Process::start("serve", data.path(), &[("VIDPIPE_LISTEN", format!("127.0.0.1:{port}"))]);
+        let api = Api::new(format!("http://127.0.0.1:{port}"));
+        async move {
+            wait_until_up(&api.client, &api.base).await;
+            (process, api)
+        }
+    };
+    let options = |stop_after: Option<u64>| {
+        json!({
+            "endpoint": format!("http://127.0.0.1:{port}/api/uploads"), "file": video, "key": key,
+            "chunkSize": 65536, "storage": clips.path().join("tus-urls.json"), "stopAfter": stop_after,
+            "metadata": {"courseId": "c2", "nameOfTopic": "from Python", "filename": "lecture.mp4"},
+        })
+    };
+    let (server, api) = start().await;
+    let first = tuspy(options(Some(size / 2))).await;
+    assert_eq!((first["stopped"].as_bool(), first["resumedFrom"].is_null()), (Some(true), true), "{first}");
+    let url = first["url"].as_str().unwrap().to_string();
+    let kept = number(&head(&api, &url, Some(&key)).await, "upload-offset");
+    assert!(kept > 0 && kept < size, "half the file is kept: {kept} of {size}");
+
+    drop(server); // kill -9
+    let (_server, api) = start().await;
+    let second = tuspy(options(None)).await;
+    assert_eq!(second["url"], url.as_str(), "the same upload, found by the client: {second}");
+    assert_eq!(second["resumedFrom"], kept, "it went on from the server's offset, not from 0: {second}");
+    assert_eq!((second["done"].as_bool(), second["offset"].as_u64()), (Some(true), Some(size)), "{second}");
+    let id = second["lectureId"].as_str().unwrap_or_else(|| panic!("the last PATCH names the lecture: {second}"));
+    let doc = api.with_key(&key).wait_for(id, "completed", Duration::from_secs(90)).await;
+    assert_eq!(doc["nameOfTopic"], "from Python");
+    assert!(doc["durationSeconds"].as_f64().unwrap() > 7.5, "the whole file arrived: {doc}");
 }
 
 /// A request as a tus client would send it.
