@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use crate::captions::{CaptionStore, CaptionSummary, Captions};
 use crate::db::Database;
 use crate::domain::{now_ms, JobState, LectureId};
 use crate::events::{EventError, EventKind, EventLog};
@@ -39,7 +40,14 @@ pub struct Lecture {
     /// Storage prefix of a running attempt that is already playable.
     pub playable_prefix: Option<String>,
     pub has_thumbnail: bool,
+    /// The thumbnail's time in seconds: asked for at upload, until the
+    /// video is published; then the one taken.
+    pub thumbnail_time: Option<f64>,
+    /// Seek previews (`storyboard.jpg`, `storyboard.vtt`) were published.
+    pub has_storyboard: bool,
     pub renditions: Vec<RenditionSummary>,
+    /// Caption tracks published with the video.
+    pub captions: Vec<CaptionSummary>,
     pub duration_seconds: Option<f64>,
     /// Set when the job failed for good; survives the job record.
     pub failed_error: Option<String>,
@@ -65,6 +73,10 @@ pub struct NewLecture {
     pub name_of_topic: String,
     pub source_path: PathBuf,
     pub original_filename: Option<String>,
+    /// Where to take the thumbnail, in seconds from the start.
+    pub thumbnail_time: Option<f64>,
+    /// A caption track sent with the upload.
+    pub captions: Option<Captions>,
 }
 
 impl Lecture {
@@ -79,7 +91,10 @@ impl Lecture {
             published_prefix: None,
             playable_prefix: None,
             has_thumbnail: false,
+            thumbnail_time: new.thumbnail_time,
+            has_storyboard: false,
             renditions: Vec::new(),
+            captions: Vec::new(),
             duration_seconds: None,
             failed_error: None,
             no_of_views: 0,
@@ -103,7 +118,11 @@ pub struct Completion {
 pub struct Published {
     pub prefix: String,
     pub has_thumbnail: bool,
+    /// When the thumbnail was taken, in seconds.
+    pub thumbnail_time: Option<f64>,
+    pub has_storyboard: bool,
     pub renditions: Vec<RenditionSummary>,
+    pub captions: Vec<CaptionSummary>,
     pub duration_seconds: f64,
 }
 
@@ -199,7 +218,8 @@ impl std::fmt::Debug for LectureStore {
 }
 
 const COLUMNS: &str = "id, course_id, name_of_topic, source_path, original_filename, published_prefix, has_thumbnail, \
-     renditions, duration_seconds, failed_error, playable_prefix, no_of_views, no_of_likes, comments, created_at, updated_at";
+     renditions, duration_seconds, failed_error, playable_prefix, no_of_views, no_of_likes, comments, created_at, updated_at, \
+     captions, has_storyboard, thumbnail_request, thumbnail_time";
 
 impl LectureStore {
     /// Lectures in the SQL queue's own database: the store cannot be given
@@ -222,6 +242,11 @@ impl LectureStore {
         }
     }
 
+    /// The caption tracks of every lecture.
+    pub fn captions(&self) -> CaptionStore {
+        CaptionStore::new(self.db.clone())
+    }
+
     /// The event log this store writes to.
     pub fn events(&self) -> &EventLog {
         &self.events
@@ -234,17 +259,21 @@ impl LectureStore {
         let now = now_ms();
         let mut tx = self.db.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO lectures (id, course_id, name_of_topic, source_path, original_filename, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $6)",
+            "INSERT INTO lectures (id, course_id, name_of_topic, source_path, original_filename, thumbnail_request, \
+                 created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
         )
         .bind(new.id.as_str())
         .bind(&new.course_id)
         .bind(&new.name_of_topic)
         .bind(new.source_path.to_string_lossy().into_owned())
         .bind(new.original_filename.clone())
+        .bind(new.thumbnail_time)
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        if let Some(captions) = &new.captions {
+            crate::captions::upsert_on(&mut tx, new.id.as_str(), captions, true).await?;
+        }
         let uploaded = serde_json::json!({
             "lectureId": new.id.as_str(), "courseId": new.course_id, "nameOfTopic": new.name_of_topic,
             "processingStatus": "pending",
@@ -312,13 +341,17 @@ impl LectureStore {
         let mut tx = self.db.pool.begin().await?;
         sqlx::query(
             "UPDATE lectures SET published_prefix = $1, has_thumbnail = $2, renditions = $3, duration_seconds = $4, \
-                 playable_prefix = NULL, updated_at = $5 WHERE id = $6",
+                 playable_prefix = NULL, updated_at = $5, captions = $6, has_storyboard = $7, thumbnail_time = $8 \
+                 WHERE id = $9",
         )
         .bind(&published.prefix)
         .bind(published.has_thumbnail as i64)
         .bind(serde_json::to_string(&published.renditions).expect("renditions serialize"))
         .bind(published.duration_seconds)
         .bind(now_ms())
+        .bind(serde_json::to_string(&published.captions).expect("captions serialize"))
+        .bind(published.has_storyboard as i64)
+        .bind(published.thumbnail_time)
         .bind(&claim.job_id)
         .execute(&mut *tx)
         .await?;
@@ -487,16 +520,23 @@ fn lecture_from_row(row: &AnyRow) -> Result<Lecture, sqlx::Error> {
     let id: String = row.try_get("id")?;
     let renditions: String = row.try_get("renditions")?;
     let comments: String = row.try_get("comments")?;
+    let captions: String = row.try_get("captions")?;
+    let published_prefix: Option<String> = row.try_get("published_prefix")?;
+    let thumbnail_time =
+        if published_prefix.is_some() { row.try_get("thumbnail_time")? } else { row.try_get("thumbnail_request")? };
     Ok(Lecture {
         id: id.parse().map_err(|e: crate::domain::InvalidValue| sqlx::Error::Decode(e.0.into()))?,
         course_id: row.try_get("course_id")?,
         name_of_topic: row.try_get("name_of_topic")?,
         source_path: PathBuf::from(row.try_get::<String, _>("source_path")?),
         original_filename: row.try_get("original_filename")?,
-        published_prefix: row.try_get("published_prefix")?,
+        published_prefix,
         playable_prefix: row.try_get("playable_prefix")?,
         has_thumbnail: row.try_get::<i64, _>("has_thumbnail")? != 0,
+        thumbnail_time,
+        has_storyboard: row.try_get::<i64, _>("has_storyboard")? != 0,
         renditions: serde_json::from_str(&renditions).map_err(|e| sqlx::Error::Decode(e.into()))?,
+        captions: serde_json::from_str(&captions).map_err(|e| sqlx::Error::Decode(e.into()))?,
         duration_seconds: row.try_get("duration_seconds")?,
         failed_error: row.try_get("failed_error")?,
         no_of_views: row.try_get("no_of_views")?,

@@ -19,6 +19,7 @@
 //! queue|lectures|keys|doctor`).
 
 pub mod alerts;
+pub mod captions;
 pub mod config;
 pub mod db;
 pub mod domain;

@@ -23,6 +23,22 @@ pub struct MediaInfo {
     pub video_stream: usize,
     /// How its pictures encode light and colour.
     pub colour: Colour,
+    /// Text subtitle streams, which become caption tracks.
+    pub subtitles: Vec<SubtitleStream>,
+}
+
+/// Subtitle codecs whose text ffmpeg converts to WebVTT. Picture-based ones
+/// (DVD, Blu-ray PGS) would need OCR and are left out.
+pub const TEXT_SUBTITLE_CODECS: [&str; 6] = ["mov_text", "subrip", "ass", "ssa", "webvtt", "text"];
+
+/// A text subtitle stream of a source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubtitleStream {
+    /// Absolute stream index.
+    pub index: usize,
+    pub codec: String,
+    /// The container's language tag (`eng`), if any.
+    pub language: Option<String>,
 }
 
 /// How a source's pictures encode light and colour, as far as the ladder

@@ -11,7 +11,9 @@ use crate::lectures::{Lecture, RenditionSummary};
 use crate::publish::Storage;
 use crate::queue::{AttemptError, JobRecord};
 use crate::redact::for_clients;
-use crate::transcode::command::{MASTER_PLAYLIST, THUMBNAIL};
+use crate::transcode::command::{MASTER_PLAYLIST, MEDIA_PLAYLIST, THUMBNAIL};
+use crate::transcode::playlist::captions_dir;
+use crate::transcode::previews::STORYBOARD_VTT;
 
 /// A lecture as clients see it. Every field of the seed's document is here
 /// under its seed name; the rest are additions.
@@ -34,6 +36,15 @@ pub struct LectureDocument {
     pub attempts: u32,
     pub video_link: Option<String>,
     pub thumbnail_link: Option<String>,
+    /// Seconds from the start of the frame the thumbnail shows; before the
+    /// video is published, the time asked for at upload, if any.
+    pub thumbnail_time: Option<f64>,
+    /// WebVTT whose cues name tiles of a sprite (`storyboard.jpg#xywh=…`):
+    /// seek-bar previews for Video.js, Mux Player and hls.js UIs.
+    pub storyboard_link: Option<String>,
+    /// Caption tracks, also listed as subtitles renditions in the master
+    /// playlist. Each is published with the video.
+    pub captions: Vec<CaptionLink>,
     pub renditions: Vec<RenditionSummary>,
     pub duration_seconds: Option<f64>,
     pub no_of_views: i64,
@@ -94,6 +105,20 @@ impl LectureDocument {
             playable: completed || early.is_some(),
             video_link: if completed { link(MASTER_PLAYLIST) } else { early },
             thumbnail_link: if completed && lecture.has_thumbnail { link(THUMBNAIL) } else { None },
+            thumbnail_time: lecture.thumbnail_time,
+            storyboard_link: if completed && lecture.has_storyboard { link(STORYBOARD_VTT) } else { None },
+            captions: if completed {
+                lecture
+                    .captions
+                    .iter()
+                    .filter_map(|c| {
+                        let link = link(&format!("{}/{MEDIA_PLAYLIST}", captions_dir(&c.language)))?;
+                        Some(CaptionLink { language: c.language.clone(), label: c.label.clone(), link })
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
             renditions: if completed { lecture.renditions } else { Vec::new() },
             duration_seconds: lecture.duration_seconds,
             no_of_views: lecture.no_of_views,
@@ -103,6 +128,18 @@ impl LectureDocument {
             updated_at: rfc3339(updated_at),
         }
     }
+}
+
+/// A caption track of a lecture.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CaptionLink {
+    /// BCP 47: `en`, `pt-BR`.
+    pub language: String,
+    /// The language's name, as the player's menu shows it.
+    pub label: String,
+    /// The track's HLS subtitles playlist (segmented WebVTT).
+    pub link: String,
 }
 
 /// Progress in whole percent, the one type every answer uses.
@@ -204,6 +241,8 @@ mod tests {
             name_of_topic: "t".into(),
             source_path: "/nowhere".into(),
             original_filename: None,
+            thumbnail_time: None,
+            captions: None,
         };
         Lecture { published_prefix: published.map(str::to_string), ..Lecture::new(new, 0) }
     }

@@ -48,6 +48,11 @@ pub struct DirectUploadRequest {
     #[schema(minimum = -1000, maximum = 1000)]
     #[serde(default, deserialize_with = "whole_number")]
     priority: Option<i64>,
+    /// Where to take the thumbnail, in seconds from the start; by default
+    /// the first frame from 10% of the duration on that is not black,
+    /// blank or in a transition.
+    #[schema(minimum = 0)]
+    thumbnail_time: Option<f64>,
     /// The largest file the URL takes; at most, and by default, the server's upload limit.
     #[schema(minimum = 1)]
     #[serde(default, deserialize_with = "whole_number")]
@@ -111,6 +116,7 @@ pub async fn create(
         Some(request.name_of_topic),
         request.filename,
         request.priority.map(|p| p.to_string()),
+        request.thumbnail_time.map(|t| t.to_string()),
     )?;
     let limit = app.ingest.max_bytes;
     let max_bytes = match request.max_bytes.map(|n| u64::try_from(n).unwrap_or(0)) {

@@ -8,6 +8,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use crate::captions::{CaptionError, CaptionStoreError, CueError};
 use crate::ingest::IngestError;
 use crate::lectures::LectureStoreError;
 use crate::queue::QueueError;
@@ -42,6 +43,9 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     UnprocessableVideo(String),
+    /// A caption file that is not valid WebVTT or SRT.
+    #[error("{0}")]
+    InvalidCaptions(String),
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -72,6 +76,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ApiError::UnprocessableVideo(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable_video"),
+            ApiError::InvalidCaptions(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_captions"),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
@@ -133,7 +138,28 @@ impl From<IngestError> for ApiError {
             IngestError::Rejected(ref probe) if probe.is_input_error() => {
                 ApiError::UnprocessableVideo(for_clients(&e.to_string()))
             }
+            IngestError::Captions(e) => e.into(),
             IngestError::Rejected(_) | IngestError::Io(_) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<CaptionError> for ApiError {
+    fn from(e: CaptionError) -> Self {
+        match e {
+            CaptionError::Language(_) => ApiError::BadRequest(e.to_string()),
+            CaptionError::Cues(CueError::TooLarge) => ApiError::PayloadTooLarge(e.to_string()),
+            CaptionError::Cues(_) => ApiError::InvalidCaptions(e.to_string()),
+        }
+    }
+}
+
+impl From<CaptionStoreError> for ApiError {
+    fn from(e: CaptionStoreError) -> Self {
+        match e {
+            CaptionStoreError::TooMany => ApiError::Conflict(e.to_string()),
+            CaptionStoreError::LectureGone => ApiError::NotFound(e.to_string()),
+            CaptionStoreError::Db(_) => ApiError::Internal(e.to_string()),
         }
     }
 }

@@ -141,6 +141,7 @@ async fn create_lecture(
     id: &crate::domain::LectureId,
     source: PathBuf,
     fields: &crate::ingest::resumable::UploadFields,
+    captions: Option<&crate::captions::Captions>,
 ) -> Result<(), ApiError> {
     let new = crate::lectures::NewLecture {
         id: id.clone(),
@@ -148,6 +149,8 @@ async fn create_lecture(
         name_of_topic: fields.name_of_topic.clone(),
         source_path: source,
         original_filename: fields.filename.clone(),
+        thumbnail_time: fields.thumbnail_time,
+        captions: captions.cloned(),
     };
     let options = crate::queue::EnqueueOptions {
         priority: fields.priority,

@@ -123,7 +123,9 @@ pub(super) async fn accept(
         }
         let source = app.ingest.uploads_dir.join(format!("{id}.{}", upload.media.demuxer));
         let created = match upload.file.move_to(source.clone()).await {
-            Ok(file) => super::create_lecture(&app, &id, source, &upload.fields).await.map(|()| file),
+            Ok(file) => {
+                super::create_lecture(&app, &id, source, &upload.fields, upload.captions.as_ref()).await.map(|()| file)
+            }
             Err(e) => Err(e.into()),
         };
         let file = match created {

@@ -159,7 +159,7 @@ async fn find(app: &AppState, caller: &Caller, raw: &str) -> Result<PartialUploa
     params(
         TusResumable,
         ("Upload-Length" = u64, Header, description = "The file's size in bytes"),
-        ("Upload-Metadata" = String, Header, description = "`courseId`, `nameOfTopic` (required), `filename`, `priority`: `key base64(value)` pairs, comma separated")),
+        ("Upload-Metadata" = String, Header, description = "`courseId`, `nameOfTopic` (required), `filename`, `priority`, `thumbnailTime`: `key base64(value)` pairs, comma separated")),
     request_body(content = Vec<u8>, content_type = "application/offset+octet-stream", description = "Optional: the first bytes (creation-with-upload)"),
     responses(
         (status = 201, description = "Created; `Location` is the upload's URL, `Upload-Offset` what was received",
@@ -186,7 +186,13 @@ pub async fn create(
     let raw_metadata = headers.get("upload-metadata").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     let pairs = metadata(&raw_metadata)?;
     let field = |name: &str| pairs.iter().find(|(k, _)| k == name).and_then(|(_, v)| v.clone());
-    let fields = check_fields(field("courseId"), field("nameOfTopic"), field("filename"), field("priority"))?;
+    let fields = check_fields(
+        field("courseId"),
+        field("nameOfTopic"),
+        field("filename"),
+        field("priority"),
+        field("thumbnailTime"),
+    )?;
     let new = NewUpload { id: LectureId::new(), owner: owner(&caller), length, metadata: raw_metadata, fields };
     let location = format!("/api/uploads/{}", new.id);
     begin(&app, &caller, new, &location, &headers, body).await
@@ -441,7 +447,7 @@ async fn finish(app: &AppState, caller: &Caller, upload: PartialUpload) -> Resul
                 source
             }
         };
-        super::create_lecture(app, &id, source, &upload.fields).await?;
+        super::create_lecture(app, &id, source, &upload.fields, None).await?;
         tracing::info!(lecture = %id, caller = %caller.identity(), "resumable upload accepted");
     }
     app.partial_uploads.finished(&id).await?;

@@ -76,7 +76,7 @@ impl DirectUploads {
         let expires_at = now + valid_for.as_millis() as i64;
         sqlx::query(
             "INSERT INTO direct_uploads (id, token_hash, created_by, course_id, name_of_topic, filename, priority, \
-             max_bytes, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             max_bytes, created_at, expires_at, thumbnail_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(id.as_str())
         .bind(keys::hash(&secret))
@@ -88,6 +88,7 @@ impl DirectUploads {
         .bind(max_bytes as i64)
         .bind(now)
         .bind(expires_at)
+        .bind(fields.thumbnail_time)
         .execute(&self.db.pool)
         .await?;
         Ok((Grant { id, fields, max_bytes, expires_at, used_at: None, created_by }, secret))
@@ -150,7 +151,8 @@ impl DirectUploads {
     }
 }
 
-const COLUMNS: &str = "id, created_by, course_id, name_of_topic, filename, priority, max_bytes, expires_at, used_at";
+const COLUMNS: &str =
+    "id, created_by, course_id, name_of_topic, filename, priority, thumbnail_time, max_bytes, expires_at, used_at";
 
 fn grant_from_row(row: &AnyRow) -> Result<Grant, sqlx::Error> {
     let id: String = row.try_get("id")?;
@@ -161,6 +163,7 @@ fn grant_from_row(row: &AnyRow) -> Result<Grant, sqlx::Error> {
             name_of_topic: row.try_get("name_of_topic")?,
             filename: row.try_get("filename")?,
             priority: row.try_get("priority")?,
+            thumbnail_time: row.try_get("thumbnail_time")?,
         },
         max_bytes: row.try_get::<i64, _>("max_bytes")?.max(0) as u64,
         expires_at: row.try_get("expires_at")?,
@@ -174,7 +177,13 @@ mod tests {
     use super::*;
 
     fn fields() -> UploadFields {
-        UploadFields { course_id: "c".into(), name_of_topic: "t".into(), filename: None, priority: 0 }
+        UploadFields {
+            course_id: "c".into(),
+            name_of_topic: "t".into(),
+            filename: None,
+            priority: 0,
+            thumbnail_time: None,
+        }
     }
 
     #[tokio::test]

@@ -23,6 +23,7 @@ use multer::{Field, Multipart};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 
+use crate::captions::{CaptionError, Captions, CueError, MAX_CAPTION_BYTES};
 use crate::media::MediaInfo;
 use direct::Grant;
 use intake::IntakeError;
@@ -34,9 +35,13 @@ pub const FILE_FIELD: &str = "uploadedFile";
 pub const COURSE_FIELD: &str = "courseId";
 pub const TOPIC_FIELD: &str = "nameOfTopic";
 pub const PRIORITY_FIELD: &str = "priority";
+/// Additions: a caption file and its language, and the thumbnail's time.
+pub const CAPTIONS_FIELD: &str = "captions";
+pub const CAPTIONS_LANGUAGE_FIELD: &str = "captionsLanguage";
+pub const THUMBNAIL_TIME_FIELD: &str = "thumbnailTime";
 const MAX_TEXT_FIELD: usize = 500;
-/// A form has four fields; a few more are tolerated and ignored.
-const MAX_PARTS: usize = 8;
+/// A form has at most seven fields; a few more are tolerated and ignored.
+const MAX_PARTS: usize = 10;
 /// The longest file name kept (most file systems' limit).
 pub const MAX_FILENAME_BYTES: usize = 255;
 /// Room for the multipart framing and text fields around the file.
@@ -56,6 +61,8 @@ pub enum IngestError {
     TooLarge { limit: u64 },
     #[error("{0}")]
     Rejected(#[from] ProbeError),
+    #[error("{0}")]
+    Captions(#[from] CaptionError),
     #[error("malformed or interrupted upload: {0}")]
     Malformed(String),
     #[error("{0}")]
@@ -124,6 +131,8 @@ pub struct Upload {
     pub file: SpooledFile,
     pub fields: UploadFields,
     pub media: MediaInfo,
+    /// A caption file sent with the video, checked.
+    pub captions: Option<Captions>,
 }
 
 pub struct Ingest {
@@ -153,6 +162,7 @@ impl Ingest {
         let mut form = Multipart::new(body, boundary);
         let mut file: Option<(SpooledFile, Option<String>)> = None;
         let (mut course_id, mut name_of_topic, mut priority) = (None, None, None);
+        let (mut captions, mut captions_language, mut thumbnail_time) = (None, None, None);
         let mut parts = 0;
         while let Some(field) = form.next_field().await? {
             parts += 1;
@@ -165,6 +175,13 @@ impl Ingest {
                         "the file name is longer than {MAX_FILENAME_BYTES} bytes"
                     )));
                 }
+            }
+            if field.name() == Some(CAPTIONS_FIELD) {
+                if captions.is_some() {
+                    return Err(IngestError::InvalidField(format!("send one `{CAPTIONS_FIELD}` file per upload")));
+                }
+                captions = Some(small_file(field).await?);
+                continue;
             }
             let is_file = field.name() == Some(FILE_FIELD) || field.file_name().is_some();
             if is_file && file.is_some() {
@@ -180,6 +197,8 @@ impl Ingest {
                 Some(COURSE_FIELD) => course_id = Some(text(field, COURSE_FIELD).await?),
                 Some(TOPIC_FIELD) => name_of_topic = Some(text(field, TOPIC_FIELD).await?),
                 Some(PRIORITY_FIELD) => priority = Some(text(field, PRIORITY_FIELD).await?),
+                Some(CAPTIONS_LANGUAGE_FIELD) => captions_language = Some(text(field, CAPTIONS_LANGUAGE_FIELD).await?),
+                Some(THUMBNAIL_TIME_FIELD) => thumbnail_time = Some(text(field, THUMBNAIL_TIME_FIELD).await?),
                 Some(_) | None if is_file => {
                     return Err(IngestError::InvalidField(format!("the file goes in the `{FILE_FIELD}` field")));
                 }
@@ -194,10 +213,17 @@ impl Ingest {
             Some(grant) => {
                 UploadFields { filename: grant.fields.filename.clone().or(original_filename), ..grant.fields.clone() }
             }
-            None => check_fields(course_id, name_of_topic, original_filename, priority)?,
+            None => check_fields(course_id, name_of_topic, original_filename, priority, thumbnail_time)?,
+        };
+        let captions = match (captions, captions_language) {
+            (None, None) => None,
+            (Some(bytes), Some(language)) => Some(Captions::from_file(&language, &bytes)?),
+            (Some(_), None) => return Err(IngestError::MissingField(CAPTIONS_LANGUAGE_FIELD)),
+            (None, Some(_)) => return Err(IngestError::MissingField(CAPTIONS_FIELD)),
         };
         let media = self.probe(file.path()).await?;
-        Ok(Upload { file, fields, media })
+        check_thumbnail_time(&fields, &media)?;
+        Ok(Upload { file, fields, media, captions })
     }
 
     /// Probes a received file, in one of the bounded probe slots.
@@ -258,6 +284,7 @@ pub fn check_fields(
     name_of_topic: Option<String>,
     filename: Option<String>,
     priority: Option<String>,
+    thumbnail_time: Option<String>,
 ) -> Result<UploadFields, IngestError> {
     let text = |value: Option<String>, name: &'static str| -> Result<Option<String>, IngestError> {
         let value = value.map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
@@ -277,7 +304,40 @@ pub fn check_fields(
             IngestError::InvalidField(format!("`priority` must be a whole number from -1000 to 1000, got `{p}`"))
         })?,
     };
-    Ok(UploadFields { course_id, name_of_topic, filename, priority })
+    let thumbnail_time = match text(thumbnail_time, THUMBNAIL_TIME_FIELD)? {
+        None => None,
+        Some(t) => Some(t.parse::<f64>().ok().filter(|t| t.is_finite() && *t >= 0.0).ok_or_else(|| {
+            IngestError::InvalidField(format!(
+                "`{THUMBNAIL_TIME_FIELD}` must be a number of seconds from the start, like `12.5`, got `{t}`"
+            ))
+        })?),
+    };
+    Ok(UploadFields { course_id, name_of_topic, filename, priority, thumbnail_time })
+}
+
+/// A thumbnail time past the end of the probed video is refused: the
+/// caller meant another video, or minutes for seconds.
+pub fn check_thumbnail_time(fields: &UploadFields, media: &MediaInfo) -> Result<(), IngestError> {
+    match fields.thumbnail_time {
+        Some(t) if t > media.duration_seconds => Err(IngestError::InvalidField(format!(
+            "`{THUMBNAIL_TIME_FIELD}` ({t} s) is past the end of the video ({:.1} s long)",
+            media.duration_seconds
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// A small file part (captions), read whole but never past
+/// [`MAX_CAPTION_BYTES`].
+async fn small_file(mut field: Field<'_>) -> Result<Vec<u8>, IngestError> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await? {
+        if bytes.len() + chunk.len() > MAX_CAPTION_BYTES {
+            return Err(CaptionError::Cues(CueError::TooLarge).into());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
 }
 
 /// A text field, read chunk by chunk so an oversized one is refused before

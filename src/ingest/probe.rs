@@ -15,7 +15,10 @@ use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
-use crate::media::{decoder_limits, AudioStream, Colour, FrameRate, MediaInfo, MAX_DIMENSION, MAX_STREAMS};
+use crate::media::{
+    decoder_limits, AudioStream, Colour, FrameRate, MediaInfo, SubtitleStream, MAX_DIMENSION, MAX_STREAMS,
+    TEXT_SUBTITLE_CODECS,
+};
 use crate::tools::tool_command;
 
 /// Demuxers we open. Each entry is the name ffprobe reports first in
@@ -353,6 +356,19 @@ impl MediaInfo {
             video_codec,
             video_stream: video.index,
             colour: colour(video),
+            subtitles: report
+                .streams
+                .iter()
+                .filter(|s| s.codec_type.as_deref() == Some("subtitle"))
+                .filter_map(|s| {
+                    let codec = s.codec_name.clone()?;
+                    TEXT_SUBTITLE_CODECS.contains(&codec.as_str()).then(|| SubtitleStream {
+                        index: s.index,
+                        codec,
+                        language: s.tags.get("language").cloned(),
+                    })
+                })
+                .collect(),
         })
     }
 }

@@ -29,12 +29,14 @@ use crate::domain::{now_ms, LectureId};
 const WRITER_LEASE: Duration = Duration::from_secs(60);
 
 /// The form fields of a plain upload, carried by tus's `Upload-Metadata`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UploadFields {
     pub course_id: String,
     pub name_of_topic: String,
     pub filename: Option<String>,
     pub priority: i64,
+    /// Where to take the thumbnail, in seconds.
+    pub thumbnail_time: Option<f64>,
 }
 
 /// An upload as stored.
@@ -129,7 +131,7 @@ impl PartialUploads {
         let expires_at = now + self.expiry.as_millis() as i64;
         let inserted = sqlx::query(
             "INSERT INTO uploads (id, owner, length, metadata, course_id, name_of_topic, filename, priority, \
-             created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             created_at, expires_at, thumbnail_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(id.as_str())
         .bind(owner)
@@ -141,6 +143,7 @@ impl PartialUploads {
         .bind(fields.priority)
         .bind(now)
         .bind(expires_at)
+        .bind(fields.thumbnail_time)
         .execute(&self.db.pool)
         .await;
         if let Err(e) = inserted {
@@ -163,7 +166,7 @@ impl PartialUploads {
     pub async fn get(&self, id: &LectureId) -> Result<Option<PartialUpload>, ResumableError> {
         let row = sqlx::query(
             "SELECT id, owner, length, received, metadata, course_id, name_of_topic, filename, priority, \
-             expires_at, lecture_id FROM uploads WHERE id = $1 AND expires_at > $2",
+             thumbnail_time, expires_at, lecture_id FROM uploads WHERE id = $1 AND expires_at > $2",
         )
         .bind(id.as_str())
         .bind(now_ms())
@@ -316,6 +319,7 @@ fn upload_from_row(row: &AnyRow) -> Result<PartialUpload, sqlx::Error> {
             name_of_topic: row.try_get("name_of_topic")?,
             filename: row.try_get("filename")?,
             priority: row.try_get("priority")?,
+            thumbnail_time: row.try_get("thumbnail_time")?,
         },
         expires_at: row.try_get("expires_at")?,
         lecture_id: row.try_get("lecture_id")?,
@@ -327,7 +331,13 @@ mod tests {
     use super::*;
 
     fn fields() -> UploadFields {
-        UploadFields { course_id: "c".into(), name_of_topic: "t".into(), filename: None, priority: 0 }
+        UploadFields {
+            course_id: "c".into(),
+            name_of_topic: "t".into(),
+            filename: None,
+            priority: 0,
+            thumbnail_time: None,
+        }
     }
 
     fn body(chunks: Vec<&'static [u8]>) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin {

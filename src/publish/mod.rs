@@ -8,7 +8,8 @@
 //! once every rendition has one, the master: from then on the
 //! video plays while it is still being encoded, and a player that starts
 //! early keeps reloading the playlists to the end. At the end the media
-//! playlists are rewritten to VOD (with ENDLIST) and the thumbnail published.
+//! playlists are rewritten to VOD (with ENDLIST), and the thumbnail, seek
+//! previews and caption tracks ([`captions`]) published.
 //! The master lists the whole ladder from the start, and a playlist is
 //! published only after every file it names (the fMP4 initialization
 //! section, written with the first segment, and the segments).
@@ -20,6 +21,7 @@
 //! by the API at `/media`) and [`S3Storage`] (any S3-compatible store).
 
 pub mod bucket_cors;
+pub mod captions;
 pub mod local;
 pub mod s3;
 
@@ -30,9 +32,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::StreamExt;
 
+use crate::captions::StoredCaptions;
 use crate::transcode::command::{MASTER_PLAYLIST, MEDIA_PLAYLIST, THUMBNAIL};
 use crate::transcode::plan::Plan;
 use crate::transcode::playlist;
+use crate::transcode::previews::{STORYBOARD_IMAGE, STORYBOARD_VTT};
 
 pub use local::LocalStorage;
 pub use s3::S3Storage;
@@ -88,6 +92,8 @@ pub fn object_headers(key: &str) -> Option<(&'static str, &'static str)> {
         "ts" => ("video/mp2t", "public, max-age=31536000, immutable"),
         "m4s" | "mp4" => ("video/mp4", "public, max-age=31536000, immutable"),
         "jpg" | "jpeg" => ("image/jpeg", "public, max-age=86400"),
+        // Captions can be replaced under the same name.
+        "vtt" => ("text/vtt; charset=utf-8", "public, max-age=60"),
         _ => return None,
     })
 }
@@ -205,10 +211,12 @@ impl Publisher {
     }
 
     /// After ffmpeg succeeded: the remaining segments, the media playlists
-    /// as VOD, the thumbnail, and the master playlist (again, or for the
-    /// first time for a video shorter than a segment).
-    pub async fn finish(&mut self, plan: &Plan) -> Result<(), StorageError> {
+    /// as VOD, the thumbnail and seek previews, the caption tracks, and the
+    /// master playlist naming them (again, or for the first time for a
+    /// video shorter than a segment).
+    pub async fn finish(&mut self, plan: &Plan, captions: &[StoredCaptions]) -> Result<(), StorageError> {
         self.sweep(plan).await?;
+        let mut durations = Vec::new();
         for rendition in &plan.renditions {
             let path = self.out_dir.join(rendition.name()).join(MEDIA_PLAYLIST);
             let text = tokio::fs::read_to_string(&path)
@@ -223,21 +231,27 @@ impl Publisher {
             }
             let key = format!("{}/{}/{}", self.prefix, rendition.name(), MEDIA_PLAYLIST);
             self.storage.put_bytes(&key, playlist::to_vod(&text).into_bytes()).await?;
+            if durations.is_empty() {
+                durations = playlist::segment_durations(&text);
+            }
         }
-        let thumbnail = self.out_dir.join(THUMBNAIL);
-        if tokio::fs::try_exists(&thumbnail).await.unwrap_or(false) {
-            self.storage.put_file(&self.thumbnail_key(), &thumbnail).await?;
+        // The sprite before the WebVTT that points into it.
+        for file in [THUMBNAIL, STORYBOARD_IMAGE, STORYBOARD_VTT] {
+            let path = self.out_dir.join(file);
+            if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+                self.storage.put_file(&format!("{}/{file}", self.prefix), &path).await?;
+            }
         }
-        let master = playlist::master(plan);
+        for track in captions {
+            captions::publish_track(self.storage.as_ref(), &self.prefix, &durations, track).await?;
+        }
+        let listed: Vec<_> = captions.iter().map(StoredCaptions::summary).collect();
+        let master = playlist::with_subtitles(&playlist::master(plan), &listed);
         self.storage.put_bytes(&self.master_key(), master.into_bytes()).await
     }
 
     pub fn master_key(&self) -> String {
         format!("{}/{}", self.prefix, MASTER_PLAYLIST)
-    }
-
-    pub fn thumbnail_key(&self) -> String {
-        format!("{}/{}", self.prefix, THUMBNAIL)
     }
 }
 

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use crate::media::{decoder_limits, decoder_names, Colour, MediaInfo};
 use crate::transcode::plan::{Audio, Plan, Rendition};
+use crate::transcode::previews;
 
 /// x264 preset of every rendition. With one decode for the whole ladder,
 /// capped CRF and the tuning below it matches the old design's `medium` in
@@ -69,16 +70,12 @@ pub const MAX_DECODE_ERROR_RATE: &str = "0.25";
 /// probed again and cannot turn out to be a playlist), only the decoders of
 /// the streams we checked, no frame larger than the probe allows, and no
 /// more input time than the probed duration.
-fn safe_input(media: &MediaInfo, input: &Path) -> Vec<OsString> {
+fn safe_input(media: &MediaInfo, input: &Path, decoders: Vec<String>) -> Vec<OsString> {
     let mut args: Vec<OsString> = ["-nostdin", "-hide_banner", "-loglevel", "error", "-protocol_whitelist", "file"]
         .into_iter()
         .map(OsString::from)
         .collect();
     args.extend(["-max_error_rate".into(), MAX_DECODE_ERROR_RATE.into()]);
-    let mut decoders = decoder_names(&media.video_codec);
-    if let Some(audio) = &media.audio {
-        decoders.extend(decoder_names(&audio.codec));
-    }
     args.extend(["-codec_whitelist".into(), decoders.join(",").into()]);
     args.extend(decoder_limits().map(OsString::from));
     let bound = media.duration_seconds + DURATION_SLACK_SECONDS.max(media.duration_seconds * 0.01);
@@ -91,13 +88,18 @@ fn safe_input(media: &MediaInfo, input: &Path) -> Vec<OsString> {
 /// `<name>/index.m3u8`, `<name>/init_N.mp4` (`init.mp4` for a one-rendition
 /// ladder) and `<name>/seg_NNNNN.m4s`.
 ///
-/// It also writes `thumbnail.jpg` (see [`filter_graph`]).
+/// It also writes the thumbnail candidates, their statistics and the
+/// storyboard sprite (see [`filter_graph`] and [`previews`]).
 ///
 /// Playlists are written as EVENT playlists while encoding, so the publisher
 /// can ship each segment as soon as its playlist lists it.
 pub fn ladder_args(media: &MediaInfo, plan: &Plan, input: &Path, out_dir: &Path) -> Vec<OsString> {
-    let mut args = safe_input(media, input);
-    args.extend(["-filter_complex".into(), filter_graph(media, plan).into()]);
+    let mut decoders = decoder_names(&media.video_codec);
+    if let Some(audio) = &media.audio {
+        decoders.extend(decoder_names(&audio.codec));
+    }
+    let mut args = safe_input(media, input, decoders);
+    args.extend(["-filter_complex".into(), filter_graph(media, plan, out_dir).into()]);
 
     let audio_input = media.audio.as_ref().filter(|_| !plan.audio.is_silent()).map(|a| a.index);
     for i in 0..plan.renditions.len() {
@@ -193,9 +195,61 @@ pub fn ladder_args(media: &MediaInfo, plan: &Plan, input: &Path, out_dir: &Path)
     args.extend(["-progress", "pipe:1", "-nostats"].map(OsString::from));
     args.push(out_dir.join("%v").join(MEDIA_PLAYLIST).into_os_string());
 
-    // Second output: the thumbnail.
-    args.extend(["-map", "[thumb]", "-frames:v", "1", "-c:v", "mjpeg", "-q:v", "3"].map(OsString::from));
-    args.push(out_dir.join(THUMBNAIL).into_os_string());
+    // More outputs: the thumbnail candidates, each frame as it comes (not
+    // repeated to a constant rate), and the storyboard sprite.
+    args.extend(
+        ["-map", "[thumb]", "-fps_mode", "passthrough", "-c:v", "mjpeg", "-q:v", "3", "-f", "image2"]
+            .map(OsString::from),
+    );
+    args.push(out_dir.join(previews::CANDIDATE_PATTERN).into_os_string());
+    args.extend(["-map", "[story]", "-frames:v", "1", "-c:v", "mjpeg", "-q:v", "5"].map(OsString::from));
+    args.push(out_dir.join(previews::STORYBOARD_IMAGE).into_os_string());
+    args
+}
+
+/// `path` as the value of a filter option inside a filter graph: escaped
+/// once for the option (`\`, `'`, `:`) and once for the graph (`\`, `'`,
+/// `[`, `]`, `,`, `;`), as ffmpeg's filter documentation describes.
+fn filter_path(path: &Path) -> String {
+    let escape = |text: &str, special: &[char]| {
+        let mut out = String::with_capacity(text.len());
+        for c in text.chars() {
+            if c == '\\' || special.contains(&c) {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out
+    };
+    let option = escape(&path.to_string_lossy(), &['\'', ':']);
+    escape(&option, &['\'', '[', ']', ',', ';'])
+}
+
+/// Where [`subtitle_args`] writes stream `index`'s text.
+pub fn subtitle_file(out_dir: &Path, index: usize) -> std::path::PathBuf {
+    out_dir.join(format!("subtitles-{index}.vtt"))
+}
+
+/// The ffmpeg run that converts every text subtitle stream of the source
+/// to WebVTT ([`subtitle_file`]): demuxing only, no picture or sound is
+/// decoded. Each file stops growing past the caption size limit.
+pub fn subtitle_args(media: &MediaInfo, input: &Path, out_dir: &Path) -> Vec<OsString> {
+    let decoders = media.subtitles.iter().flat_map(|s| decoder_names(&s.codec)).collect();
+    let mut args = safe_input(media, input, decoders);
+    for stream in &media.subtitles {
+        args.extend([
+            "-map".into(),
+            format!("0:{}", stream.index).into(),
+            "-c:s".into(),
+            "webvtt".into(),
+            "-fs".into(),
+            (crate::captions::MAX_CAPTION_BYTES + 1).to_string().into(),
+            "-f".into(),
+            "webvtt".into(),
+            subtitle_file(out_dir, stream.index).into_os_string(),
+        ]);
+    }
+    args.extend(["-progress", "pipe:1", "-nostats"].map(OsString::from));
     args
 }
 
@@ -231,12 +285,12 @@ fn to_bt709(colour: Colour) -> String {
     }
 }
 
-/// The thumbnail is one frame of the largest picture, near 10% of the
-/// duration (the first frames of a lecture are often black), cut out by
-/// frame number so a source whose timestamps do not start at zero gets the
-/// same frame. Taking it here costs one JPEG; a second ffmpeg would decode
-/// the source again.
-fn filter_graph(media: &MediaInfo, plan: &Plan) -> String {
+/// The thumbnail candidates and the storyboard come from the largest
+/// picture too (see [`previews`]). Candidates are cut out by frame number,
+/// so a source whose timestamps do not start at zero gives the same frames;
+/// their statistics go to a file in `out_dir`. All of it costs a few JPEGs
+/// and small scales; a second ffmpeg would decode the source again.
+fn filter_graph(media: &MediaInfo, plan: &Plan, out_dir: &Path) -> String {
     let n = plan.renditions.len();
     let scale = |r: &Rendition| format!("scale={}:{}:flags=bicubic,setsar=1", r.width(), r.height());
     let largest = (0..n).max_by_key(|&i| plan.renditions[i].width() * plan.renditions[i].height()).unwrap_or(0);
@@ -251,18 +305,30 @@ fn filter_graph(media: &MediaInfo, plan: &Plan) -> String {
         "{}{},format=yuv420p,split={}[v{largest}]",
         scale(&plan.renditions[largest]),
         to_bt709(media.colour),
-        n + 1
+        n + 2
     ));
     for i in &smaller {
         graph.push_str(&format!("[c{i}]"));
     }
-    graph.push_str("[t]");
+    graph.push_str("[t][s]");
     for i in smaller {
         graph.push_str(&format!(";[c{i}]{}[v{i}]", scale(&plan.renditions[i])));
     }
-    // One frame passes the trim; JPEG wants full-range YUV.
-    let frame = (plan.duration_seconds * 0.1 * plan.fps.as_f64()).floor() as u64;
-    graph.push_str(&format!(";[t]trim=start_frame={frame}:end_frame={},format=yuvj420p[thumb]", frame + 1));
+    // The candidate frames pass the first select; the second scores each
+    // against the one before (its pair's first frame). JPEG wants
+    // full-range YUV, the statistics are taken before.
+    let previews = &plan.previews;
+    let frames: Vec<String> = previews.thumbnail_frames.iter().map(|f| format!("eq(n\\,{f})")).collect();
+    graph.push_str(&format!(
+        ";[t]select={},select=gte(scene\\,0),signalstats,metadata=mode=print:file={},format=yuvj420p[thumb]",
+        frames.join("+"),
+        filter_path(&out_dir.join(previews::CANDIDATE_STATS))
+    ));
+    let board = previews.storyboard;
+    graph.push_str(&format!(
+        ";[s]fps=1/{},scale={}:{}:flags=bicubic,setsar=1,tile={}x{},format=yuvj420p[story]",
+        board.interval, board.tile_width, board.tile_height, board.columns, board.rows
+    ));
     graph
 }
 
@@ -295,6 +361,7 @@ mod tests {
             video_codec: "h264".into(),
             video_stream: 0,
             colour: crate::media::Colour::Sdr,
+            subtitles: Vec::new(),
         }
     }
 
@@ -327,9 +394,11 @@ mod tests {
         );
         assert!(
             args.contains(
-                "-filter_complex [0:0]scale=1280:720:flags=bicubic,setsar=1,format=yuv420p,split=4[v2][c0][c1][t];\
+                "-filter_complex [0:0]scale=1280:720:flags=bicubic,setsar=1,format=yuv420p,split=5[v2][c0][c1][t][s];\
                  [c0]scale=426:240:flags=bicubic,setsar=1[v0];[c1]scale=640:360:flags=bicubic,setsar=1[v1];\
-                 [t]trim=start_frame=30:end_frame=31,format=yuvj420p[thumb] "
+                 [t]select=eq(n\\,30)+eq(n\\,45)+eq(n\\,60)+eq(n\\,75)+eq(n\\,90)+eq(n\\,105)+eq(n\\,120)+eq(n\\,135)+eq(n\\,150)+eq(n\\,165),\
+                 select=gte(scene\\,0),signalstats,metadata=mode=print:file=/out/thumbnail-candidates.txt,format=yuvj420p[thumb];\
+                 [s]fps=1/2,scale=160:90:flags=bicubic,setsar=1,tile=5x1,format=yuvj420p[story] "
             ),
             "{args}"
         );
@@ -364,8 +433,13 @@ mod tests {
         );
         assert!(args.contains("-var_stream_map v:0,a:0,name:240p v:1,a:1,name:360p v:2,a:2,name:720p"), "{args}");
         assert!(
-            args.ends_with("-progress pipe:1 -nostats /out/%v/index.m3u8 -map [thumb] -frames:v 1 -c:v mjpeg -q:v 3 /out/thumbnail.jpg"),
-            "the thumbnail, frame 30 of a 10 s video at 30 fps, is a second output: {args}"
+            args.ends_with(
+                "-progress pipe:1 -nostats /out/%v/index.m3u8 \
+                 -map [thumb] -fps_mode passthrough -c:v mjpeg -q:v 3 -f image2 /out/thumbnail-candidate-%02d.jpg \
+                 -map [story] -frames:v 1 -c:v mjpeg -q:v 5 /out/storyboard.jpg"
+            ),
+            "thumbnail candidates (from frame 30 of a 10 s video at 30 fps, each with the frame 0.5 s on) and the \
+             storyboard are more outputs: {args}"
         );
         assert_eq!(args.matches(" -i ").count(), 1, "one input, decoded once");
     }
@@ -386,6 +460,27 @@ mod tests {
     }
 
     #[test]
+    fn paths_in_the_filter_graph_are_escaped_twice() {
+        assert_eq!(filter_path(Path::new("/plain/dir")), "/plain/dir");
+        // `:` ends an option value, `,` a filter, `'` quotes, at two levels.
+        assert_eq!(filter_path(Path::new("/a:b,c'd[e]")), "/a\\\\:b\\,c\\\\\\'d\\[e\\]");
+    }
+
+    #[test]
+    fn subtitle_streams_are_converted_by_demuxing_only() {
+        let mut m = media(aac("LC", 2, None));
+        m.subtitles = vec![
+            crate::media::SubtitleStream { index: 2, codec: "mov_text".into(), language: Some("eng".into()) },
+            crate::media::SubtitleStream { index: 3, codec: "subrip".into(), language: None },
+        ];
+        let args = joined(&subtitle_args(&m, Path::new("/in/src.mp4"), Path::new("/w")));
+        assert!(args.contains("-codec_whitelist mov_text,subrip "), "no picture or sound decoder: {args}");
+        assert!(args.contains(
+            "-map 0:2 -c:s webvtt -fs 1048577 -f webvtt /w/subtitles-2.vtt -map 0:3 -c:s webvtt -fs 1048577 -f webvtt /w/subtitles-3.vtt"
+        ), "{args}");
+    }
+
+    #[test]
     fn silent_sources_get_a_video_only_ladder() {
         let m = media(None);
         let plan = Plan::new(&m, &Ladder::default());
@@ -401,7 +496,7 @@ mod tests {
         let args = joined(&ladder_args(&m, &plan, Path::new("/in/src.mp4"), Path::new("/out")));
         assert!(
             args.contains(
-                "-filter_complex [0:0]scale=320:180:flags=bicubic,setsar=1,format=yuv420p,split=2[v0][t];[t]trim="
+                "-filter_complex [0:0]scale=320:180:flags=bicubic,setsar=1,format=yuv420p,split=3[v0][t][s];[t]select="
             ),
             "{args}"
         );

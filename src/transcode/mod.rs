@@ -1,9 +1,9 @@
 //! Probe → plan → encode → package: turning one source file into an HLS ladder
-//! in a directory.
+//! (with its thumbnail and seek previews) in a directory.
 //!
 //! This module knows nothing of queues, lectures or storage; the worker and
 //! the `vidpipe transcode` command both drive it. Layout of an output dir:
-//! `thumbnail.jpg`, `<rendition>/index.m3u8`, `<rendition>/init_N.mp4`
+//! `thumbnail.jpg`, `storyboard.jpg` and `storyboard.vtt`, `<rendition>/index.m3u8`, `<rendition>/init_N.mp4`
 //! (`init.mp4` for a one-rendition ladder), `<rendition>/seg_NNNNN.m4s`
 //! (fragmented MP4), and
 //! (after [`write_master_and_vod`]) `master.m3u8`.
@@ -12,16 +12,26 @@ pub mod command;
 pub mod ffmpeg;
 pub mod plan;
 pub mod playlist;
+pub mod previews;
 
 use std::path::Path;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::media::MediaInfo;
+use crate::media::{MediaInfo, SubtitleStream};
 use crate::tools::Tools;
 use ffmpeg::{FfmpegError, Watchdog};
 use plan::Plan;
+
+/// What an encode made besides the ladder.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Encoded {
+    /// The time of the frame kept as `thumbnail.jpg`, if one was.
+    pub thumbnail_time: Option<f64>,
+    /// `storyboard.jpg` and `storyboard.vtt` were written.
+    pub has_storyboard: bool,
+}
 
 /// Runs ffmpeg for one source.
 #[derive(Debug, Clone)]
@@ -31,8 +41,10 @@ pub struct Transcoder {
 }
 
 impl Transcoder {
-    /// Encodes every rendition and the thumbnail in one ffmpeg process,
-    /// reporting progress as a percentage on `progress`.
+    /// Encodes every rendition, the thumbnail candidates and the storyboard
+    /// in one ffmpeg process, reporting progress as a percentage on
+    /// `progress`; then keeps the best candidate as the thumbnail and
+    /// writes the storyboard's WebVTT.
     pub async fn encode(
         &self,
         media: &MediaInfo,
@@ -41,7 +53,7 @@ impl Transcoder {
         out_dir: &Path,
         cancel: &CancellationToken,
         progress: &watch::Sender<f64>,
-    ) -> Result<(), FfmpegError> {
+    ) -> Result<Encoded, FfmpegError> {
         for r in &plan.renditions {
             tokio::fs::create_dir_all(out_dir.join(r.name())).await.map_err(FfmpegError::Spawn)?;
         }
@@ -52,7 +64,10 @@ impl Transcoder {
         tokio::pin!(run);
         loop {
             tokio::select! {
-                result = &mut run => return result,
+                result = &mut run => {
+                    result?;
+                    return Ok(finish_previews(plan, out_dir).await);
+                }
                 Ok(()) = seconds_rx.changed() => {
                     // 100 is for "published", not "encoded".
                     let pct = (*seconds_rx.borrow() / duration * 100.0).clamp(0.0, 99.0);
@@ -61,6 +76,52 @@ impl Transcoder {
             }
         }
     }
+}
+
+impl Transcoder {
+    /// Converts the source's text subtitle streams to WebVTT files in
+    /// `out_dir`: one per stream that converted, with its stream. A stream
+    /// that fails leaves no file; the video does not depend on them.
+    pub async fn extract_subtitles(
+        &self,
+        media: &MediaInfo,
+        input: &Path,
+        out_dir: &Path,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<(SubtitleStream, std::path::PathBuf)>, FfmpegError> {
+        if media.subtitles.is_empty() {
+            return Ok(Vec::new());
+        }
+        tokio::fs::create_dir_all(out_dir).await.map_err(FfmpegError::Spawn)?;
+        let args = command::subtitle_args(media, input, out_dir);
+        let (seconds, _) = watch::channel(0.0);
+        ffmpeg::run(&self.tools.ffmpeg, &args, self.watchdog, cancel, &seconds).await?;
+        let mut found = Vec::new();
+        for stream in &media.subtitles {
+            let path = command::subtitle_file(out_dir, stream.index);
+            if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+                found.push((stream.clone(), path));
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// The thumbnail chosen from the candidates, and the storyboard's WebVTT
+/// for the duration actually encoded.
+async fn finish_previews(plan: &Plan, out_dir: &Path) -> Encoded {
+    let thumbnail_time = previews::choose_thumbnail(out_dir, &plan.previews, command::THUMBNAIL).await;
+    let mut has_storyboard = tokio::fs::try_exists(out_dir.join(previews::STORYBOARD_IMAGE)).await.unwrap_or(false);
+    if has_storyboard {
+        let mut duration = 0.0;
+        if let Some(r) = plan.renditions.first() {
+            let text = tokio::fs::read_to_string(out_dir.join(r.name()).join(command::MEDIA_PLAYLIST)).await;
+            duration = playlist::segment_durations(&text.unwrap_or_default()).iter().sum();
+        }
+        let vtt = plan.previews.storyboard.vtt(duration);
+        has_storyboard = tokio::fs::write(out_dir.join(previews::STORYBOARD_VTT), vtt).await.is_ok();
+    }
+    Encoded { thumbnail_time, has_storyboard }
 }
 
 /// Finishes an output directory in place (for `vidpipe transcode`): media

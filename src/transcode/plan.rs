@@ -10,6 +10,7 @@ use std::str::FromStr;
 
 use crate::domain::InvalidValue;
 use crate::media::{FrameRate, MediaInfo};
+use crate::transcode::previews::Previews;
 
 /// The rung heights configured for the ladder (`VIDPIPE_LADDER`), ascending.
 ///
@@ -272,6 +273,8 @@ pub struct Plan {
     pub audio: Audio,
     pub fps: FrameRate,
     pub duration_seconds: f64,
+    /// The thumbnail candidates and the storyboard grid.
+    pub previews: Previews,
 }
 
 impl Plan {
@@ -287,7 +290,18 @@ impl Plan {
         if renditions.is_empty() {
             renditions.push(Rendition::source_sized(media.width, media.height, fps, audio));
         }
-        Plan { renditions, audio, fps, duration_seconds: media.duration_seconds }
+        let largest = renditions.iter().max_by_key(|r| r.width * r.height).expect("at least one rendition");
+        let previews = Previews::new(media.duration_seconds, fps, largest.width, largest.height, None);
+        Plan { renditions, audio, fps, duration_seconds: media.duration_seconds, previews }
+    }
+
+    /// The plan with the thumbnail taken at `seconds` (asked for at
+    /// upload) instead of the first good candidate.
+    pub fn with_thumbnail_time(mut self, seconds: Option<f64>) -> Plan {
+        if let Some(largest) = self.renditions.iter().max_by_key(|r| r.width * r.height) {
+            self.previews = Previews::new(self.duration_seconds, self.fps, largest.width, largest.height, seconds);
+        }
+        self
     }
 }
 
@@ -334,6 +348,7 @@ mod tests {
             video_codec: "h264".into(),
             video_stream: 0,
             colour: crate::media::Colour::Sdr,
+            subtitles: Vec::new(),
         }
     }
 

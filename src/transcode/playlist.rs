@@ -5,6 +5,7 @@
 //! because ffmpeg 5.1 omits FRAME-RATE and drops any variant whose bitrate it
 //! cannot determine; the plan knows every variant's peak rate and codecs.
 
+use crate::captions::CaptionSummary;
 use crate::transcode::command::MEDIA_PLAYLIST;
 use crate::transcode::plan::Plan;
 
@@ -138,6 +139,81 @@ pub fn master(plan: &Plan) -> String {
     out
 }
 
+/// The subtitles group every variant names when captions exist.
+pub const SUBTITLES_GROUP: &str = "subs";
+const SUBTITLES_MEDIA: &str = "#EXT-X-MEDIA:TYPE=SUBTITLES,";
+
+/// The directory of a caption language's rendition: `captions-pt-BR`. One
+/// level deep, like a video rendition's, so the playback route that signs
+/// a rendition's segments serves it too.
+pub fn captions_dir(language: &str) -> String {
+    format!("captions-{language}")
+}
+
+/// The duration of each segment a media playlist lists (`EXTINF`), in order.
+pub fn segment_durations(playlist: &str) -> Vec<f64> {
+    playlist
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("#EXTINF:"))
+        .map(|rest| rest.split(',').next().unwrap_or_default().trim().parse().unwrap_or(0.0))
+        .collect()
+}
+
+/// A finished subtitles playlist: one WebVTT segment (`seg_NNNNN.vtt`) per
+/// media segment of `durations`, so both switch at the same times.
+pub fn subtitles(durations: &[f64]) -> String {
+    let target = durations.iter().fold(0.0f64, |a, &b| a.max(b)).ceil().max(1.0) as u64;
+    let mut out = format!(
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-PLAYLIST-TYPE:VOD\n"
+    );
+    for (i, d) in durations.iter().enumerate() {
+        out.push_str(&format!("#EXTINF:{d:.6},\n{}\n", subtitle_segment(i)));
+    }
+    out.push_str("#EXT-X-ENDLIST\n");
+    out
+}
+
+/// The name of a subtitles rendition's `i`th segment.
+pub fn subtitle_segment(i: usize) -> String {
+    format!("seg_{i:05}.vtt")
+}
+
+/// `master` with `tracks` as its subtitles renditions, replacing any it
+/// listed: an `EXT-X-MEDIA` line per language and `SUBTITLES=` on every
+/// variant. Captions are off until the viewer turns them on (`DEFAULT=NO`);
+/// `AUTOSELECT=YES` lets a player pick one from the viewer's language.
+pub fn with_subtitles(master: &str, tracks: &[CaptionSummary]) -> String {
+    let group = format!(",SUBTITLES=\"{SUBTITLES_GROUP}\"");
+    let mut media = String::new();
+    for t in tracks {
+        let name: String = t.label.chars().filter(|c| *c != '"' && !c.is_control()).collect();
+        media.push_str(&format!(
+            "{SUBTITLES_MEDIA}GROUP-ID=\"{SUBTITLES_GROUP}\",NAME=\"{name}\",LANGUAGE=\"{}\",DEFAULT=NO,AUTOSELECT=YES,\
+             URI=\"{}/{MEDIA_PLAYLIST}\"\n",
+            t.language,
+            captions_dir(&t.language)
+        ));
+    }
+    let mut out = String::with_capacity(master.len() + media.len() + 64);
+    let mut placed = false;
+    for line in master.lines().filter(|l| !l.starts_with(SUBTITLES_MEDIA)) {
+        if line.starts_with("#EXT-X-STREAM-INF:") {
+            if !placed {
+                out.push_str(&media);
+                placed = true;
+            }
+            out.push_str(&line.replace(&group, ""));
+            if !tracks.is_empty() {
+                out.push_str(&group);
+            }
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +281,7 @@ mod tests {
             video_codec: "h264".into(),
             video_stream: 0,
             colour: crate::media::Colour::Sdr,
+            subtitles: Vec::new(),
         };
         let text = master(&Plan::new(&media, &Ladder::default()));
         assert_eq!(text.matches("#EXT-X-STREAM-INF").count(), 3);
@@ -216,5 +293,38 @@ mod tests {
             text.contains("RESOLUTION=1280x720,FRAME-RATE=29.970,CODECS=\"avc1.64001f,mp4a.40.2\"\n720p/index.m3u8\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn captions_become_a_subtitles_group_that_every_variant_names() {
+        let plain = "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n\
+            #EXT-X-STREAM-INF:BANDWIDTH=1,CODECS=\"avc1\"\n240p/index.m3u8\n\
+            #EXT-X-STREAM-INF:BANDWIDTH=2,CODECS=\"avc1\"\n720p/index.m3u8\n";
+        let tracks = [
+            CaptionSummary { language: "en".into(), label: "English".into() },
+            CaptionSummary { language: "pt-BR".into(), label: "Portuguese \"(BR)\"".into() },
+        ];
+        let with = with_subtitles(plain, &tracks);
+        assert!(with.contains(
+            "#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"subs\",NAME=\"English\",LANGUAGE=\"en\",\
+             DEFAULT=NO,AUTOSELECT=YES,URI=\"captions-en/index.m3u8\"\n"
+        ), "{with}");
+        assert!(with.contains("NAME=\"Portuguese (BR)\",LANGUAGE=\"pt-BR\""), "{with}");
+        assert_eq!(with.matches(",SUBTITLES=\"subs\"\n").count(), 2, "{with}");
+        assert_eq!(with_subtitles(&with, &tracks), with, "rewriting keeps one group");
+        assert_eq!(with_subtitles(&with, &[]), plain, "and removing every track gives the plain master back");
+        assert_eq!(files(&with), files(plain), "EXT-X-MEDIA is not a segment line");
+    }
+
+    #[test]
+    fn a_subtitles_playlist_has_the_media_segments_durations() {
+        assert_eq!(segment_durations(EVENT), [6.0, 2.0]);
+        let text = subtitles(&segment_durations(EVENT));
+        assert_eq!(
+            text,
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:6\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-PLAYLIST-TYPE:VOD\n\
+             #EXTINF:6.000000,\nseg_00000.vtt\n#EXTINF:2.000000,\nseg_00001.vtt\n#EXT-X-ENDLIST\n"
+        );
+        assert_eq!(files(&text), ["seg_00000.vtt", "seg_00001.vtt"]);
     }
 }

@@ -13,14 +13,17 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::WorkerContext;
+use crate::captions::{cues, Captions, Language, Origin, StoredCaptions};
 use crate::domain::{now_ms, LectureId};
 use crate::events::{EventKind, EventLog};
 use crate::ingest::probe::{self, ProbeError};
 use crate::lectures::{Completion, Failure, Lecture, Published, RenditionSummary};
+use crate::media::MediaInfo;
+use crate::publish::captions::refresh;
 use crate::publish::{Publisher, StorageError};
 use crate::queue::{Claim, FailOutcome};
 use crate::status::LectureDocument;
-use crate::transcode::command::{MASTER_PLAYLIST, THUMBNAIL};
+use crate::transcode::command::MASTER_PLAYLIST;
 use crate::transcode::ffmpeg::FfmpegError;
 use crate::transcode::plan::Plan;
 
@@ -124,6 +127,7 @@ pub(super) async fn process(
                     speed = format!("{speed:.2}x"), "job completed"
                 );
                 remove_other_attempts(ctx, &id, tag).await;
+                publish_late_captions(ctx, &id, &published).await;
                 let _ = tokio::fs::remove_file(&lecture.source_path).await;
                 true
             }
@@ -207,8 +211,9 @@ async fn attempt(
         .map_err(|e| JobError::Internal(e.to_string()))?
         .ok_or(JobError::LectureGone)?;
     let media = probe::probe(&ctx.transcoder.tools.ffprobe, &lecture.source_path).await.map_err(JobError::Source)?;
-    let plan = Plan::new(&media, &ctx.ladder);
+    let plan = Plan::new(&media, &ctx.ladder).with_thumbnail_time(lecture.thumbnail_time);
     tokio::fs::create_dir_all(work).await.map_err(|e| JobError::Internal(format!("work directory: {e}")))?;
+    add_embedded_captions(ctx, &lecture, &media, work, cancel).await;
 
     let mut publisher = Publisher::new(ctx.storage.clone(), prefix.to_string(), work.to_path_buf());
     // Ship segments while ffmpeg writes the next ones. Encoding and
@@ -222,7 +227,7 @@ async fn attempt(
     let encode = async {
         let result = ctx.transcoder.encode(&media, &plan, &lecture.source_path, work, &stop_encode, progress).await;
         encoded.cancel();
-        result.map(|()| encode_started.elapsed())
+        result.map(|made| (made, encode_started.elapsed()))
     };
     let publish = async {
         loop {
@@ -253,18 +258,31 @@ async fn attempt(
     };
     let (encoded_result, published_result) = tokio::join!(encode, publish);
     published_result?;
-    let encode_time = encoded_result?;
-    // The encode writes it unless the video stream is shorter than a tenth
-    // of the container's duration: a lecture without a thumbnail is still a
+    let (made, encode_time) = encoded_result?;
+    // The encode makes one unless the video stream is much shorter than the
+    // container's duration: a lecture without a thumbnail is still a
     // lecture.
-    let has_thumbnail = tokio::fs::try_exists(work.join(THUMBNAIL)).await.unwrap_or(false);
-    if !has_thumbnail {
-        tracing::warn!(job = %claim.job_id, "no thumbnail: the video ends before 10% of the duration");
+    if made.thumbnail_time.is_none() {
+        tracing::warn!(job = %claim.job_id, "no thumbnail: the video stream ends before its candidates");
     }
-    publisher.finish(&plan).await?;
+    // Read now, so tracks added while encoding go out with the video;
+    // ones added from here on are published by the refresh after completion.
+    let captions =
+        ctx.lectures.captions().list(lecture.id.as_str()).await.map_err(|e| JobError::Internal(e.to_string()))?;
+    publisher.finish(&plan, &captions).await?;
+    for track in &captions {
+        ctx.lectures
+            .captions()
+            .mark_published(lecture.id.as_str(), &track.language, track.revision, prefix)
+            .await
+            .map_err(|e| JobError::Internal(e.to_string()))?;
+    }
     let published = Published {
         prefix: prefix.to_string(),
-        has_thumbnail,
+        has_thumbnail: made.thumbnail_time.is_some(),
+        thumbnail_time: made.thumbnail_time,
+        has_storyboard: made.has_storyboard,
+        captions: captions.iter().map(StoredCaptions::summary).collect(),
         renditions: plan
             .renditions
             .iter()
@@ -311,7 +329,10 @@ fn completed_document(ctx: &WorkerContext, lecture: &Lecture, published: &Publis
         published_prefix: Some(published.prefix.clone()),
         playable_prefix: None,
         has_thumbnail: published.has_thumbnail,
+        thumbnail_time: published.thumbnail_time,
+        has_storyboard: published.has_storyboard,
         renditions: published.renditions.clone(),
+        captions: published.captions.clone(),
         duration_seconds: Some(published.duration_seconds),
         ..lecture.clone()
     };
@@ -365,6 +386,52 @@ impl Heartbeat {
                 }
             }
         }
+    }
+}
+
+/// Text subtitle streams of the source become caption tracks, unless the
+/// lecture has one in that language already (an uploaded file wins). A
+/// stream that cannot be read is logged and skipped: captions never fail
+/// the video.
+async fn add_embedded_captions(
+    ctx: &WorkerContext,
+    lecture: &Lecture,
+    media: &MediaInfo,
+    work: &std::path::Path,
+    cancel: &CancellationToken,
+) {
+    let dir = work.join("subtitles");
+    let found = match ctx.transcoder.extract_subtitles(media, &lecture.source_path, &dir, cancel).await {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(lecture = %lecture.id, error = %e, "could not read the video's subtitle streams");
+            return;
+        }
+    };
+    for (stream, path) in found {
+        let bytes = tokio::fs::read(&path).await.unwrap_or_default();
+        let cues = match cues::parse(&bytes) {
+            Ok(cues) => cues,
+            Err(e) => {
+                tracing::warn!(lecture = %lecture.id, stream = stream.index, error = %e, "subtitle stream skipped");
+                continue;
+            }
+        };
+        let language = Language::of_stream(stream.language.as_deref());
+        let captions = Captions { language, origin: Origin::Embedded, cues };
+        if let Err(e) = ctx.lectures.captions().add_if_absent(lecture.id.as_str(), &captions).await {
+            tracing::warn!(lecture = %lecture.id, error = %e, "could not store a subtitle stream's captions");
+        }
+    }
+}
+
+/// Caption tracks stored between this attempt's last read and its
+/// completion are published now (see `publish::captions`).
+async fn publish_late_captions(ctx: &WorkerContext, id: &str, published: &Published) {
+    let Some(rendition) = published.renditions.first() else { return };
+    let store = ctx.lectures.captions();
+    if let Err(e) = refresh(&store, &ctx.storage, id, &published.prefix, &rendition.name, false).await {
+        tracing::warn!(lecture = %id, error = %e, "could not publish caption tracks added while encoding");
     }
 }
 

@@ -1,0 +1,251 @@
+//! Seek previews and the thumbnail, both made by the encode's own ffmpeg
+//! process from pictures it decodes anyway.
+//!
+//! **Storyboard.** One small picture every [`Storyboard::interval`] seconds,
+//! tiled into one JPEG sprite, and a WebVTT file whose cues name each tile
+//! (`storyboard.jpg#xywh=x,y,w,h`): the format Video.js, Mux and hls.js
+//! UIs read for previews over the seek bar. The interval grows with the
+//! duration so the sprite holds at most [`MAX_TILES`] tiles.
+//!
+//! **Thumbnail.** The frame at a time asked for at upload; otherwise the
+//! first good one of a few candidates from 10% of the duration on. The
+//! frame at 10% alone is often wrong for lectures: black, a blank slide, or
+//! halfway through a slide transition. Each candidate comes with the frame
+//! half a second later; ffmpeg writes every candidate as a JPEG and prints
+//! its luma statistics and the scene-change score of each pair. After the
+//! encode [`choose_thumbnail`] keeps a candidate that is neither black nor
+//! blank and does not change over that half second, without decoding again.
+
+use std::path::Path;
+
+use crate::media::FrameRate;
+
+pub const STORYBOARD_IMAGE: &str = "storyboard.jpg";
+pub const STORYBOARD_VTT: &str = "storyboard.vtt";
+/// Most tiles in a sprite: 10 × 10 at 160 px wide is about 1600 × 900.
+pub const MAX_TILES: u32 = 100;
+const TILE_WIDTH: u32 = 160;
+const COLUMNS: u32 = 10;
+/// Fewer seconds than this between tiles adds nothing a viewer can see.
+const MIN_INTERVAL: u32 = 2;
+/// Where default thumbnail candidates are, as fractions of the duration.
+const CANDIDATES: [f64; 6] = [0.10, 0.15, 0.20, 0.30, 0.40, 0.50];
+/// The second frame of a candidate's pair comes this much later.
+const PAIR_GAP_SECONDS: f64 = 0.5;
+/// Candidate JPEGs, numbered from 1 in the order ffmpeg writes them.
+pub const CANDIDATE_PATTERN: &str = "thumbnail-candidate-%02d.jpg";
+/// ffmpeg's `metadata` filter prints each candidate's statistics here.
+pub const CANDIDATE_STATS: &str = "thumbnail-candidates.txt";
+/// A picture whose brightest pixel is below this (8-bit, limited range,
+/// where black is 16) is black.
+const BLACK_MAX_LUMA: f64 = 48.0;
+/// A picture whose luma spans less than this is blank: one colour.
+const BLANK_LUMA_SPAN: f64 = 24.0;
+/// Scene-change scores between a candidate and the frame 0.5 s later above
+/// this mean it is changing: a transition, a fade, a camera pan.
+const STABLE_SCENE_SCORE: f64 = 0.05;
+
+/// What the encode makes besides the ladder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Previews {
+    pub storyboard: Storyboard,
+    /// Frame numbers (after the plan's frame rate) of the candidates, each
+    /// followed by its pair frame.
+    pub thumbnail_frames: Vec<u64>,
+    /// The candidates' first frames' times, in seconds.
+    pub thumbnail_times: Vec<f64>,
+}
+
+/// The storyboard's grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Storyboard {
+    /// Seconds between tiles.
+    pub interval: u32,
+    pub tile_width: u32,
+    pub tile_height: u32,
+    pub columns: u32,
+    pub rows: u32,
+}
+
+impl Previews {
+    /// For a video of `duration` seconds at `fps` whose largest rendition is
+    /// `width` × `height`; `thumbnail_time` as asked for at upload.
+    pub fn new(duration: f64, fps: FrameRate, width: u32, height: u32, thumbnail_time: Option<f64>) -> Previews {
+        let interval = ((duration / MAX_TILES as f64).ceil() as u32).max(MIN_INTERVAL);
+        let count = ((duration / interval as f64).ceil() as u32).clamp(1, MAX_TILES);
+        let columns = count.min(COLUMNS);
+        let tile_height = ((TILE_WIDTH as f64 * height as f64 / width.max(1) as f64 / 2.0).round() as u32 * 2).max(2);
+        let storyboard =
+            Storyboard { interval, tile_width: TILE_WIDTH, tile_height, columns, rows: count.div_ceil(columns) };
+        let rate = fps.as_f64();
+        let last_frame = ((duration * rate).floor() as u64).saturating_sub(1);
+        let times: Vec<f64> = match thumbnail_time {
+            Some(t) => vec![t.clamp(0.0, duration)],
+            None => CANDIDATES.iter().map(|f| duration * f).collect(),
+        };
+        let gap = ((PAIR_GAP_SECONDS * rate).round() as u64).max(1);
+        let mut thumbnail_frames = Vec::new();
+        let mut thumbnail_times = Vec::new();
+        for t in times {
+            let frame = ((t * rate).floor() as u64).min(last_frame);
+            if thumbnail_frames.last().is_some_and(|&f| f >= frame) {
+                continue;
+            }
+            thumbnail_frames.extend([frame, frame + gap]);
+            thumbnail_times.push(frame as f64 / rate);
+        }
+        Previews { storyboard, thumbnail_frames, thumbnail_times }
+    }
+}
+
+impl Storyboard {
+    /// The WebVTT file naming each tile of the sprite, for a video of
+    /// `duration` seconds (as published: it may be shorter than planned).
+    pub fn vtt(&self, duration: f64) -> String {
+        let count = ((duration / self.interval as f64).ceil() as u32).clamp(1, self.columns * self.rows);
+        let mut out = String::from("WEBVTT\n");
+        for i in 0..count {
+            let start = (i * self.interval) as u64 * 1000;
+            let end = (((i + 1) * self.interval) as f64).min(duration.max(0.001)) * 1000.0;
+            let (x, y) = ((i % self.columns) * self.tile_width, (i / self.columns) * self.tile_height);
+            out.push_str(&format!(
+                "\n{} --> {}\n{STORYBOARD_IMAGE}#xywh={x},{y},{},{}\n",
+                crate::captions::cues::timestamp(start),
+                crate::captions::cues::timestamp(end.round() as u64),
+                self.tile_width,
+                self.tile_height
+            ));
+        }
+        out
+    }
+}
+
+/// One candidate frame's statistics, from the `metadata` filter's output.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct FrameStats {
+    scene: f64,
+    luma_min: f64,
+    luma_max: f64,
+}
+
+impl FrameStats {
+    fn defective(&self) -> bool {
+        self.luma_max < BLACK_MAX_LUMA || self.luma_max - self.luma_min < BLANK_LUMA_SPAN
+    }
+}
+
+/// Frames in the order printed.
+fn read_stats(text: &str) -> Vec<FrameStats> {
+    let mut frames = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("frame:") {
+            frames.push(FrameStats::default());
+            continue;
+        }
+        let (Some(frame), Some((key, value))) = (frames.last_mut(), line.split_once('=')) else { continue };
+        let value: f64 = value.trim().parse().unwrap_or(0.0);
+        match key {
+            "lavfi.scene_score" => frame.scene = value,
+            "lavfi.signalstats.YMIN" => frame.luma_min = value,
+            "lavfi.signalstats.YMAX" => frame.luma_max = value,
+            _ => {}
+        }
+    }
+    frames
+}
+
+/// Which candidate to keep, by index: the first that is neither black nor
+/// blank and still 0.5 s later; else the stillest good one; else the one
+/// with the most contrast.
+fn pick(frames: &[FrameStats], candidates: usize) -> Option<usize> {
+    let pairs: Vec<(usize, FrameStats, f64)> = (0..candidates)
+        .filter_map(|i| {
+            let first = *frames.get(2 * i)?;
+            // The pair frame's score compares it with the candidate; a
+            // candidate at the very end has no pair and counts as still.
+            let change = frames.get(2 * i + 1).map_or(0.0, |f| f.scene);
+            Some((i, first, change))
+        })
+        .collect();
+    let good = || pairs.iter().filter(|(_, f, _)| !f.defective());
+    good()
+        .find(|(_, _, change)| *change <= STABLE_SCENE_SCORE)
+        .or_else(|| good().min_by(|a, b| a.2.total_cmp(&b.2)))
+        .or_else(|| pairs.iter().max_by(|a, b| (a.1.luma_max - a.1.luma_min).total_cmp(&(b.1.luma_max - b.1.luma_min))))
+        .map(|(i, _, _)| *i)
+}
+
+/// After the encode: keeps the chosen candidate as `thumbnail` in
+/// `out_dir`, removes the others and their statistics, and returns the
+/// chosen frame's time. `None` when no candidate was written (a video
+/// stream shorter than its container claims).
+pub async fn choose_thumbnail(out_dir: &Path, previews: &Previews, thumbnail: &str) -> Option<f64> {
+    let stats = tokio::fs::read_to_string(out_dir.join(CANDIDATE_STATS)).await.unwrap_or_default();
+    let frames = read_stats(&stats);
+    let file = |n: usize| out_dir.join(CANDIDATE_PATTERN.replace("%02d", &format!("{:02}", n + 1)));
+    let chosen = pick(&frames, previews.thumbnail_times.len()).filter(|&i| std::fs::metadata(file(2 * i)).is_ok());
+    if let Some(i) = chosen {
+        if tokio::fs::rename(file(2 * i), out_dir.join(thumbnail)).await.is_err() {
+            return None;
+        }
+    }
+    for n in 0..previews.thumbnail_frames.len() {
+        let _ = tokio::fs::remove_file(file(n)).await;
+    }
+    let _ = tokio::fs::remove_file(out_dir.join(CANDIDATE_STATS)).await;
+    chosen.map(|i| previews.thumbnail_times[i])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FPS: FrameRate = FrameRate { num: 30, den: 1 };
+
+    #[test]
+    fn the_storyboard_stays_bounded_and_names_every_tile() {
+        let short = Previews::new(30.0, FPS, 1280, 720, None).storyboard;
+        assert_eq!((short.interval, short.columns, short.rows, short.tile_height), (2, 10, 2, 90));
+        let long = Previews::new(2.0 * 3600.0, FPS, 1280, 720, None).storyboard;
+        assert_eq!(long.interval, 72);
+        assert!(long.columns * long.rows <= MAX_TILES);
+        let portrait = Previews::new(5.0, FPS, 720, 1280, None).storyboard;
+        assert_eq!((portrait.columns, portrait.rows, portrait.tile_height), (3, 1, 284));
+        let vtt = short.vtt(29.5);
+        assert_eq!(vtt.matches("#xywh=").count(), 15);
+        assert!(vtt.starts_with("WEBVTT\n\n00:00:00.000 --> 00:00:02.000\nstoryboard.jpg#xywh=0,0,160,90\n"), "{vtt}");
+        assert!(vtt.contains("00:00:20.000 --> 00:00:22.000\nstoryboard.jpg#xywh=0,90,160,90\n"), "{vtt}");
+        assert!(vtt.ends_with("00:00:28.000 --> 00:00:29.500\nstoryboard.jpg#xywh=640,90,160,90\n"), "{vtt}");
+    }
+
+    #[test]
+    fn candidates_come_in_pairs_and_a_requested_time_is_the_only_one() {
+        let default = Previews::new(100.0, FPS, 1280, 720, None);
+        assert_eq!(default.thumbnail_frames[..4], [300, 315, 450, 465]);
+        assert_eq!(default.thumbnail_times, [10.0, 15.0, 20.0, 30.0, 40.0, 50.0]);
+        let asked = Previews::new(100.0, FPS, 1280, 720, Some(42.5));
+        assert_eq!((asked.thumbnail_frames, asked.thumbnail_times), (vec![1275, 1290], vec![42.5]));
+        let past_end = Previews::new(10.0, FPS, 1280, 720, Some(99.0));
+        assert_eq!(past_end.thumbnail_frames[0], 299);
+    }
+
+    fn stats(scene: f64, min: f64, max: f64) -> String {
+        format!("frame:0 pts:1 pts_time:1\nlavfi.scene_score={scene}\nlavfi.signalstats.YMIN={min}\nlavfi.signalstats.YMAX={max}\n")
+    }
+
+    #[test]
+    fn black_blank_and_changing_candidates_are_passed_over() {
+        let black = stats(0.0, 16.0, 30.0) + &stats(0.0, 16.0, 30.0);
+        let blank = stats(0.3, 200.0, 222.0) + &stats(0.0, 200.0, 222.0);
+        let fading = stats(0.4, 16.0, 235.0) + &stats(0.2, 16.0, 235.0);
+        let slide = stats(0.3, 16.0, 235.0) + &stats(0.001, 16.0, 235.0);
+        let frames = read_stats(&(black.clone() + &blank + &fading + &slide));
+        assert_eq!(frames.len(), 8);
+        assert_eq!(pick(&frames, 4), Some(3), "the still slide");
+        let frames = read_stats(&(black.clone() + &fading + &blank));
+        assert_eq!(pick(&frames, 3), Some(1), "no still one: the good one that changes least");
+        let frames = read_stats(&(black + &blank));
+        assert_eq!(pick(&frames, 2), Some(1), "all defective: the most contrast");
+        assert_eq!(pick(&[], 2), None);
+    }
+}
