@@ -5,6 +5,7 @@
 //! ffprobe at upload, and never writes job state except through the queue.
 
 pub mod access;
+mod captions;
 mod direct;
 pub mod error;
 mod events;
@@ -73,6 +74,8 @@ pub fn router(state: AppState) -> Router {
     let public = Router::new()
         .route("/api/lectures/{id}/master.m3u8", get(playback::master))
         .route("/api/lectures/{id}/thumbnail.jpg", get(playback::thumbnail))
+        .route("/api/lectures/{id}/storyboard.jpg", get(playback::storyboard_image))
+        .route("/api/lectures/{id}/storyboard.vtt", get(playback::storyboard))
         .route("/api/lectures/{id}/viewing", get(playback::viewing))
         .route("/api/lectures/{id}/{rendition}/index.m3u8", get(playback::media))
         .route("/api/health", get(ops::liveness))
@@ -101,6 +104,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/health/queue", get(ops::health))
         .route("/api/metrics", get(ops::api_metrics))
         .route("/api/lectures/{id}/events", get(events::lecture))
+        .route("/api/lectures/{id}/captions", post(captions::put).layer(DefaultBodyLimit::max(captions::BODY_LIMIT)))
         .route_layer(keyed(Scope::Upload));
     // A browser with a one-time URL: the URL is its credential.
     let browsers = Router::new()

@@ -10,7 +10,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{direct, events, jobs, lectures, ops, playback, upload, uploads};
+use super::{captions, direct, events, jobs, lectures, ops, playback, upload, uploads};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -37,6 +37,7 @@ use super::{direct, events, jobs, lectures, ops, playback, upload, uploads};
         lectures::list,
         lectures::get,
         lectures::delete,
+        captions::put,
         jobs::list,
         jobs::get,
         jobs::retry,
@@ -50,6 +51,8 @@ use super::{direct, events, jobs, lectures, ops, playback, upload, uploads};
         playback::master,
         playback::media,
         playback::thumbnail,
+        playback::storyboard,
+        playback::storyboard_image,
         playback::viewing,
         ops::liveness,
         ops::health,

@@ -28,6 +28,7 @@ use crate::lectures::Lecture;
 use crate::publish::StorageError;
 use crate::transcode::command::{MASTER_PLAYLIST, MEDIA_PLAYLIST, THUMBNAIL};
 use crate::transcode::playlist;
+use crate::transcode::previews::{STORYBOARD_IMAGE, STORYBOARD_VTT};
 
 /// The prefix to play from: the completed video, or while the job runs the
 /// attempt that is already playable (progressive publishing).
@@ -142,10 +143,52 @@ pub async fn thumbnail(State(app): State<AppState>, Path(raw): Path<String>) -> 
     if !lecture.has_thumbnail {
         return Err(ApiError::NotFound(format!("lecture `{raw}` has no thumbnail")));
     }
-    let key = format!("{prefix}/{THUMBNAIL}");
-    let url = match app.storage.presigned_url(&key).await.map_err(storage_error)? {
+    redirect(&app, &format!("{prefix}/{THUMBNAIL}")).await
+}
+
+/// `GET /api/lectures/{id}/storyboard.vtt`: the seek-preview cues, served
+/// as stored. Their relative `storyboard.jpg#xywh=…` references resolve to
+/// the route below.
+#[utoipa::path(get, path = "/api/lectures/{id}/storyboard.vtt", tag = "playback",
+    params(("id" = String, Path, description = "The lecture's id")),
+    responses((status = 200, description = "WebVTT; each cue names a tile of `storyboard.jpg`", content_type = "text/vtt", body = String),
+        (status = 404, description = "No such lecture, or no storyboard", body = super::error::ErrorBody)))]
+pub async fn storyboard(State(app): State<AppState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
+    let prefix = with_storyboard(&app, &raw).await?;
+    let bytes = app.storage.get_bytes(&format!("{prefix}/{STORYBOARD_VTT}")).await.map_err(storage_error)?;
+    let mut response = bytes.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/vtt; charset=utf-8"));
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    Ok(response)
+}
+
+/// `GET /api/lectures/{id}/storyboard.jpg`: a redirect to the sprite.
+#[utoipa::path(get, path = "/api/lectures/{id}/storyboard.jpg", tag = "playback",
+    params(("id" = String, Path, description = "The lecture's id")),
+    responses((status = 307, description = "Redirects to the sprite (a signed link for a private bucket)",
+            headers(("Location" = String, description = "The sprite's URL"))),
+        (status = 404, description = "No such lecture, or no storyboard", body = super::error::ErrorBody)))]
+pub async fn storyboard_image(State(app): State<AppState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
+    let prefix = with_storyboard(&app, &raw).await?;
+    redirect(&app, &format!("{prefix}/{STORYBOARD_IMAGE}")).await
+}
+
+/// The completed video's prefix, if it has seek previews.
+async fn with_storyboard(app: &AppState, raw: &str) -> Result<String, ApiError> {
+    let (lecture, prefix) = published(app, raw).await?;
+    match lecture.published_prefix {
+        Some(_) if lecture.has_storyboard => Ok(prefix),
+        _ => Err(ApiError::NotFound(format!("lecture `{raw}` has no storyboard"))),
+    }
+}
+
+/// A temporary redirect to the object at `key`, signed when storage is
+/// private.
+async fn redirect(app: &AppState, key: &str) -> Result<Response, ApiError> {
+    let url = match app.storage.presigned_url(key).await.map_err(storage_error)? {
         Some(signed) => signed,
-        None => app.storage.url(&key),
+        None => app.storage.url(key),
     };
     let mut response = Redirect::temporary(&url).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

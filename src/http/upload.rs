@@ -22,7 +22,7 @@ use crate::domain::LectureId;
 use crate::ingest::direct::Grant;
 use crate::ingest::FORM_OVERHEAD;
 
-/// The upload form, at most 8 parts. The server reads other text fields
+/// The upload form, at most 10 parts. The server reads other text fields
 /// (bounded) and ignores them, as the API we replace did, but they are not
 /// part of the contract.
 #[derive(ToSchema)]
@@ -40,6 +40,20 @@ pub struct UploadForm {
     /// Lower runs first: a whole number from -1000 to 1000 (default 0).
     #[schema(value_type = String, required = false, pattern = "^-?(1000|[0-9]{1,3})$")]
     priority: Option<i64>,
+    /// Captions for the video: WebVTT or SRT, UTF-8, at most 1 MiB. Needs
+    /// `captionsLanguage`. Subtitle streams inside the video become
+    /// captions too; this file wins for its language.
+    #[schema(value_type = String, format = Binary, content_media_type = "text/vtt", required = false)]
+    captions: Option<Vec<u8>>,
+    /// The captions' language: a BCP 47 tag whose language is an ISO 639
+    /// code (`en`, `pt-BR`).
+    #[schema(required = false, max_length = 35)]
+    captions_language: Option<String>,
+    /// Seconds from the start of the frame to use as the thumbnail; by
+    /// default the first frame from 10% of the duration on that is not
+    /// black, blank or in a transition. Past the end of the video: 400.
+    #[schema(value_type = String, required = false, pattern = "^[0-9]+(\\.[0-9]+)?$")]
+    thumbnail_time: Option<f64>,
 }
 
 /// What an accepted upload answers (202).
@@ -65,9 +79,9 @@ pub struct UploadAccepted {
         (status = 202, body = UploadAccepted, headers(("Location" = String, description = "`/api/lectures/{lectureId}`"))),
         (status = 400, description = "A field is missing or invalid", body = ErrorBody),
         (status = 408, description = "The body paused too long", body = ErrorBody),
-        (status = 413, description = "Larger than the upload limit", body = ErrorBody),
+        (status = 413, description = "Larger than the upload limit, or captions over 1 MiB", body = ErrorBody),
         (status = 415, description = "Not a video vidpipe takes", body = ErrorBody),
-        (status = 422, description = "A video that cannot be decoded", body = ErrorBody),
+        (status = 422, description = "A video that cannot be decoded, or captions that are not valid WebVTT or SRT", body = ErrorBody),
         (status = 429, description = "Too many uploads from this caller; see Retry-After", body = ErrorBody),
         (status = 503, description = "All upload or probe slots are busy; see Retry-After", body = ErrorBody),
         (status = 507, description = "The server is low on disk space", body = ErrorBody)),
