@@ -151,6 +151,9 @@ pub fn decoder_names(codec: &str) -> Vec<String> {
         "ac3" => &["ac3", "ac3_fixed"],
         "amr_nb" => &["amrnb", "libopencore_amrnb"],
         "amr_wb" => &["amrwb", "libopencore_amrwb"],
+        // Subtitles: ffmpeg's decoder names are not always the codec's.
+        "subrip" => &["subrip", "srt"],
+        "ass" | "ssa" => &["ass", "ssa"],
         other => return vec![other.to_string()],
     };
     names.iter().map(|n| n.to_string()).collect()

@@ -94,7 +94,8 @@ pub async fn put(
         }
     }
     let file = file.ok_or_else(|| ApiError::BadRequest(format!("missing field `{CAPTIONS_FIELD}`")))?;
-    let language = language.ok_or_else(|| ApiError::BadRequest(format!("missing field `{CAPTIONS_LANGUAGE_FIELD}`")))?;
+    let language =
+        language.ok_or_else(|| ApiError::BadRequest(format!("missing field `{CAPTIONS_LANGUAGE_FIELD}`")))?;
     let captions = Captions::from_file(&language, &file)?;
     let store = app.lectures.captions();
     let created = store.put(id.as_str(), &captions).await?;

@@ -314,13 +314,13 @@ fn filter_graph(media: &MediaInfo, plan: &Plan, out_dir: &Path) -> String {
     for i in smaller {
         graph.push_str(&format!(";[c{i}]{}[v{i}]", scale(&plan.renditions[i])));
     }
-    // The candidate frames pass the first select; the second scores each
-    // against the one before (its pair's first frame). JPEG wants
+    // The candidate frames pass the select; scdet measures how much each
+    // differs from the one before (its pair's first frame). JPEG wants
     // full-range YUV, the statistics are taken before.
     let previews = &plan.previews;
     let frames: Vec<String> = previews.thumbnail_frames.iter().map(|f| format!("eq(n\\,{f})")).collect();
     graph.push_str(&format!(
-        ";[t]select={},select=gte(scene\\,0),signalstats,metadata=mode=print:file={},format=yuvj420p[thumb]",
+        ";[t]select={},scdet=threshold=100,signalstats,metadata=mode=print:file={},format=yuvj420p[thumb]",
         frames.join("+"),
         filter_path(&out_dir.join(previews::CANDIDATE_STATS))
     ));
@@ -397,7 +397,7 @@ mod tests {
                 "-filter_complex [0:0]scale=1280:720:flags=bicubic,setsar=1,format=yuv420p,split=5[v2][c0][c1][t][s];\
                  [c0]scale=426:240:flags=bicubic,setsar=1[v0];[c1]scale=640:360:flags=bicubic,setsar=1[v1];\
                  [t]select=eq(n\\,30)+eq(n\\,45)+eq(n\\,60)+eq(n\\,75)+eq(n\\,90)+eq(n\\,105)+eq(n\\,120)+eq(n\\,135)+eq(n\\,150)+eq(n\\,165),\
-                 select=gte(scene\\,0),signalstats,metadata=mode=print:file=/out/thumbnail-candidates.txt,format=yuvj420p[thumb];\
+                 scdet=threshold=100,signalstats,metadata=mode=print:file=/out/thumbnail-candidates.txt,format=yuvj420p[thumb];\
                  [s]fps=1/2,scale=160:90:flags=bicubic,setsar=1,tile=5x1,format=yuvj420p[story] "
             ),
             "{args}"
@@ -474,7 +474,7 @@ mod tests {
             crate::media::SubtitleStream { index: 3, codec: "subrip".into(), language: None },
         ];
         let args = joined(&subtitle_args(&m, Path::new("/in/src.mp4"), Path::new("/w")));
-        assert!(args.contains("-codec_whitelist mov_text,subrip "), "no picture or sound decoder: {args}");
+        assert!(args.contains("-codec_whitelist mov_text,subrip,srt "), "no picture or sound decoder: {args}");
         assert!(args.contains(
             "-map 0:2 -c:s webvtt -fs 1048577 -f webvtt /w/subtitles-2.vtt -map 0:3 -c:s webvtt -fs 1048577 -f webvtt /w/subtitles-3.vtt"
         ), "{args}");

@@ -12,7 +12,7 @@
 //! frame at 10% alone is often wrong for lectures: black, a blank slide, or
 //! halfway through a slide transition. Each candidate comes with the frame
 //! half a second later; ffmpeg writes every candidate as a JPEG and prints
-//! its luma statistics and the scene-change score of each pair. After the
+//! its luma statistics and how much each pair differs. After the
 //! encode [`choose_thumbnail`] keeps a candidate that is neither black nor
 //! blank and does not change over that half second, without decoding again.
 
@@ -41,9 +41,12 @@ pub const CANDIDATE_STATS: &str = "thumbnail-candidates.txt";
 const BLACK_MAX_LUMA: f64 = 48.0;
 /// A picture whose luma spans less than this is blank: one colour.
 const BLANK_LUMA_SPAN: f64 = 24.0;
-/// Scene-change scores between a candidate and the frame 0.5 s later above
-/// this mean it is changing: a transition, a fade, a camera pan.
-const STABLE_SCENE_SCORE: f64 = 0.05;
+/// A candidate whose mean absolute difference from the frame 0.5 s later
+/// is above this (percent of full scale) is changing: a slide transition,
+/// a fade, a camera pan. A fade measures about 16, moving test patterns
+/// 2 to 4, a still slide 0. (Not ffmpeg's scene score: that one is built
+/// to ignore fades.)
+const STILL_DIFFERENCE: f64 = 1.0;
 
 /// What the encode makes besides the ladder.
 #[derive(Debug, Clone, PartialEq)]
@@ -123,7 +126,8 @@ impl Storyboard {
 /// One candidate frame's statistics, from the `metadata` filter's output.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct FrameStats {
-    scene: f64,
+    /// Mean absolute difference from the frame before it, in percent.
+    change: f64,
     luma_min: f64,
     luma_max: f64,
 }
@@ -145,7 +149,7 @@ fn read_stats(text: &str) -> Vec<FrameStats> {
         let (Some(frame), Some((key, value))) = (frames.last_mut(), line.split_once('=')) else { continue };
         let value: f64 = value.trim().parse().unwrap_or(0.0);
         match key {
-            "lavfi.scene_score" => frame.scene = value,
+            "lavfi.scd.mafd" => frame.change = value,
             "lavfi.signalstats.YMIN" => frame.luma_min = value,
             "lavfi.signalstats.YMAX" => frame.luma_max = value,
             _ => {}
@@ -161,15 +165,15 @@ fn pick(frames: &[FrameStats], candidates: usize) -> Option<usize> {
     let pairs: Vec<(usize, FrameStats, f64)> = (0..candidates)
         .filter_map(|i| {
             let first = *frames.get(2 * i)?;
-            // The pair frame's score compares it with the candidate; a
+            // The pair frame's difference is from the candidate; a
             // candidate at the very end has no pair and counts as still.
-            let change = frames.get(2 * i + 1).map_or(0.0, |f| f.scene);
+            let change = frames.get(2 * i + 1).map_or(0.0, |f| f.change);
             Some((i, first, change))
         })
         .collect();
     let good = || pairs.iter().filter(|(_, f, _)| !f.defective());
     good()
-        .find(|(_, _, change)| *change <= STABLE_SCENE_SCORE)
+        .find(|(_, _, change)| *change <= STILL_DIFFERENCE)
         .or_else(|| good().min_by(|a, b| a.2.total_cmp(&b.2)))
         .or_else(|| pairs.iter().max_by(|a, b| (a.1.luma_max - a.1.luma_min).total_cmp(&(b.1.luma_max - b.1.luma_min))))
         .map(|(i, _, _)| *i)
@@ -229,16 +233,16 @@ mod tests {
         assert_eq!(past_end.thumbnail_frames[0], 299);
     }
 
-    fn stats(scene: f64, min: f64, max: f64) -> String {
-        format!("frame:0 pts:1 pts_time:1\nlavfi.scene_score={scene}\nlavfi.signalstats.YMIN={min}\nlavfi.signalstats.YMAX={max}\n")
+    fn stats(change: f64, min: f64, max: f64) -> String {
+        format!("frame:0 pts:1 pts_time:1\nlavfi.scd.mafd={change}\nlavfi.scd.score=0\nlavfi.signalstats.YMIN={min}\nlavfi.signalstats.YMAX={max}\n")
     }
 
     #[test]
     fn black_blank_and_changing_candidates_are_passed_over() {
         let black = stats(0.0, 16.0, 30.0) + &stats(0.0, 16.0, 30.0);
-        let blank = stats(0.3, 200.0, 222.0) + &stats(0.0, 200.0, 222.0);
-        let fading = stats(0.4, 16.0, 235.0) + &stats(0.2, 16.0, 235.0);
-        let slide = stats(0.3, 16.0, 235.0) + &stats(0.001, 16.0, 235.0);
+        let blank = stats(30.0, 200.0, 222.0) + &stats(0.0, 200.0, 222.0);
+        let fading = stats(40.0, 16.0, 235.0) + &stats(15.6, 16.0, 235.0);
+        let slide = stats(30.0, 16.0, 235.0) + &stats(0.01, 16.0, 235.0);
         let frames = read_stats(&(black.clone() + &blank + &fading + &slide));
         assert_eq!(frames.len(), 8);
         assert_eq!(pick(&frames, 4), Some(3), "the still slide");

@@ -1,5 +1,6 @@
 //! End-to-end tests: the real server, real ffmpeg, real SQLite.
 
+mod captions;
 mod colour;
 mod direct;
 mod helpers;
@@ -8,6 +9,7 @@ mod lifecycle;
 mod openapi;
 mod operations;
 mod operator;
+mod previews;
 mod progressive;
 mod rejections;
 mod reliability;
