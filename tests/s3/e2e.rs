@@ -22,13 +22,16 @@ fn s3_app_config(server: &S3Server, adjust: impl FnOnce(&mut S3Config)) -> Stora
 }
 
 /// The objects a completed lecture must have, from its own playlists:
-/// master, thumbnail, and per rendition the playlist and every file it
-/// names (initialization section and segments).
+/// master, thumbnail, storyboard, and per rendition (video or captions)
+/// the playlist and every file it names (initialization section and
+/// segments).
 async fn expected_objects(server: &S3Server, prefix: &str, renditions: &[String]) -> BTreeSet<String> {
     use object_store::ObjectStoreExt;
     let client = server.client();
-    let mut keys =
-        BTreeSet::from([format!("{PREFIX}/{prefix}/master.m3u8"), format!("{PREFIX}/{prefix}/thumbnail.jpg")]);
+    let mut keys: BTreeSet<String> = ["master.m3u8", "thumbnail.jpg", "storyboard.jpg", "storyboard.vtt"]
+        .iter()
+        .map(|file| format!("{PREFIX}/{prefix}/{file}"))
+        .collect();
     for name in renditions {
         let playlist_key = format!("{PREFIX}/{prefix}/{name}/index.m3u8");
         let bytes = client.get(&playlist_key.as_str().into()).await.unwrap().bytes().await.unwrap();
@@ -46,6 +49,15 @@ fn renditions(doc: &Value) -> Vec<String> {
     doc["renditions"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap().to_string()).collect()
 }
 
+/// The video renditions and the caption tracks: each a directory with a playlist.
+fn playlist_dirs(doc: &Value) -> Vec<String> {
+    let captions = doc["captions"].as_array().unwrap().iter();
+    renditions(doc)
+        .into_iter()
+        .chain(captions.map(|c| format!("captions-{}", c["language"].as_str().unwrap())))
+        .collect()
+}
+
 /// Published prefix (`<lecture>/<attempt>`) from a signed videoLink's lecture.
 async fn only_attempt(server: &S3Server, id: &str) -> String {
     let keys = server.objects().await;
@@ -61,7 +73,7 @@ async fn only_attempt(server: &S3Server, id: &str) -> String {
 /// Every object of the lecture exists, nothing else, with the right type.
 async fn assert_published_exactly(server: &S3Server, id: &str, doc: &Value) {
     let prefix = only_attempt(server, id).await;
-    let expected = expected_objects(server, &prefix, &renditions(doc)).await;
+    let expected = expected_objects(server, &prefix, &playlist_dirs(doc)).await;
     let actual: BTreeSet<String> = server.objects().await.into_iter().collect();
     assert_eq!(actual, expected, "the bucket holds exactly the lecture's files");
     use object_store::{Attribute, GetOptions, ObjectStore};
@@ -74,6 +86,7 @@ async fn assert_published_exactly(server: &S3Server, id: &str, doc: &Value) {
             "m3u8" => "application/vnd.apple.mpegurl",
             "m4s" | "mp4" => "video/mp4",
             "jpg" => "image/jpeg",
+            "vtt" => "text/vtt; charset=utf-8",
             other => panic!("unexpected object type {other}: {key}"),
         };
         assert_eq!(content_type, want, "Content-Type of {key}");
@@ -130,6 +143,42 @@ async fn an_upload_is_published_to_s3_plays_through_signed_links_and_delete_remo
     }
     let thumb = reqwest::get(doc["thumbnailLink"].as_str().unwrap()).await.unwrap();
     assert_eq!((thumb.status().as_u16(), thumb.headers()["content-type"].to_str().unwrap()), (200, "image/jpeg"));
+
+    // Seek previews through the API: the cues as stored, the sprite by a
+    // signed redirect (what the cues' relative references resolve to).
+    let storyboard = doc["storyboardLink"].as_str().unwrap();
+    assert_eq!(storyboard, format!("{}/api/lectures/{id}/storyboard.vtt", app.base));
+    let cues = reqwest::get(storyboard).await.unwrap();
+    assert_eq!(cues.headers()["content-type"], "text/vtt; charset=utf-8");
+    assert!(cues.text().await.unwrap().contains("\nstoryboard.jpg#xywh=0,0,160,90\n"));
+    let sprite = reqwest::get(storyboard.replace(".vtt", ".jpg")).await.unwrap();
+    assert!(sprite.url().as_str().contains("X-Amz-Signature="), "redirected to a signed URL: {}", sprite.url());
+    assert_eq!((sprite.status().as_u16(), sprite.headers()["content-type"].to_str().unwrap()), (200, "image/jpeg"));
+
+    // Captions added later are published to the bucket and served like a
+    // rendition: segments signed.
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "captions",
+            reqwest::multipart::Part::bytes(b"WEBVTT\n\n00:01.000 --> 00:02.500\nHi\n".to_vec()).file_name("en.vtt"),
+        )
+        .text("captionsLanguage", "en");
+    let stored =
+        app.client.post(format!("{}/api/lectures/{id}/captions", app.base)).multipart(form).send().await.unwrap();
+    assert_eq!(stored.status(), 201);
+    let stored: Value = stored.json().await.unwrap();
+    let captions = format!("{}/api/lectures/{id}/captions-en/index.m3u8", app.base);
+    assert_eq!(stored["link"], captions.as_str());
+    let master = app.client.get(link).send().await.unwrap().text().await.unwrap();
+    assert!(master.contains("URI=\"captions-en/index.m3u8\"") && master.contains("SUBTITLES=\"subs\""), "{master}");
+    let playlist = app.client.get(&captions).send().await.unwrap().text().await.unwrap();
+    let vtt = playlist.lines().find(|l| l.starts_with("http")).expect("signed caption segments");
+    assert!(vtt.starts_with(&server.endpoint()) && vtt.contains("X-Amz-Signature="), "{vtt}");
+    let got = reqwest::get(vtt).await.unwrap();
+    assert_eq!(got.headers()["content-type"], "text/vtt; charset=utf-8");
+    assert!(got.text().await.unwrap().contains("00:00:01.000 --> 00:00:02.500\nHi"));
+    let doc = app.wait_for(&id, "completed", Duration::from_secs(1)).await;
+    assert_published_exactly(&server, &id, &doc).await;
 
     assert!(files_under(&app.data_dir.path().join("work")).is_empty(), "work files removed");
     assert!(!app.data_dir.path().join("media").exists(), "nothing published to the local disk");
