@@ -10,7 +10,7 @@ use std::path::Path;
 
 use crate::media::{decoder_limits, decoder_names, Colour, MediaInfo};
 use crate::transcode::plan::{Audio, Plan, Rendition};
-use crate::transcode::previews;
+use crate::transcode::previews::{self, Storyboard};
 
 /// x264 preset of every rendition. With one decode for the whole ladder,
 /// capped CRF and the tuning below it matches the old design's `medium` in
@@ -202,7 +202,27 @@ pub fn ladder_args(media: &MediaInfo, plan: &Plan, input: &Path, out_dir: &Path)
             .map(OsString::from),
     );
     args.push(out_dir.join(previews::CANDIDATE_PATTERN).into_os_string());
-    args.extend(["-map", "[story]", "-frames:v", "1", "-c:v", "mjpeg", "-q:v", "5"].map(OsString::from));
+    args.extend(
+        ["-map", "[story]", "-fps_mode", "passthrough", "-c:v", "mjpeg", "-q:v", "5", "-f", "image2"]
+            .map(OsString::from),
+    );
+    args.push(out_dir.join(previews::TILE_PATTERN).into_os_string());
+    args
+}
+
+/// The small run after the encode that tiles the storyboard's pictures
+/// into the sprite; the tiles come in the order they were written.
+pub fn sprite_args(board: &Storyboard, out_dir: &Path) -> Vec<OsString> {
+    let mut args: Vec<OsString> = ["-nostdin", "-hide_banner", "-loglevel", "error", "-protocol_whitelist", "file"]
+        .into_iter()
+        .map(OsString::from)
+        .collect();
+    args.extend(["-codec_whitelist", "mjpeg", "-f", "image2", "-framerate", "1", "-i"].map(OsString::from));
+    args.push(out_dir.join(previews::TILE_PATTERN).into_os_string());
+    args.extend(["-vf".into(), format!("tile={}x{}", board.columns, board.rows).into()]);
+    args.extend(
+        ["-frames:v", "1", "-c:v", "mjpeg", "-q:v", "5", "-progress", "pipe:1", "-nostats", "-y"].map(OsString::from),
+    );
     args.push(out_dir.join(previews::STORYBOARD_IMAGE).into_os_string());
     args
 }
@@ -318,7 +338,7 @@ fn filter_graph(media: &MediaInfo, plan: &Plan, out_dir: &Path) -> String {
     // differs from the one before (its pair's first frame). JPEG wants
     // full-range YUV, the statistics are taken before.
     let previews = &plan.previews;
-    let frames: Vec<String> = previews.thumbnail_frames.iter().map(|f| format!("eq(n\\,{f})")).collect();
+    let frames: Vec<String> = previews.selected_frames().iter().map(|f| format!("eq(n\\,{f})")).collect();
     graph.push_str(&format!(
         ";[t]select={},scdet=threshold=100,signalstats,metadata=mode=print:file={},format=yuvj420p[thumb]",
         frames.join("+"),
@@ -326,8 +346,8 @@ fn filter_graph(media: &MediaInfo, plan: &Plan, out_dir: &Path) -> String {
     ));
     let board = previews.storyboard;
     graph.push_str(&format!(
-        ";[s]fps=1/{},scale={}:{}:flags=bicubic,setsar=1,tile={}x{},format=yuvj420p[story]",
-        board.interval, board.tile_width, board.tile_height, board.columns, board.rows
+        ";[s]fps=1/{},scale={}:{}:flags=bicubic,setsar=1,format=yuvj420p[story]",
+        board.interval, board.tile_width, board.tile_height
     ));
     graph
 }
@@ -396,9 +416,9 @@ mod tests {
             args.contains(
                 "-filter_complex [0:0]scale=1280:720:flags=bicubic,setsar=1,format=yuv420p,split=5[v2][c0][c1][t][s];\
                  [c0]scale=426:240:flags=bicubic,setsar=1[v0];[c1]scale=640:360:flags=bicubic,setsar=1[v1];\
-                 [t]select=eq(n\\,30)+eq(n\\,45)+eq(n\\,60)+eq(n\\,75)+eq(n\\,90)+eq(n\\,105)+eq(n\\,120)+eq(n\\,135)+eq(n\\,150)+eq(n\\,165),\
+                 [t]select=eq(n\\,0)+eq(n\\,30)+eq(n\\,45)+eq(n\\,60)+eq(n\\,75)+eq(n\\,90)+eq(n\\,105)+eq(n\\,120)+eq(n\\,135)+eq(n\\,150)+eq(n\\,165),\
                  scdet=threshold=100,signalstats,metadata=mode=print:file=/out/thumbnail-candidates.txt,format=yuvj420p[thumb];\
-                 [s]fps=1/2,scale=160:90:flags=bicubic,setsar=1,tile=5x1,format=yuvj420p[story] "
+                 [s]fps=1/2,scale=160:90:flags=bicubic,setsar=1,format=yuvj420p[story] "
             ),
             "{args}"
         );
@@ -436,7 +456,7 @@ mod tests {
             args.ends_with(
                 "-progress pipe:1 -nostats /out/%v/index.m3u8 \
                  -map [thumb] -fps_mode passthrough -c:v mjpeg -q:v 3 -f image2 /out/thumbnail-candidate-%02d.jpg \
-                 -map [story] -frames:v 1 -c:v mjpeg -q:v 5 /out/storyboard.jpg"
+                 -map [story] -fps_mode passthrough -c:v mjpeg -q:v 5 -f image2 /out/storyboard-tile-%03d.jpg"
             ),
             "thumbnail candidates (from frame 30 of a 10 s video at 30 fps, each with the frame 0.5 s on) and the \
              storyboard are more outputs: {args}"

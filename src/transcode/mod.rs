@@ -66,7 +66,7 @@ impl Transcoder {
             tokio::select! {
                 result = &mut run => {
                     result?;
-                    return Ok(finish_previews(plan, out_dir).await);
+                    return Ok(self.finish_previews(plan, out_dir, cancel).await);
                 }
                 Ok(()) = seconds_rx.changed() => {
                     // 100 is for "published", not "encoded".
@@ -107,21 +107,40 @@ impl Transcoder {
     }
 }
 
-/// The thumbnail chosen from the candidates, and the storyboard's WebVTT
-/// for the duration actually encoded.
-async fn finish_previews(plan: &Plan, out_dir: &Path) -> Encoded {
-    let thumbnail_time = previews::choose_thumbnail(out_dir, &plan.previews, command::THUMBNAIL).await;
-    let mut has_storyboard = tokio::fs::try_exists(out_dir.join(previews::STORYBOARD_IMAGE)).await.unwrap_or(false);
-    if has_storyboard {
-        let mut duration = 0.0;
-        if let Some(r) = plan.renditions.first() {
-            let text = tokio::fs::read_to_string(out_dir.join(r.name()).join(command::MEDIA_PLAYLIST)).await;
-            duration = playlist::segment_durations(&text.unwrap_or_default()).iter().sum();
+impl Transcoder {
+    /// The thumbnail chosen from the candidates; the storyboard's tiles made
+    /// one sprite and its WebVTT written for the duration actually encoded.
+    /// A storyboard that fails is left out: the video does not need it.
+    async fn finish_previews(&self, plan: &Plan, out_dir: &Path, cancel: &CancellationToken) -> Encoded {
+        let thumbnail_time = previews::choose_thumbnail(out_dir, &plan.previews, command::THUMBNAIL).await;
+        let board = &plan.previews.storyboard;
+        let tile = |n: u32| out_dir.join(previews::TILE_PATTERN.replace("%03d", &format!("{n:03}")));
+        let mut has_storyboard = false;
+        if tokio::fs::try_exists(tile(1)).await.unwrap_or(false) {
+            let args = command::sprite_args(board, out_dir);
+            let (seconds, _) = watch::channel(0.0);
+            match ffmpeg::run(&self.tools.ffmpeg, &args, self.watchdog, cancel, &seconds).await {
+                Ok(()) => has_storyboard = write_storyboard_vtt(plan, out_dir).await,
+                Err(e) => tracing::warn!(error = %e, "could not tile the storyboard; the lecture goes without"),
+            }
         }
-        let vtt = plan.previews.storyboard.vtt(duration);
-        has_storyboard = tokio::fs::write(out_dir.join(previews::STORYBOARD_VTT), vtt).await.is_ok();
+        // A stream longer than probed can make one tile more than planned.
+        for n in 1..=board.columns * board.rows + 1 {
+            let _ = tokio::fs::remove_file(tile(n)).await;
+        }
+        Encoded { thumbnail_time, has_storyboard }
     }
-    Encoded { thumbnail_time, has_storyboard }
+}
+
+/// The storyboard's WebVTT, for the duration the renditions really have.
+async fn write_storyboard_vtt(plan: &Plan, out_dir: &Path) -> bool {
+    let mut duration = 0.0;
+    if let Some(r) = plan.renditions.first() {
+        let text = tokio::fs::read_to_string(out_dir.join(r.name()).join(command::MEDIA_PLAYLIST)).await;
+        duration = playlist::segment_durations(&text.unwrap_or_default()).iter().sum();
+    }
+    let vtt = plan.previews.storyboard.vtt(duration);
+    tokio::fs::write(out_dir.join(previews::STORYBOARD_VTT), vtt).await.is_ok()
 }
 
 /// Finishes an output directory in place (for `vidpipe transcode`): media

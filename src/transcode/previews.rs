@@ -2,7 +2,9 @@
 //! process from pictures it decodes anyway.
 //!
 //! **Storyboard.** One small picture every [`Storyboard::interval`] seconds,
-//! tiled into one JPEG sprite, and a WebVTT file whose cues name each tile
+//! tiled after the encode into one JPEG sprite (a second ffmpeg over at
+//! most [`MAX_TILES`] small JPEGs, not over the source), and a WebVTT file
+//! whose cues name each tile
 //! (`storyboard.jpg#xywh=x,y,w,h`): the format Video.js, Mux and hls.js
 //! UIs read for previews over the seek bar. The interval grows with the
 //! duration so the sprite holds at most [`MAX_TILES`] tiles.
@@ -15,12 +17,22 @@
 //! its luma statistics and how much each pair differs. After the
 //! encode [`choose_thumbnail`] keeps a candidate that is neither black nor
 //! blank and does not change over that half second, without decoding again.
+//!
+//! **Every output starts at the first frames.** ffmpeg 5.1 prints no
+//! progress until every output of the process has written its first packet
+//! (`print_report` waits for all headers). An output whose first frame came
+//! at 10% of a two-hour lecture, or a sprite written only at the end, would
+//! silence progress that long, and the stall watchdog would kill the
+//! encode. So the tiles are written one by one from 0 s, and the candidates
+//! output opens with frame 0, which is then thrown away.
 
 use std::path::Path;
 
 use crate::media::FrameRate;
 
 pub const STORYBOARD_IMAGE: &str = "storyboard.jpg";
+/// The encode writes each tile here, numbered from 1.
+pub const TILE_PATTERN: &str = "storyboard-tile-%03d.jpg";
 pub const STORYBOARD_VTT: &str = "storyboard.vtt";
 /// Most tiles in a sprite: 10 × 10 at 160 px wide is about 1600 × 900.
 pub const MAX_TILES: u32 = 100;
@@ -55,6 +67,9 @@ pub struct Previews {
     /// Frame numbers (after the plan's frame rate) of the candidates, each
     /// followed by its pair frame.
     pub thumbnail_frames: Vec<u64>,
+    /// Frame 0 is selected first, and its JPEG and statistics skipped: it
+    /// is not a candidate (see the module docs).
+    pub opener: bool,
     /// The candidates' first frames' times, in seconds.
     pub thumbnail_times: Vec<f64>,
 }
@@ -97,7 +112,13 @@ impl Previews {
             thumbnail_frames.extend([frame, frame + gap]);
             thumbnail_times.push(frame as f64 / rate);
         }
-        Previews { storyboard, thumbnail_frames, thumbnail_times }
+        let opener = thumbnail_frames.first() != Some(&0);
+        Previews { storyboard, thumbnail_frames, thumbnail_times, opener }
+    }
+
+    /// Every frame the candidates output takes, in order.
+    pub fn selected_frames(&self) -> Vec<u64> {
+        self.opener.then_some(0).into_iter().chain(self.thumbnail_frames.iter().copied()).collect()
     }
 }
 
@@ -185,15 +206,19 @@ fn pick(frames: &[FrameStats], candidates: usize) -> Option<usize> {
 /// stream shorter than its container claims).
 pub async fn choose_thumbnail(out_dir: &Path, previews: &Previews, thumbnail: &str) -> Option<f64> {
     let stats = tokio::fs::read_to_string(out_dir.join(CANDIDATE_STATS)).await.unwrap_or_default();
-    let frames = read_stats(&stats);
+    let mut frames = read_stats(&stats);
+    let skip = (previews.opener as usize).min(frames.len());
+    let frames = frames.split_off(skip);
+    // Written in selection order, numbered from 1: the opener first.
     let file = |n: usize| out_dir.join(CANDIDATE_PATTERN.replace("%02d", &format!("{:02}", n + 1)));
-    let chosen = pick(&frames, previews.thumbnail_times.len()).filter(|&i| std::fs::metadata(file(2 * i)).is_ok());
+    let chosen =
+        pick(&frames, previews.thumbnail_times.len()).filter(|&i| std::fs::metadata(file(skip + 2 * i)).is_ok());
     if let Some(i) = chosen {
-        if tokio::fs::rename(file(2 * i), out_dir.join(thumbnail)).await.is_err() {
+        if tokio::fs::rename(file(skip + 2 * i), out_dir.join(thumbnail)).await.is_err() {
             return None;
         }
     }
-    for n in 0..previews.thumbnail_frames.len() {
+    for n in 0..previews.selected_frames().len() {
         let _ = tokio::fs::remove_file(file(n)).await;
     }
     let _ = tokio::fs::remove_file(out_dir.join(CANDIDATE_STATS)).await;
@@ -226,11 +251,14 @@ mod tests {
     fn candidates_come_in_pairs_and_a_requested_time_is_the_only_one() {
         let default = Previews::new(100.0, FPS, 1280, 720, None);
         assert_eq!(default.thumbnail_frames[..4], [300, 315, 450, 465]);
+        assert_eq!(default.selected_frames()[..3], [0, 300, 315], "frame 0 opens the output");
         assert_eq!(default.thumbnail_times, [10.0, 15.0, 20.0, 30.0, 40.0, 50.0]);
         let asked = Previews::new(100.0, FPS, 1280, 720, Some(42.5));
         assert_eq!((asked.thumbnail_frames, asked.thumbnail_times), (vec![1275, 1290], vec![42.5]));
         let past_end = Previews::new(10.0, FPS, 1280, 720, Some(99.0));
         assert_eq!(past_end.thumbnail_frames[0], 299);
+        let first = Previews::new(10.0, FPS, 1280, 720, Some(0.0));
+        assert_eq!((first.opener, first.selected_frames()), (false, vec![0, 15]), "frame 0 is a candidate then");
     }
 
     fn stats(change: f64, min: f64, max: f64) -> String {

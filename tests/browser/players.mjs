@@ -5,7 +5,9 @@
 //
 //   node players.mjs '{"master": URL, "player": "hls"|"shaka", "seek": true, "follow": SECONDS, "duration": D, "screenshot": PATH}'
 //
-// `seek`: seek to the middle and play from there. `follow`: after the checks,
+// `seek`: seek to the middle and play from there. `captions`: a language
+// whose captions to turn on; the report lists the text tracks and, after
+// the seek, the text of the cues showing. `follow`: after the checks,
 // keep playing up to SECONDS until the playlist turns VOD and the element has
 // the whole `duration`, then play on.
 //
@@ -52,7 +54,16 @@ function hlsAdapter() {
     live: () => !!(hls.levels[hls.currentLevel >= 0 ? hls.currentLevel : 0]?.details?.live),
     switchToTop: () => { hls.currentLevel = hls.levels.length - 1; return hls.levels[hls.levels.length - 1].height; },
     playingHeight: () => hls.levels[hls.currentLevel]?.height ?? null,
+    textLanguages: () => hls.subtitleTracks.map((t) => t.lang),
+    showText: (lang) => { hls.subtitleDisplay = true; hls.subtitleTrack = hls.subtitleTracks.findIndex((t) => t.lang === lang); },
   };
+}
+
+// The text of every cue showing now, whichever player put it there.
+function showingCues() {
+  return Array.from(video.textTracks)
+    .filter((t) => t.mode === "showing")
+    .flatMap((t) => Array.from(t.activeCues || []).map((c) => c.text));
 }
 
 function shakaAdapter() {
@@ -72,6 +83,9 @@ function shakaAdapter() {
       return top.height;
     },
     playingHeight: () => player.getVariantTracks().find((t) => t.active)?.height ?? null,
+    textLanguages: () => player.getTextTracks().map((t) => t.language),
+    // Shaka 5: selecting a text track shows it.
+    showText: (lang) => player.selectTextTrack(player.getTextTracks().find((t) => t.language === lang)),
   };
 }
 </script>`;
@@ -125,6 +139,10 @@ try {
 
   await page.evaluate((url) => window.adapter.load(url), options.master);
   report.heights = await page.evaluate(() => window.adapter.heights());
+  if (options.captions) {
+    report.textLanguages = await page.evaluate(() => window.adapter.textLanguages());
+    await page.evaluate((lang) => window.adapter.showText(lang), options.captions);
+  }
   // play() settles only once media plays: not awaited, `until` watches.
   await page.evaluate(() => { video.play().catch((e) => window.errors.push({ fatal: false, detail: "play(): " + e })); });
   // Where playback really began: the first time the clock moves.
@@ -146,6 +164,10 @@ try {
     await page.evaluate((t) => { video.currentTime = t; }, middle);
     report.seekedTo = middle;
     report.playedFromMiddleTo = await until("plays from the middle", (t) => (video.currentTime > t ? video.currentTime : 0), middle + 1.5);
+    if (options.captions) {
+      report.cueText = await until("a caption shows", () => showingCues().join(" | "), null, 10);
+      report.cueShownAt = await currentTime();
+    }
   }
   if (options.follow) {
     // Keep playing while the lecture finishes: the playlists turn VOD

@@ -157,3 +157,40 @@ async fn the_storyboard_has_a_tile_for_every_interval_showing_that_moment() {
     assert_eq!(reqwest::get(&vtt_url).await.unwrap().status(), 404);
     assert_eq!(reqwest::get(&sprite).await.unwrap().status(), 404);
 }
+
+/// ffmpeg prints no progress until every output has written its first
+/// packet. The thumbnail candidates and the storyboard are outputs too: if
+/// one started late (at 10% of the video, or with the sprite at the end),
+/// progress would stop for that long and the stall watchdog would kill a
+/// long encode. Here the encode runs at real time and the watchdog fires
+/// after 2.5 s without progress: a 30 s video only completes if progress
+/// flows from its first seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_flows_from_the_first_seconds_so_long_encodes_are_not_taken_for_stalled() {
+    let dir = tempfile::tempdir().unwrap();
+    let real_time = script(
+        dir.path(),
+        "real-time-ffmpeg",
+        "case \"$*\" in *var_stream_map*) exec ffmpeg -readrate 1 \"$@\";; esac\nexec ffmpeg \"$@\"",
+    );
+    let app = spawn_app_with(|c| {
+        c.tools.ffmpeg = real_time;
+        c.stall_timeout = Duration::from_millis(2500);
+    })
+    .await;
+    let id = app.upload_ok(&clip(dir.path(), "long.mp4", "320x180", "30", 30, true)).await;
+    let mut seen = Vec::new();
+    let doc = loop {
+        let doc = app.lecture(&id).await;
+        if doc["processingStatus"] != "processing" && doc["processingStatus"] != "pending" {
+            break doc;
+        }
+        seen.push(doc["progress"].as_u64().unwrap());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(doc["processingStatus"], "completed", "{doc}");
+    assert_eq!(doc["attempts"], 1, "never taken for stalled: {doc}");
+    let first = seen.iter().copied().find(|&p| p > 0).expect("progress was reported");
+    assert!(first <= 20, "progress reported early, first seen at {first}%: {seen:?}");
+    assert!(doc["storyboardLink"].is_string() && doc["thumbnailTime"].is_number(), "{doc}");
+}

@@ -22,6 +22,9 @@ const GROWING_SECONDS: u32 = 75;
 /// from the end) starts at 12 s or later, far from 0.
 const SEGMENTS_BEFORE_OPENING: usize = 5;
 const HEIGHTS: [u64; 3] = [240, 360, 720];
+/// Captions of the finished lecture: a cue where players seek to.
+const MIDDLE_CUE: &str =
+    "WEBVTT\n\n00:00:01.000 --> 00:00:03.000\nAt the start\n\n00:00:14.000 --> 00:00:19.000\nIn the middle\n";
 
 /// One column (or page test) at a time. Each runs an encode held to real
 /// time and Chromiums decoding 720p; three at once on a 2-core runner
@@ -115,6 +118,12 @@ async fn every_player_plays(mode: &str, storage: StorageConfig) {
     let id = app.upload_ok(&finished).await;
     let doc = app.wait_for(&id, "completed", Duration::from_secs(180)).await;
     let finished_link = doc["videoLink"].as_str().unwrap().to_string();
+    // With captions: one cue around the middle, where the players seek to.
+    let form = reqwest::multipart::Form::new()
+        .part("captions", reqwest::multipart::Part::bytes(MIDDLE_CUE.as_bytes().to_vec()).file_name("en.vtt"))
+        .text("captionsLanguage", "en");
+    let stored = app.client.post(format!("{}/api/lectures/{id}/captions", app.base)).multipart(form).send().await;
+    assert_eq!(stored.unwrap().status(), 201, "captions stored");
 
     // The next one is encoded in real time; players check the first while it grows.
     std::fs::write(&marker, b"").unwrap();
@@ -123,8 +132,12 @@ async fn every_player_plays(mode: &str, storage: StorageConfig) {
 
     for player in ["hls", "shaka"] {
         let cell = format!("{mode} × completed × {player}");
-        let report = play(&finished_link, player, json!({ "seek": true })).await;
+        let report = play(&finished_link, player, json!({ "seek": true, "captions": "en" })).await;
         assert_plays(&report, &cell);
+        assert_eq!(report["textLanguages"], json!(["en"]), "{cell}: the captions are listed");
+        assert_eq!(report["cueText"], "In the middle", "{cell}: the cue shows at its time");
+        let shown_at = report["cueShownAt"].as_f64().unwrap();
+        assert!((14.0..19.0).contains(&shown_at), "{cell}: the cue showed at {shown_at} s, outside 14-19 s");
         let (middle, reached) = (report["seekedTo"].as_f64().unwrap(), report["playedFromMiddleTo"].as_f64().unwrap());
         assert!((middle - FINISHED_SECONDS as f64 / 2.0).abs() < 1.0, "{cell}: seeked to {middle}");
         assert!(reached > middle + 1.0, "{cell}: plays on from the middle ({reached})");
