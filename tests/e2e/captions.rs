@@ -50,7 +50,7 @@ fn with_subtitles(dir: &Path, name: &str, streams: &[(&str, &str, &Path)]) -> Pa
     out
 }
 
-async fn upload_with(app: &TestApp, video: &Path, extra: Vec<(&str, reqwest::multipart::Part)>) -> reqwest::Response {
+async fn upload_with(app: &TestApp, video: &Path, extra: Form) -> reqwest::Response {
     let mut form = reqwest::multipart::Form::new()
         .text("courseId", "c")
         .text("nameOfTopic", "captions")
@@ -60,6 +60,9 @@ async fn upload_with(app: &TestApp, video: &Path, extra: Vec<(&str, reqwest::mul
     }
     app.client.post(format!("{}/api/upload", app.base)).multipart(form).send().await.unwrap()
 }
+
+/// Extra parts of an upload form.
+type Form = Vec<(&'static str, reqwest::multipart::Part)>;
 
 fn text(value: &str) -> reqwest::multipart::Part {
     reqwest::multipart::Part::text(value.to_string())
@@ -228,7 +231,7 @@ async fn bad_captions_are_refused_and_nothing_is_created() {
     let backwards = b"WEBVTT\n\n00:05.000 --> 00:01.000\nbackwards\n".as_slice();
     let good = b"WEBVTT\n\n00:00.500 --> 00:01.000\nfine\n".as_slice();
     let huge = vec![b'a'; 1024 * 1024 + 1];
-    let cases: Vec<(Vec<(&str, reqwest::multipart::Part)>, u16, &str)> = vec![
+    let cases: Vec<(Form, u16, &str)> = vec![
         (vec![("captions", file(backwards, "c.vtt")), ("captionsLanguage", text("en"))], 422, "line 3: the cue ends"),
         (vec![("captions", file(b"\xff\xfe\x00garbage", "c.srt")), ("captionsLanguage", text("en"))], 422, "not UTF-8"),
         (vec![("captions", file(b"just words", "c.txt")), ("captionsLanguage", text("en"))], 422, "neither WebVTT"),
