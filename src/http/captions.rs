@@ -34,7 +34,7 @@ pub struct CaptionsForm {
     #[schema(value_type = String, format = Binary, content_media_type = "text/vtt")]
     captions: Vec<u8>,
     /// A BCP 47 tag whose language is an ISO 639 code: `en`, `pt-BR`.
-    #[schema(max_length = 35)]
+    #[schema(max_length = 35, pattern = "^[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8}){0,3}$")]
     captions_language: String,
 }
 

@@ -47,7 +47,7 @@ pub struct UploadForm {
     captions: Option<Vec<u8>>,
     /// The captions' language: a BCP 47 tag whose language is an ISO 639
     /// code (`en`, `pt-BR`).
-    #[schema(required = false, max_length = 35)]
+    #[schema(required = false, max_length = 35, pattern = "^[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8}){0,3}$")]
     captions_language: Option<String>,
     /// Seconds from the start of the frame to use as the thumbnail; by
     /// default the first frame from 10% of the duration on that is not

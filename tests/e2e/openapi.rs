@@ -125,9 +125,19 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
             r#"
 hooks = "{hooks}"
 
+# Also 400: `captions` and `captionsLanguage` go together, and a tag must
+# name a known ISO 639 language.
 [[operations]]
 include-name = "POST /api/upload"
-checks.positive_data_acceptance.expected-statuses = ["202", "415", "422", "429", "503"]
+checks.positive_data_acceptance.expected-statuses = ["202", "400", "415", "422", "429", "503"]
+
+# The same two rules for captions added later; and whether the bytes are
+# WebVTT or SRT (422). Sent to the seed lecture, so tracks are stored and
+# published for real.
+[[operations]]
+include-name = "POST /api/lectures/{{id}}/captions"
+checks.positive_data_acceptance.expected-statuses = ["200", "201", "400", "404", "409", "413", "422"]
+parameters = {{ id = "{seed}" }}
 
 # tus answers 412 to a request without `Tus-Resumable: 1.0.0` before it
 # looks at anything else, as the protocol says.
