@@ -244,7 +244,7 @@ impl LectureStore {
 
     /// The caption tracks of every lecture.
     pub fn captions(&self) -> CaptionStore {
-        CaptionStore::new(self.db.clone())
+        CaptionStore::new(self.db.clone(), self.events.clone())
     }
 
     /// The event log this store writes to.

@@ -19,6 +19,7 @@ use sqlx::{Any, Row, Transaction};
 
 use crate::db::Database;
 use crate::domain::now_ms;
+use crate::events::{EventError, EventKind, EventLog};
 pub use cues::{Cue, CueError, MAX_CAPTION_BYTES};
 pub use language::{Language, UnknownLanguage};
 
@@ -106,11 +107,12 @@ pub enum CaptionStoreError {
 #[derive(Debug, Clone)]
 pub struct CaptionStore {
     db: Database,
+    events: EventLog,
 }
 
 impl CaptionStore {
-    pub fn new(db: Database) -> CaptionStore {
-        CaptionStore { db }
+    pub fn new(db: Database, events: EventLog) -> CaptionStore {
+        CaptionStore { db, events }
     }
 
     /// Every track of a lecture, by language.
@@ -185,15 +187,26 @@ impl CaptionStore {
     }
 
     /// Sets the list the lecture document shows, if `prefix` is still the
-    /// lecture's published video.
-    pub async fn set_listed(&self, lecture: &str, prefix: &str, listed: &[CaptionSummary]) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE lectures SET captions = $1, updated_at = $2 WHERE id = $3 AND published_prefix = $4")
-            .bind(serde_json::to_string(listed).expect("summaries serialize"))
-            .bind(now_ms())
-            .bind(lecture)
-            .bind(prefix)
-            .execute(&self.db.pool)
-            .await?;
+    /// lecture's published video, and announces a change
+    /// (`lecture.captions`) in the same transaction.
+    pub async fn set_listed(&self, lecture: &str, prefix: &str, listed: &[CaptionSummary]) -> Result<(), EventError> {
+        let text = serde_json::to_string(listed).expect("summaries serialize");
+        let mut tx = self.db.pool.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE lectures SET captions = $1, updated_at = $2 WHERE id = $3 AND published_prefix = $4 AND captions <> $1",
+        )
+        .bind(&text)
+        .bind(now_ms())
+        .bind(lecture)
+        .bind(prefix)
+        .execute(&mut *tx)
+        .await?;
+        if changed.rows_affected() > 0 {
+            let event = serde_json::json!({ "lectureId": lecture, "captions": listed });
+            self.events.append_on(&mut tx, EventKind::Captions, Some(lecture), event).await?;
+        }
+        tx.commit().await?;
+        self.events.appended();
         Ok(())
     }
 }

@@ -43,12 +43,14 @@ pub enum EventKind {
     Completed,
     Failed,
     Deleted,
+    /// The published caption tracks changed.
+    Captions,
     AlertFiring,
     AlertResolved,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 10] = [
         EventKind::Uploaded,
         EventKind::Processing,
         EventKind::Progress,
@@ -56,6 +58,7 @@ impl EventKind {
         EventKind::Completed,
         EventKind::Failed,
         EventKind::Deleted,
+        EventKind::Captions,
         EventKind::AlertFiring,
         EventKind::AlertResolved,
     ];
@@ -70,6 +73,7 @@ impl EventKind {
             EventKind::Completed => "lecture.completed",
             EventKind::Failed => "lecture.failed",
             EventKind::Deleted => "lecture.deleted",
+            EventKind::Captions => "lecture.captions",
             EventKind::AlertFiring => "alert.firing",
             EventKind::AlertResolved => "alert.resolved",
         }

@@ -45,7 +45,8 @@ pub struct EventMessage {
     pub seq: i64,
     /// `lecture.uploaded`, `lecture.processing`, `lecture.progress`,
     /// `lecture.playable`, `lecture.completed`, `lecture.failed`,
-    /// `lecture.deleted`, `alert.firing` or `alert.resolved`.
+    /// `lecture.deleted`, `lecture.captions`, `alert.firing` or
+    /// `alert.resolved`.
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub lecture_id: Option<String>,

@@ -30,6 +30,8 @@ pub enum CaptionPublishError {
     Storage(#[from] StorageError),
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("{0}")]
+    Events(#[from] crate::events::EventError),
 }
 
 /// Publishes one track under `prefix`, cut to the media segments of

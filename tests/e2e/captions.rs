@@ -195,6 +195,16 @@ async fn captions_from_the_form_and_the_video_become_subtitles_renditions_that_p
     assert_times(&de_link, &[(6.0, 7.5)]);
     let master = get_text(master_url).await;
     assert_eq!(master.matches("TYPE=SUBTITLES").count(), 3, "{master}");
+    // Announced: the first `lecture.captions` is this one (completing the
+    // video announced its tracks in `lecture.completed`).
+    let events = format!("{}/api/lectures/{id}/events", app.base);
+    let seen = crate::operations::read_events(&events, Some(0), |e| e.kind == "lecture.captions").await;
+    let captions = &seen.last().unwrap().data["data"]["captions"];
+    let announced: Vec<&str> = captions.as_array().unwrap().iter().map(|c| c["language"].as_str().unwrap()).collect();
+    assert_eq!(announced, ["de", "en", "fr"], "{captions}");
+    let completed = seen.iter().find(|e| e.kind == "lecture.completed").expect("completed before");
+    assert_eq!(completed.data["data"]["captions"].as_array().unwrap().len(), 2, "{}", completed.data);
+    assert_eq!(seen.iter().filter(|e| e.kind == "lecture.captions").count(), 1, "only the change is announced");
     assert!(master.contains("LANGUAGE=\"de\""), "{master}");
     let (status, _) = post_captions(&app, &id, b"1\n00:00:02,000 --> 00:00:03,000\nReplaced\n", "en").await;
     assert_eq!(status, 200);

@@ -131,15 +131,15 @@ async fn the_json_metrics_keep_the_seed_shape() {
 
 /// One server-sent event.
 #[derive(Debug, Clone)]
-struct Sse {
-    id: Option<i64>,
-    kind: String,
-    data: Value,
+pub(crate) struct Sse {
+    pub id: Option<i64>,
+    pub kind: String,
+    pub data: Value,
 }
 
 /// Reads server-sent events from `url` until `until` accepts one (or the
 /// deadline), starting after `last_event_id`.
-async fn read_events(url: &str, last_event_id: Option<i64>, until: impl Fn(&Sse) -> bool) -> Vec<Sse> {
+pub(crate) async fn read_events(url: &str, last_event_id: Option<i64>, until: impl Fn(&Sse) -> bool) -> Vec<Sse> {
     let mut request = reqwest::Client::new().get(url).header("accept", "text/event-stream");
     if let Some(id) = last_event_id {
         request = request.header("last-event-id", id.to_string());
