@@ -167,12 +167,15 @@ pub enum JobChange {
     SourceGone,
 }
 
-/// What [`LectureStore::retry_failed`] did.
-#[derive(Debug, Default)]
+/// What [`LectureStore::retry_failed`] did; also the answer of `POST
+/// /api/queue/retry-failed`.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct RetriedFailed {
-    /// Jobs that run again.
+    /// Jobs that run again, with a fresh set of attempts.
     pub retried: Vec<String>,
-    /// Failed jobs left failed: their uploaded source is no longer kept.
+    /// Jobs left failed: their uploaded source is no longer kept
+    /// (`VIDPIPE_SOURCE_RETENTION`), so only a new upload can make them.
     pub source_gone: Vec<String>,
 }
 

@@ -22,6 +22,7 @@ use utoipa::ToSchema;
 
 use super::access::Caller;
 use super::error::ErrorBody;
+use super::json::JsonObject;
 use super::uploads::{self, NewUpload};
 use super::{ApiError, AppState};
 use crate::domain::LectureId;
@@ -107,10 +108,8 @@ pub struct DirectUpload {
 pub async fn create(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
-    body: Result<Json<DirectUploadRequest>, axum::extract::rejection::JsonRejection>,
+    JsonObject(request): JsonObject<DirectUploadRequest>,
 ) -> Result<Response, ApiError> {
-    let Json(request) =
-        body.map_err(|e| ApiError::BadRequest(format!("send the fields as JSON: {}", e.body_text())))?;
     let fields = check_fields(
         Some(request.course_id),
         Some(request.name_of_topic),

@@ -10,10 +10,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::access::Caller;
+use super::json::JsonObject;
 use super::{ApiError, AppState, STOP_WAIT};
 use crate::domain::{JobState, LectureId};
 use crate::keys::Scope;
-use crate::lectures::JobChange;
+use crate::lectures::{JobChange, RetriedFailed};
 use crate::queue::JobRecord;
 use crate::status::{Audience, JobView};
 
@@ -182,17 +183,6 @@ pub async fn resume(State(app): State<AppState>) -> Result<Json<QueuePaused>, Ap
     Ok(Json(QueuePaused { paused: false }))
 }
 
-/// What `POST /api/queue/retry-failed` did.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RetriedFailed {
-    /// Jobs that run again, with a fresh set of attempts.
-    pub retried: Vec<String>,
-    /// Jobs left failed: their uploaded source is no longer kept
-    /// (`VIDPIPE_SOURCE_RETENTION`), so only a new upload can make them.
-    pub source_gone: Vec<String>,
-}
-
 /// `POST /api/queue/retry-failed`: every failed job runs again, as
 /// `POST /api/jobs/{id}/retry` does one (Bull Board's "retry all").
 #[utoipa::path(post, path = "/api/queue/retry-failed", tag = "jobs", responses((status = 200, body = RetriedFailed)),
@@ -202,7 +192,7 @@ pub async fn retry_failed(State(app): State<AppState>) -> Result<Json<RetriedFai
     if !done.retried.is_empty() {
         app.wake.notify_one();
     }
-    Ok(Json(RetriedFailed { retried: done.retried, source_gone: done.source_gone }))
+    Ok(Json(done))
 }
 
 /// Which finished job records `POST /api/queue/clean` removes. The
@@ -235,15 +225,8 @@ pub struct CleanedCounts {
     security(("bearer" = [])))]
 pub async fn clean(
     State(app): State<AppState>,
-    body: Result<Json<serde_json::Value>, axum::extract::rejection::JsonRejection>,
+    JsonObject(request): JsonObject<CleanRequest>,
 ) -> Result<Json<CleanedCounts>, ApiError> {
-    let Json(body) = body.map_err(|e| ApiError::BadRequest(format!("send the ages as JSON: {}", e.body_text())))?;
-    // serde would also read a struct from an array; only an object is meant.
-    if !body.is_object() {
-        return Err(ApiError::BadRequest("send the ages as a JSON object, `{}` for the defaults".into()));
-    }
-    let request: CleanRequest =
-        serde_json::from_value(body).map_err(|e| ApiError::BadRequest(format!("send the ages as JSON: {e}")))?;
     let age = |seconds: Option<i64>, default: u64, name: &str| match seconds {
         None => Ok(Duration::from_secs(default)),
         Some(n) if (0..=MAX_AGE).contains(&n) => Ok(Duration::from_secs(n as u64)),

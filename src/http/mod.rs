@@ -10,6 +10,7 @@ mod direct;
 pub mod error;
 mod events;
 mod jobs;
+mod json;
 mod lectures;
 pub mod limits;
 mod media;

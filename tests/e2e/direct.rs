@@ -43,6 +43,8 @@ async fn a_browser_uploads_once_with_the_url_and_no_key() {
         (json!({"courseId": "c", "nameOfTopic": "t", "expiresIn": 5}), 400, "expiresIn"),
         (json!({"courseId": "c", "nameOfTopic": "t", "maxBytes": 1u64 << 40}), 400, "upload limit"),
         (json!({"courseId": "c", "nameOfTopic": "t", "courseID": "typo"}), 400, "courseID"),
+        // serde would read the struct from an array, field by field.
+        (json!(["c", "t"]), 400, "send a JSON object"),
     ] {
         let refused = c.post(format!("{}/api/direct-uploads", app.base)).bearer_auth(&key).json(&fields);
         let refused = refused.send().await.unwrap();

@@ -725,6 +725,9 @@ async fn every_failed_job_is_retried_at_once_and_old_records_cleaned_while_lectu
     let refused = post("/api/queue/clean").json(&serde_json::json!({"failedOlderThan": -1})).send().await.unwrap();
     let body = json_error(refused, 400).await;
     assert!(body["message"].as_str().unwrap().contains("failedOlderThan"), "{body}");
+    let refused = post("/api/queue/clean").json(&serde_json::json!([1, 2])).send().await.unwrap();
+    let body = json_error(refused, 400).await;
+    assert!(body["message"].as_str().unwrap().contains("send a JSON object"), "{body}");
     // A week's default keeps these minutes-old records.
     let kept: Value = post("/api/queue/clean").json(&serde_json::json!({})).send().await.unwrap().json().await.unwrap();
     assert_eq!(kept, serde_json::json!({"completed": 0, "failed": 0}));
