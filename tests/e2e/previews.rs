@@ -180,11 +180,13 @@ async fn progress_flows_from_the_first_seconds_so_long_encodes_are_not_taken_for
     .await;
     let id = app.upload_ok(&clip(dir.path(), "long.mp4", "320x180", "30", 30, true)).await;
     let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let doc = loop {
         let doc = app.lecture(&id).await;
         if doc["processingStatus"] != "processing" && doc["processingStatus"] != "pending" {
             break doc;
         }
+        assert!(std::time::Instant::now() < deadline, "not finished within 120 s: {doc}");
         seen.push(doc["progress"].as_u64().unwrap());
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
