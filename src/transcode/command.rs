@@ -12,33 +12,37 @@ use crate::media::{decoder_limits, decoder_names, Colour, MediaInfo};
 use crate::transcode::plan::{Audio, Plan, Rendition};
 use crate::transcode::previews::{self, Storyboard};
 
-/// x264 preset of every rendition. With one decode for the whole ladder,
-/// capped CRF and the tuning below it matches the old design's `medium` in
-/// SSIM at every rung, for fewer bytes, in under 40% of the time
-/// (ARCHITECTURE.md, "Encoder settings").
-pub const X264_PRESET: &str = "veryfast";
 /// x264's SSIM tuning: no psychovisual RD (which spends bits re-creating
 /// grain that lecture video does not have) and variance AQ that favours
-/// flat areas (slides, walls).
+/// flat areas (slides, walls). Measured: VMAF at equal rate drops when
+/// psychovisual RD is put back on the small rungs (+6% BD-rate at 240p).
 pub const X264_TUNE: &str = "ssim";
-/// Renditions up to 640x360 count as small for [`x264_params`].
-const SMALL_PICTURE_PIXELS: u32 = 640 * 360;
+/// Largest picture that gets [`SMALL_PRESET`], and largest that gets
+/// [`MEDIUM_PRESET`]; anything larger gets [`LARGE_PRESET`].
+const SMALL_PICTURE_PIXELS: u32 = 426 * 240;
+const MEDIUM_PICTURE_PIXELS: u32 = 640 * 360;
+/// x264 presets per rendition size. The large rung is where the time goes,
+/// so it gets the fastest preset found that needs fewer bits than the old
+/// design's `medium` for the same VMAF on camera footage and noise
+/// (`faster` needed 3-4% more, `veryfast` 17-58% more: BENCHMARKS.md,
+/// "Quality by VMAF"). The small rungs are a quarter of the pixels, so the
+/// slower presets cost little time there.
+const SMALL_PRESET: &str = "slow";
+const MEDIUM_PRESET: &str = "medium";
+const LARGE_PRESET: &str = "fast";
 
-/// x264 options on top of the preset and tune, per rendition size
-/// (measured in ARCHITECTURE.md, "Encoder settings"). Every rendition gets
-/// adaptive quantization a little weaker than x264's default 1.0: higher
-/// SSIM at every rung for the same bytes. Small pictures are cheap to
-/// encode, so they also get trellis quantization (a better choice of
-/// coefficients for the same bits). The large ones, where the time goes,
-/// get the cheapest motion search and a short lookahead: 3.5% faster at
-/// the same SSIM.
-fn x264_params(r: &Rendition) -> &'static str {
-    if r.width() * r.height() <= SMALL_PICTURE_PIXELS {
-        "aq-strength=0.8:trellis=1"
-    } else {
-        "aq-strength=0.8:me=dia:rc-lookahead=5"
+fn x264_preset(r: &Rendition) -> &'static str {
+    match r.width() * r.height() {
+        p if p <= SMALL_PICTURE_PIXELS => SMALL_PRESET,
+        p if p <= MEDIUM_PICTURE_PIXELS => MEDIUM_PRESET,
+        _ => LARGE_PRESET,
     }
 }
+
+/// x264 options on top of the preset and tune: adaptive quantization a
+/// little weaker than x264's default 1.0, higher SSIM at every rung for
+/// the same bytes (ARCHITECTURE.md, "Encoder settings").
+const X264_PARAMS: &str = "aq-strength=0.8";
 /// Seconds between forced keyframes. Every rendition sees the same
 /// timestamps, so their IDR frames, and therefore their segment boundaries,
 /// line up and players can switch between them at any segment.
@@ -115,8 +119,6 @@ pub fn ladder_args(media: &MediaInfo, plan: &Plan, input: &Path, out_dir: &Path)
     let common = [
         "-c:v".to_string(),
         "libx264".into(),
-        "-preset".into(),
-        X264_PRESET.into(),
         "-tune".into(),
         X264_TUNE.into(),
         "-profile:v".into(),
@@ -141,6 +143,8 @@ pub fn ladder_args(media: &MediaInfo, plan: &Plan, input: &Path, out_dir: &Path)
     args.extend(common.into_iter().map(OsString::from));
     for (i, r) in plan.renditions.iter().enumerate() {
         args.extend([
+            format!("-preset:v:{i}").into(),
+            x264_preset(r).into(),
             format!("-crf:v:{i}").into(),
             r.crf().to_string().into(),
             format!("-maxrate:v:{i}").into(),
@@ -150,7 +154,7 @@ pub fn ladder_args(media: &MediaInfo, plan: &Plan, input: &Path, out_dir: &Path)
             format!("-level:v:{i}").into(),
             r.level().as_option().into(),
             format!("-x264-params:v:{i}").into(),
-            x264_params(r).into(),
+            X264_PARAMS.into(),
         ]);
         if let (Audio::Encode, Some(bps)) = (plan.audio, r.audio_bps()) {
             args.extend([format!("-b:a:{i}").into(), bps.to_string().into()]);
@@ -423,20 +427,16 @@ mod tests {
             "{args}"
         );
         assert!(args.contains("-map [v0] -map 0:1 -map [v1] -map 0:1 -map [v2] -map 0:1"), "{args}");
-        assert!(args.contains("-preset veryfast -tune ssim"), "{args}");
+        assert!(args.contains("-c:v libx264 -tune ssim -profile:v high"), "{args}");
         assert!(args.contains("-force_key_frames expr:gte(t,n_forced*2)"), "{args}");
-        // Each rung's rate control as documented: its plan's CRF, the peak as
-        // maxrate, a VBV buffer of twice the peak, its level; trellis up to
-        // 640x360, the cheap motion search above; 96 kbit/s audio below 720p.
-        for (i, r) in plan.renditions.iter().enumerate() {
-            let x264 = if r.width() * r.height() <= 640 * 360 {
-                "aq-strength=0.8:trellis=1"
-            } else {
-                "aq-strength=0.8:me=dia:rc-lookahead=5"
-            };
+        // Each rung's preset and rate control as documented: slow, medium
+        // and fast from the smallest rung up, its plan's CRF, the peak as
+        // maxrate, a VBV buffer of twice the peak, its level, weaker AQ;
+        // 96 kbit/s audio below 720p.
+        for (i, (r, preset)) in plan.renditions.iter().zip(["slow", "medium", "fast"]).enumerate() {
             let audio = if r.height() < 720 { 96_000 } else { 128_000 };
             let expected = format!(
-                "-crf:v:{i} {} -maxrate:v:{i} {peak} -bufsize:v:{i} {} -level:v:{i} {} -x264-params:v:{i} {x264} -b:a:{i} {audio}",
+                "-preset:v:{i} {preset} -crf:v:{i} {} -maxrate:v:{i} {peak} -bufsize:v:{i} {} -level:v:{i} {} -x264-params:v:{i} aq-strength=0.8 -b:a:{i} {audio}",
                 r.crf(),
                 2 * r.peak_video_bps(),
                 r.level().as_option(),
