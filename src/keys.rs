@@ -104,6 +104,8 @@ pub struct KeyInfo {
 pub struct KeyHolder {
     pub name: String,
     pub scope: Scope,
+    /// The key's digest: what [`ApiKeys::exists`] asks about later.
+    pub secret_hash: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -207,7 +209,18 @@ impl ApiKeys {
         if let Err(e) = touched {
             tracing::warn!(key = %name, error = %e, "could not record the key's last use");
         }
-        Ok(Some(KeyHolder { name, scope }))
+        Ok(Some(KeyHolder { name, scope, secret_hash: digest }))
+    }
+
+    /// Whether the key with this digest still exists. A response that
+    /// outlives its request (an event stream) asks, so that revoking a key
+    /// ends what it opened.
+    pub async fn exists(&self, secret_hash: &str) -> Result<bool, KeyError> {
+        let row = sqlx::query("SELECT 1 AS one FROM api_keys WHERE secret_hash = $1")
+            .bind(secret_hash)
+            .fetch_optional(&self.db.pool)
+            .await?;
+        Ok(row.is_some())
     }
 }
 
@@ -260,11 +273,13 @@ mod tests {
         assert!(!stored[0].contains(&secret[3..]), "the secret itself is not stored");
 
         let holder = keys.authenticate(&secret).await.unwrap().expect("valid key");
-        assert_eq!(holder, KeyHolder { name: "uploader".into(), scope: Scope::Upload });
+        assert_eq!((holder.name.as_str(), holder.scope), ("uploader", Scope::Upload));
         assert!(keys.list().await.unwrap()[0].last_used_at.is_some());
         assert!(keys.authenticate("vp_wrong").await.unwrap().is_none());
+        assert!(keys.exists(&holder.secret_hash).await.unwrap());
         assert!(keys.revoke(&name).await.unwrap());
         assert!(keys.authenticate(&secret).await.unwrap().is_none());
+        assert!(!keys.exists(&holder.secret_hash).await.unwrap(), "a revoked key no longer exists");
         assert!(!keys.revoke(&name).await.unwrap());
     }
 }

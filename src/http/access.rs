@@ -48,9 +48,36 @@ pub struct Caller {
     pub key: Option<String>,
     pub scope: Scope,
     pub address: Option<IpAddr>,
+    pub admission: Admission,
+}
+
+/// Why the caller was let in, kept so that a response that outlives its
+/// request (an event stream) can ask again whether a new request would be:
+/// see [`Caller::still_admitted`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// `--no-auth`: always.
+    Open,
+    /// No key existed yet: until the first one is created.
+    NoKeysYet,
+    /// A key, by its digest: until it is revoked.
+    Key { secret_hash: String },
+    /// A direct-upload URL, checked by each request to it (none is a stream).
+    UploadUrl,
 }
 
 impl Caller {
+    /// Whether this caller would still be let in. A database error counts
+    /// as no: the stream ends, and the client's reconnection is authorized
+    /// afresh.
+    pub async fn still_admitted(&self, app: &AppState) -> bool {
+        match &self.admission {
+            Admission::Open | Admission::UploadUrl => true,
+            Admission::NoKeysYet => matches!(app.keys.any().await, Ok(false)),
+            Admission::Key { secret_hash } => matches!(app.keys.exists(secret_hash).await, Ok(true)),
+        }
+    }
+
     /// What upload rate limits count by: the key, or the client address.
     pub fn identity(&self) -> String {
         match (&self.key, self.address) {
@@ -291,9 +318,9 @@ async fn caller(
 ) -> Result<Caller, ApiError> {
     let caller =
         match (app.access.auth, bearer) {
-            (AuthMode::Open, _) => Caller { key: None, scope: Scope::Admin, address },
+            (AuthMode::Open, _) => Caller { key: None, scope: Scope::Admin, address, admission: Admission::Open },
             (AuthMode::KeysOnceCreated, None) if !app.keys.any().await.map_err(internal)? => {
-                Caller { key: None, scope: Scope::Admin, address }
+                Caller { key: None, scope: Scope::Admin, address, admission: Admission::NoKeysYet }
             }
             (_, None) => return Err(ApiError::Unauthorized(
                 "an API key is needed: send `Authorization: Bearer <key>` (the operator creates keys with `vidpipe \
@@ -304,7 +331,12 @@ async fn caller(
                 return Err(ApiError::Unauthorized("the Authorization header must be `Bearer <key>`".into()));
             }
             (_, Some(Some(secret))) => match app.keys.authenticate(&secret).await.map_err(internal)? {
-                Some(holder) => Caller { key: Some(holder.name), scope: holder.scope, address },
+                Some(holder) => Caller {
+                    key: Some(holder.name),
+                    scope: holder.scope,
+                    address,
+                    admission: Admission::Key { secret_hash: holder.secret_hash },
+                },
                 None => return Err(ApiError::Unauthorized("this API key is unknown or was revoked".into())),
             },
         };

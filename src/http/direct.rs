@@ -20,7 +20,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::access::Caller;
+use super::access::{Admission, Caller};
 use super::error::ErrorBody;
 use super::json::JsonObject;
 use super::uploads::{self, NewUpload};
@@ -186,7 +186,12 @@ async fn document(app: &AppState, grant: &Grant) -> Result<DirectUpload, ApiErro
 /// counted against the upload limits by its address.
 pub async fn keyless_uploader(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
     let address = app.access.client_address(&request);
-    request.extensions_mut().insert(Caller { key: None, scope: Scope::Upload, address });
+    request.extensions_mut().insert(Caller {
+        key: None,
+        scope: Scope::Upload,
+        address,
+        admission: Admission::UploadUrl,
+    });
     next.run(request).await
 }
 

@@ -11,6 +11,11 @@
 //! Without `Last-Event-ID`, a lecture stream opens with a `lecture.snapshot`
 //! (the current document, no id) and then follows changes.
 //!
+//! A stream lasts as long as its client wants, so it is authorized again
+//! every [`ADMISSION_RECHECK`]: revoking the key that opened it (or creating
+//! the first key, for a stream opened while the API was open) ends it, and
+//! the client's reconnection gets the 401 any new request would.
+//!
 //! [`EventFeed`]: crate::events::EventFeed
 
 use std::convert::Infallible;
@@ -20,11 +25,13 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::Extension;
 use futures::Stream;
 use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::ToSchema;
 
+use super::access::Caller;
 use super::error::ErrorBody;
 use super::lectures::parse_id;
 use super::{ApiError, AppState};
@@ -33,6 +40,8 @@ use crate::status::LectureDocument;
 
 /// Keep-alive comments keep proxies from closing a quiet stream.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How often an open stream checks that its caller would still be let in.
+pub const ADMISSION_RECHECK: Duration = Duration::from_secs(5);
 /// Backlog read per query when resuming.
 const PAGE: u32 = 500;
 
@@ -91,6 +100,7 @@ pub struct ResumeAfter {
     security(("bearer" = [])))]
 pub async fn lecture(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(raw): Path<String>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
@@ -99,7 +109,7 @@ pub async fn lecture(
         return Err(ApiError::NotFound(format!("no lecture with id `{raw}`")));
     }
     let after = last_event_id(&headers)?;
-    stream(app, Some(id.to_string()), after).await
+    stream(app, caller, Some(id.to_string()), after).await
 }
 
 /// `GET /api/events`: every lecture's changes and the alerts, as server-sent
@@ -111,10 +121,11 @@ pub async fn lecture(
     security(("bearer" = [])))]
 pub async fn all(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let after = last_event_id(&headers)?;
-    stream(app, None, after).await
+    stream(app, caller, None, after).await
 }
 
 /// The `Last-Event-ID` to resume after. `EventSource` sends back an id we
@@ -141,6 +152,7 @@ async fn document(app: &AppState, id: &str) -> Result<Option<serde_json::Value>,
 
 async fn stream(
     app: AppState,
+    caller: Caller,
     lecture: Option<String>,
     after: Option<i64>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
@@ -163,6 +175,7 @@ async fn stream(
                 return;
             }
         }
+        let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + ADMISSION_RECHECK, ADMISSION_RECHECK);
         loop {
             // The backlog (on resume, or after falling behind the feed).
             loop {
@@ -182,6 +195,12 @@ async fn stream(
                 // A client that left is noticed at once, not at the next event.
                 let received = tokio::select! {
                     _ = tx.closed() => return,
+                    _ = recheck.tick() => {
+                        if !caller.still_admitted(&app).await {
+                            return;
+                        }
+                        continue;
+                    }
                     received = live.recv() => received,
                 };
                 match received {

@@ -152,6 +152,64 @@ async fn keys_and_scopes_decide_who_may_do_what() {
     assert!(!cli(data, &["keys", "revoke", "lms"]).0, "revoking an unknown key fails");
 }
 
+/// An event stream outlives the request that authorized it, so it is
+/// authorized again while it runs: revoking the key that opened it ends it
+/// within the recheck interval (5 s), while a stream opened with another key
+/// goes on, and the reconnection is refused like any request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_key_ends_the_event_streams_it_opened() {
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let admin = create_key(data, "ops", "admin");
+    let uploader = create_key(data, "lms", "upload");
+    let (_server, api) = serve(data, &[]).await;
+    let clip = &clip(data, "ok.mp4", "320x240", "30", 2, false);
+    let (api, c) = (&api, &api.client);
+    let upload = |key: String| async move {
+        let accepted =
+            c.post(format!("{}/api/upload", api.base)).bearer_auth(key).multipart(form(clip)).send().await.unwrap();
+        assert_eq!(accepted.status(), 202);
+        accepted.json::<Value>().await.unwrap()["lectureId"].as_str().unwrap().to_string()
+    };
+    let id = upload(uploader.clone()).await;
+    let open = |url: String, key: String| async move {
+        let response = c.get(url).bearer_auth(key).header("accept", "text/event-stream").send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.bytes_stream()
+    };
+    let lecture_url = format!("{}/api/lectures/{id}/events", api.base);
+    let mut revoked = open(lecture_url.clone(), uploader.clone()).await;
+    let mut kept = open(format!("{}/api/events", api.base), admin.clone()).await;
+    let first = tokio::time::timeout(Duration::from_secs(10), revoked.next()).await.expect("the snapshot comes");
+    assert!(String::from_utf8_lossy(&first.unwrap().unwrap()).contains("lecture.snapshot"));
+
+    // Unrevoked, the stream outlives a recheck.
+    let quiet_until = tokio::time::Instant::now() + Duration::from_secs(7);
+    while let Ok(chunk) = tokio::time::timeout_at(quiet_until, revoked.next()).await {
+        assert!(matches!(chunk, Some(Ok(_))), "the stream ended before its key was revoked");
+    }
+
+    assert!(cli(data, &["keys", "revoke", "lms"]).0);
+    let revoked_at = Instant::now();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while let Some(Ok(_)) =
+        tokio::time::timeout_at(deadline, revoked.next()).await.expect("the stream ends after revocation")
+    {}
+    eprintln!("stream ended {:?} after the revocation", revoked_at.elapsed());
+    let again = c.get(&lecture_url).bearer_auth(&uploader).send().await.unwrap();
+    json_error(again, 401).await;
+
+    // The admin's stream is still open and still delivers.
+    let later = upload(admin.clone()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut seen = String::new();
+    while !seen.contains(&later) {
+        let chunk = tokio::time::timeout_at(deadline, kept.next()).await.expect("the admin's stream delivers");
+        seen.push_str(&String::from_utf8_lossy(&chunk.expect("the admin's stream is open").unwrap()));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_public_address_without_keys_is_refused_unless_no_auth_is_explicit() {
     let dir = tempfile::tempdir().unwrap();
