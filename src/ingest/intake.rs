@@ -17,11 +17,10 @@
 //! ready before it hands any on (3.1's `StreamBuffer::poll_stream` loops
 //! until `Pending`), so a client faster than the disk fills the server's
 //! memory (measured: 400 MB resident after a 530 MB upload over loopback).
-//! The stream given to it pauses after every chunk it hands on (see
-//! [`Paced`]), so the parser holds a few chunks at most.
+//! The stream given to it yields to the scheduler after every chunk it
+//! hands on, which multer takes as "nothing ready", so the parser holds a
+//! few chunks at most.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -184,55 +183,31 @@ where
     E: std::fmt::Display,
 {
     let guard = PartHeaderGuard::new(boundary, MAX_PART_HEADER_BYTES);
-    let checked =
-        futures::stream::unfold((body, guard, 0u64, false), move |(mut body, mut guard, total, failed)| async move {
-            if failed {
-                return None;
-            }
-            let next = match tokio::time::timeout(idle, body.next()).await {
-                Err(_) => Err(IntakeError::Stalled(idle)),
-                Ok(None) => return None,
-                Ok(Some(Err(e))) => Err(IntakeError::Read(e.to_string())),
-                Ok(Some(Ok(chunk))) => {
-                    let total = total + chunk.len() as u64;
-                    if total > max_bytes {
-                        Err(IntakeError::TooLarge(max_bytes))
-                    } else {
-                        guard.check(&chunk).map(|()| chunk)
-                    }
-                }
-            };
-            let total = total + next.as_ref().map_or(0, |c| c.len() as u64);
-            let failed = next.is_err();
-            Some((next, (body, guard, total, failed)))
-        });
-    Paced { inner: checked.boxed(), just_handed_on: false }
-}
-
-/// A stream that answers `Pending` (and asks to be polled again at once)
-/// after each chunk it hands on: a reader that takes whatever is ready then
-/// goes and hands on what it has, one chunk at a time. The cost is one more
-/// poll of the upload's task per chunk.
-struct Paced<S> {
-    inner: S,
-    just_handed_on: bool,
-}
-
-impl<S> Stream for Paced<S>
-where
-    S: Stream<Item = Result<Bytes, IntakeError>> + Unpin,
-{
-    type Item = Result<Bytes, IntakeError>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if std::mem::take(&mut self.just_handed_on) {
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
+    futures::stream::unfold((body, guard, 0u64, false), move |(mut body, mut guard, total, failed)| async move {
+        if failed {
+            return None;
         }
-        let polled = self.inner.poll_next_unpin(cx);
-        self.just_handed_on = matches!(polled, Poll::Ready(Some(Ok(_))));
-        polled
-    }
+        if total > 0 {
+            // Hand the parser one chunk at a time (the module docs say why).
+            tokio::task::yield_now().await;
+        }
+        let next = match tokio::time::timeout(idle, body.next()).await {
+            Err(_) => Err(IntakeError::Stalled(idle)),
+            Ok(None) => return None,
+            Ok(Some(Err(e))) => Err(IntakeError::Read(e.to_string())),
+            Ok(Some(Ok(chunk))) => {
+                let total = total + chunk.len() as u64;
+                if total > max_bytes {
+                    Err(IntakeError::TooLarge(max_bytes))
+                } else {
+                    guard.check(&chunk).map(|()| chunk)
+                }
+            }
+        };
+        let total = total + next.as_ref().map_or(0, |c| c.len() as u64);
+        let failed = next.is_err();
+        Some((next, (body, guard, total, failed)))
+    })
 }
 
 #[cfg(test)]
