@@ -16,6 +16,7 @@ use crate::events::webhooks::{SigningKey, WebhookConfig};
 use crate::keys::{KeyName, Scope};
 use crate::publish::s3::S3Config;
 use crate::tools::Tools;
+use crate::transcode::chunks::Chunking;
 use crate::transcode::plan::Ladder;
 
 #[derive(Debug, Parser)]
@@ -341,6 +342,15 @@ pub struct ServiceArgs {
     #[arg(long, env = "VIDPIPE_PUBLIC_BASE_URL", value_parser = parse_base_url)]
     pub public_base_url: Option<String>,
 
+    /// Sources longer than this are split into chunks that several workers
+    /// encode at once (`off`: never split).
+    #[arg(long, env = "VIDPIPE_CHUNK_AFTER", default_value = "10m", value_parser = parse_optional_duration)]
+    pub chunk_after: OptionalDuration,
+
+    /// Length of a chunk in seconds: a multiple of the 6 s segment length.
+    #[arg(long, env = "VIDPIPE_CHUNK_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u32).range(6..=3600))]
+    pub chunk_seconds: u32,
+
     /// Longest a single transcode may run before ffmpeg is killed.
     #[arg(long, env = "VIDPIPE_JOB_TIMEOUT", default_value = "2h", value_parser = parse_duration)]
     pub job_timeout: Duration,
@@ -595,6 +605,7 @@ pub struct Config {
     pub concurrency: usize,
     pub max_upload_bytes: u64,
     pub ladder: Ladder,
+    pub chunking: Chunking,
     /// No trailing slash. `None`: `http://<bound address>`.
     pub public_base_url: Option<String>,
     pub job_timeout: Duration,
@@ -756,7 +767,10 @@ impl Config {
             )));
         }
         let storage = StorageConfig::from_args(&args.storage, args.public_base_url.as_deref())?;
+        let chunking = Chunking::new(args.chunk_after.0, args.chunk_seconds)
+            .map_err(|e| ConfigError(format!("VIDPIPE_CHUNK_SECONDS / --chunk-seconds: {}", e.0)))?;
         Ok(Config {
+            chunking,
             listen: args.listen,
             data_dir,
             database_url,
@@ -937,6 +951,17 @@ impl StorageConfig {
             cors_origins: args.s3_cors_origins.clone(),
             public_endpoint,
         })))
+    }
+}
+
+/// A duration, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionalDuration(pub Option<Duration>);
+
+fn parse_optional_duration(s: &str) -> Result<OptionalDuration, String> {
+    match s.trim() {
+        "off" => Ok(OptionalDuration(None)),
+        other => parse_duration(other).map(|d| OptionalDuration(Some(d))).map_err(|e| format!("{e}, or off")),
     }
 }
 

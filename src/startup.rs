@@ -297,6 +297,7 @@ impl Application {
                 poll_interval: config.poll_interval,
                 reconcile_interval: config.reconcile_interval,
                 max_attempts: config.attempts,
+                chunking: config.chunking,
                 concurrency: config.concurrency,
                 shutdown_grace: config.shutdown_grace,
                 running: running.clone(),

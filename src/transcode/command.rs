@@ -10,6 +10,7 @@ use std::path::Path;
 
 use crate::media::{decoder_limits, decoder_names, Colour, MediaInfo};
 use crate::transcode::plan::{Audio, Plan, Rendition};
+use crate::transcode::chunks::ChunkRange;
 use crate::transcode::previews::{self, Storyboard};
 
 /// x264's SSIM tuning: no psychovisual RD (which spends bits re-creating
@@ -76,6 +77,12 @@ pub const MAX_DECODE_ERROR_RATE: &str = "0.25";
 /// the streams we checked, no frame larger than the probe allows, and no
 /// more input time than the probed duration.
 fn safe_input(media: &MediaInfo, input: &Path, decoders: Vec<String>) -> Vec<OsString> {
+    safe_input_from(media, input, decoders, None)
+}
+
+/// [`safe_input`] of one chunk: from its start, and no more input time
+/// than its length (or, for the last, than the probed duration left).
+fn safe_input_from(media: &MediaInfo, input: &Path, decoders: Vec<String>, range: Option<&ChunkRange>) -> Vec<OsString> {
     let mut args: Vec<OsString> = ["-nostdin", "-hide_banner", "-loglevel", "error", "-protocol_whitelist", "file"]
         .into_iter()
         .map(OsString::from)
@@ -83,7 +90,14 @@ fn safe_input(media: &MediaInfo, input: &Path, decoders: Vec<String>) -> Vec<OsS
     args.extend(["-max_error_rate".into(), MAX_DECODE_ERROR_RATE.into()]);
     args.extend(["-codec_whitelist".into(), decoders.join(",").into()]);
     args.extend(decoder_limits().map(OsString::from));
-    let bound = media.duration_seconds + DURATION_SLACK_SECONDS.max(media.duration_seconds * 0.01);
+    let start = range.map_or(0.0, ChunkRange::start_seconds);
+    let length = range.and_then(ChunkRange::length_seconds).unwrap_or(media.duration_seconds - start).max(0.0);
+    let bound = length + DURATION_SLACK_SECONDS.max(media.duration_seconds * 0.01);
+    if start > 0.0 {
+        // Before `-i`: seek to the keyframe before `start`, then decode and
+        // drop what comes before it, so the chunk starts at that frame.
+        args.extend(["-ss".into(), format!("{start:.3}").into()]);
+    }
     args.extend(["-t".into(), format!("{bound:.3}").into()]);
     args.extend(["-f".into(), media.demuxer.clone().into(), "-i".into(), input.as_os_str().to_owned()]);
     args
@@ -116,6 +130,142 @@ pub fn ladder_args(media: &MediaInfo, plan: &Plan, input: &Path, out_dir: &Path)
         }
     }
 
+    args.extend(video_encoder_args(plan));
+    for (i, r) in plan.renditions.iter().enumerate() {
+        if let (Audio::Encode, Some(bps)) = (plan.audio, r.audio_bps()) {
+            args.extend([format!("-b:a:{i}").into(), bps.to_string().into()]);
+        }
+    }
+    match plan.audio {
+        Audio::Silent => {}
+        // ADTS (MPEG-TS sources) must become MP4's AudioSpecificConfig; the
+        // filter passes MP4 sources through.
+        Audio::Copy { .. } => args.extend(["-c:a", "copy", "-bsf:a", "aac_adtstoasc"].map(OsString::from)),
+        Audio::Encode => args.extend(["-c:a", "aac", "-ac", "2", "-ar", "48000"].map(OsString::from)),
+    }
+
+    let stream_map: Vec<String> = plan
+        .renditions
+        .iter()
+        .enumerate()
+        .map(|(i, r)| match audio_input {
+            Some(_) => format!("v:{i},a:{i},name:{}", r.name()),
+            None => format!("v:{i},name:{}", r.name()),
+        })
+        .collect();
+    args.extend(hls_output(out_dir, "%v", SEGMENT_PATTERN, Some(stream_map.join(" "))));
+
+    // More outputs: the thumbnail candidates, each frame as it comes (not
+    // repeated to a constant rate), and the storyboard sprite.
+    args.extend(
+        ["-map", "[thumb]", "-fps_mode", "passthrough", "-c:v", "mjpeg", "-q:v", "3", "-f", "image2"]
+            .map(OsString::from),
+    );
+    args.push(out_dir.join(previews::CANDIDATE_PATTERN).into_os_string());
+    args.extend(
+        ["-map", "[story]", "-fps_mode", "passthrough", "-c:v", "mjpeg", "-q:v", "5", "-f", "image2"]
+            .map(OsString::from),
+    );
+    args.push(out_dir.join(previews::TILE_PATTERN).into_os_string());
+    args
+}
+
+/// The HLS output, fMP4 segments of [`SEGMENT_SECONDS`]: the playlist and
+/// segments go to `out_dir/<dir>/` (`%v`: one directory per variant of
+/// `stream_map`). Playlists are EVENT playlists, listing each segment once
+/// it is complete, so the publisher can ship segments while ffmpeg runs.
+fn hls_output(out_dir: &Path, dir: &str, segment_pattern: &str, stream_map: Option<String>) -> Vec<OsString> {
+    let mut args: Vec<OsString> = [
+        "-f",
+        "hls",
+        "-hls_time",
+        &SEGMENT_SECONDS.to_string(),
+        "-hls_playlist_type",
+        "event",
+        "-hls_flags",
+        "independent_segments+temp_file",
+        "-hls_segment_type",
+        "fmp4",
+        "-hls_fmp4_init_filename",
+        INIT_FILENAME_TEMPLATE,
+    ]
+    .map(OsString::from)
+    .into();
+    args.extend(["-hls_segment_filename".into(), out_dir.join(dir).join(segment_pattern).into_os_string()]);
+    if let Some(map) = stream_map {
+        args.extend(["-var_stream_map".into(), map.into()]);
+    }
+    args.extend(["-progress", "pipe:1", "-nostats"].map(OsString::from));
+    args.push(out_dir.join(dir).join(MEDIA_PLAYLIST).into_os_string());
+    args
+}
+
+/// How far every chunk's and the audio rendition's timestamps are moved:
+/// x264's B-frame reordering delay, two frames. A whole-source encode gets
+/// the same shift from the muxer (its first decoding timestamp would be
+/// negative), so chunked and whole encodes start their pictures at the same
+/// time; a chunk moved by less would be shifted again on its own by the
+/// muxer (only the first chunk's timestamps start below zero), and its
+/// frames would overlap the next chunk's.
+pub fn chunk_time_offset(plan: &Plan) -> f64 {
+    2.0 / plan.fps.as_f64()
+}
+
+/// One chunk of a chunked encode: every rendition of `range`, video only,
+/// into `out_dir/<rendition>/` (segments named by
+/// [`ChunkRange::segment_pattern`], the initialization section `init_N.mp4`
+/// as in [`ladder_args`]).
+///
+/// Each chunk's timestamps are the source's (`-output_ts_offset`), and
+/// `frag_discont` writes them into every fragment's decode time instead of
+/// into an edit list of the initialization section: so every chunk's init
+/// section is the same bytes, and the segments of all chunks play as one
+/// stream after chunk 0's. No thumbnail or storyboard: those need the whole
+/// video.
+pub fn chunk_args(media: &MediaInfo, plan: &Plan, input: &Path, out_dir: &Path, range: &ChunkRange) -> Vec<OsString> {
+    let mut args = safe_input_from(media, input, decoder_names(&media.video_codec), Some(range));
+    let graph = scaled_renditions(media, plan, range.length_seconds(), false);
+    args.extend(["-filter_complex".into(), graph.into()]);
+    for i in 0..plan.renditions.len() {
+        args.extend(["-map".into(), format!("[v{i}]").into()]);
+    }
+    args.extend(video_encoder_args(plan));
+    let offset = range.start_seconds() + chunk_time_offset(plan);
+    args.extend(["-output_ts_offset".into(), format!("{offset:.6}").into()]);
+    args.extend(["-hls_segment_options", "movflags=+frag_discont"].map(OsString::from));
+    let stream_map: Vec<String> =
+        plan.renditions.iter().enumerate().map(|(i, r)| format!("v:{i},name:{}", r.name())).collect();
+    args.extend(hls_output(out_dir, "%v", &range.segment_pattern(), Some(stream_map.join(" "))));
+    args
+}
+
+/// The directory of a chunked lecture's one audio rendition.
+pub const AUDIO_DIR: &str = "audio";
+
+/// The sound of the whole source, once, as an audio-only rendition in
+/// `out_dir/audio/` for a chunked encode: copied when it is already AAC-LC
+/// (see [`Audio`]), otherwise AAC-LC stereo at `bps`. Moved by the same
+/// offset as the chunks, so sound and picture keep the source's sync.
+pub fn audio_args(media: &MediaInfo, plan: &Plan, input: &Path, out_dir: &Path, bps: u32) -> Vec<OsString> {
+    let Some(audio) = &media.audio else { return Vec::new() };
+    let mut args = safe_input(media, input, decoder_names(&audio.codec));
+    args.extend(["-map".into(), format!("0:{}", audio.index).into(), "-vn".into()]);
+    match plan.audio {
+        Audio::Copy { .. } => args.extend(["-c:a", "copy", "-bsf:a", "aac_adtstoasc"].map(OsString::from)),
+        Audio::Encode | Audio::Silent => {
+            args.extend(["-c:a", "aac", "-ac", "2", "-ar", "48000", "-b:a"].map(OsString::from));
+            args.push(bps.to_string().into());
+        }
+    }
+    args.extend(["-output_ts_offset".into(), format!("{:.6}", chunk_time_offset(plan)).into()]);
+    args.extend(hls_output(out_dir, AUDIO_DIR, SEGMENT_PATTERN, None));
+    args
+}
+
+/// The x264 settings of every rendition: the same keyframe times in each
+/// (so segment boundaries line up), quality and rate caps per rung.
+fn video_encoder_args(plan: &Plan) -> Vec<OsString> {
+    let mut args = Vec::new();
     let keyint = (plan.fps.as_f64() * KEYFRAME_INTERVAL as f64 * 2.0).ceil() as u32;
     let common = [
         "-c:v".to_string(),
@@ -157,61 +307,7 @@ pub fn ladder_args(media: &MediaInfo, plan: &Plan, input: &Path, out_dir: &Path)
             format!("-x264-params:v:{i}").into(),
             X264_PARAMS.into(),
         ]);
-        if let (Audio::Encode, Some(bps)) = (plan.audio, r.audio_bps()) {
-            args.extend([format!("-b:a:{i}").into(), bps.to_string().into()]);
-        }
     }
-    match plan.audio {
-        Audio::Silent => {}
-        // ADTS (MPEG-TS sources) must become MP4's AudioSpecificConfig; the
-        // filter passes MP4 sources through.
-        Audio::Copy { .. } => args.extend(["-c:a", "copy", "-bsf:a", "aac_adtstoasc"].map(OsString::from)),
-        Audio::Encode => args.extend(["-c:a", "aac", "-ac", "2", "-ar", "48000"].map(OsString::from)),
-    }
-
-    let stream_map: Vec<String> = plan
-        .renditions
-        .iter()
-        .enumerate()
-        .map(|(i, r)| match audio_input {
-            Some(_) => format!("v:{i},a:{i},name:{}", r.name()),
-            None => format!("v:{i},name:{}", r.name()),
-        })
-        .collect();
-    args.extend(
-        [
-            "-f",
-            "hls",
-            "-hls_time",
-            &SEGMENT_SECONDS.to_string(),
-            "-hls_playlist_type",
-            "event",
-            "-hls_flags",
-            "independent_segments+temp_file",
-            "-hls_segment_type",
-            "fmp4",
-            "-hls_fmp4_init_filename",
-            INIT_FILENAME_TEMPLATE,
-        ]
-        .map(OsString::from),
-    );
-    args.extend(["-hls_segment_filename".into(), out_dir.join("%v").join(SEGMENT_PATTERN).into_os_string()]);
-    args.extend(["-var_stream_map".into(), stream_map.join(" ").into()]);
-    args.extend(["-progress", "pipe:1", "-nostats"].map(OsString::from));
-    args.push(out_dir.join("%v").join(MEDIA_PLAYLIST).into_os_string());
-
-    // More outputs: the thumbnail candidates, each frame as it comes (not
-    // repeated to a constant rate), and the storyboard sprite.
-    args.extend(
-        ["-map", "[thumb]", "-fps_mode", "passthrough", "-c:v", "mjpeg", "-q:v", "3", "-f", "image2"]
-            .map(OsString::from),
-    );
-    args.push(out_dir.join(previews::CANDIDATE_PATTERN).into_os_string());
-    args.extend(
-        ["-map", "[story]", "-fps_mode", "passthrough", "-c:v", "mjpeg", "-q:v", "5", "-f", "image2"]
-            .map(OsString::from),
-    );
-    args.push(out_dir.join(previews::TILE_PATTERN).into_os_string());
     args
 }
 
@@ -316,29 +412,7 @@ fn to_bt709(colour: Colour) -> String {
 /// their statistics go to a file in `out_dir`. All of it costs a few JPEGs
 /// and small scales; a second ffmpeg would decode the source again.
 fn filter_graph(media: &MediaInfo, plan: &Plan, out_dir: &Path) -> String {
-    let n = plan.renditions.len();
-    let scale = |r: &Rendition| format!("scale={}:{}:flags=bicubic,setsar=1", r.width(), r.height());
-    let largest = (0..n).max_by_key(|&i| plan.renditions[i].width() * plan.renditions[i].height()).unwrap_or(0);
-    let smaller: Vec<usize> = (0..n).filter(|&i| i != largest).collect();
-    let mut graph = format!("[0:{}]", media.video_stream);
-    if plan.fps != media.frame_rate {
-        graph.push_str(&format!("fps={},", plan.fps));
-    }
-    // Converted at the largest rendition's size: a 4K HDR source costs the
-    // float maths of a 720p picture.
-    graph.push_str(&format!(
-        "{}{},format=yuv420p,split={}[v{largest}]",
-        scale(&plan.renditions[largest]),
-        to_bt709(media.colour),
-        n + 2
-    ));
-    for i in &smaller {
-        graph.push_str(&format!("[c{i}]"));
-    }
-    graph.push_str("[t][s]");
-    for i in smaller {
-        graph.push_str(&format!(";[c{i}]{}[v{i}]", scale(&plan.renditions[i])));
-    }
+    let mut graph = scaled_renditions(media, plan, None, true);
     // The candidate frames pass the select; scdet measures how much each
     // differs from the one before (its pair's first frame). JPEG wants
     // full-range YUV, the statistics are taken before.
@@ -354,6 +428,42 @@ fn filter_graph(media: &MediaInfo, plan: &Plan, out_dir: &Path) -> String {
         ";[s]fps=1/{},scale={}:{}:flags=bicubic,setsar=1,format=yuvj420p[story]",
         board.interval, board.tile_width, board.tile_height
     ));
+    graph
+}
+
+/// The part of the filter graph that makes `[v0]`, `[v1]`... (and `[t]`,
+/// `[s]` for the previews when `previews`), from the frames before
+/// `trim_end` seconds (a chunk's length) if given.
+fn scaled_renditions(media: &MediaInfo, plan: &Plan, trim_end: Option<f64>, previews: bool) -> String {
+    let n = plan.renditions.len();
+    let scale = |r: &Rendition| format!("scale={}:{}:flags=bicubic,setsar=1", r.width(), r.height());
+    let largest = (0..n).max_by_key(|&i| plan.renditions[i].width() * plan.renditions[i].height()).unwrap_or(0);
+    let smaller: Vec<usize> = (0..n).filter(|&i| i != largest).collect();
+    let mut graph = format!("[0:{}]", media.video_stream);
+    if let Some(end) = trim_end {
+        // By timestamp, so each frame lands in exactly one chunk.
+        graph.push_str(&format!("trim=end={end:.6},"));
+    }
+    if plan.fps != media.frame_rate {
+        graph.push_str(&format!("fps={},", plan.fps));
+    }
+    // Converted at the largest rendition's size: a 4K HDR source costs the
+    // float maths of a 720p picture.
+    graph.push_str(&format!(
+        "{}{},format=yuv420p,split={}[v{largest}]",
+        scale(&plan.renditions[largest]),
+        to_bt709(media.colour),
+        n + if previews { 2 } else { 0 }
+    ));
+    for i in &smaller {
+        graph.push_str(&format!("[c{i}]"));
+    }
+    if previews {
+        graph.push_str("[t][s]");
+    }
+    for i in smaller {
+        graph.push_str(&format!(";[c{i}]{}[v{i}]", scale(&plan.renditions[i])));
+    }
     graph
 }
 

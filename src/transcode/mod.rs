@@ -8,6 +8,7 @@
 //! (fragmented MP4), and
 //! (after [`write_master_and_vod`]) `master.m3u8`.
 
+pub mod chunks;
 pub mod command;
 pub mod ffmpeg;
 pub mod plan;
@@ -58,19 +59,67 @@ impl Transcoder {
             tokio::fs::create_dir_all(out_dir.join(r.name())).await.map_err(FfmpegError::Spawn)?;
         }
         let args = command::ladder_args(media, plan, input, out_dir);
+        self.run_reporting(&args, plan.duration_seconds.max(0.001), cancel, progress).await?;
+        Ok(self.finish_previews(plan, out_dir, cancel).await)
+    }
+}
+
+impl Transcoder {
+    /// Encodes one chunk of a chunked lecture into `out_dir` (see
+    /// [`command::chunk_args`]), reporting progress through the chunk.
+    pub async fn encode_chunk(
+        &self,
+        media: &MediaInfo,
+        plan: &Plan,
+        range: &chunks::ChunkRange,
+        input: &Path,
+        out_dir: &Path,
+        cancel: &CancellationToken,
+        progress: &watch::Sender<f64>,
+    ) -> Result<(), FfmpegError> {
+        for r in &plan.renditions {
+            tokio::fs::create_dir_all(out_dir.join(r.name())).await.map_err(FfmpegError::Spawn)?;
+        }
+        let length =
+            range.length_seconds().unwrap_or(plan.duration_seconds - range.start_seconds()).max(0.001);
+        let args = command::chunk_args(media, plan, input, out_dir, range);
+        self.run_reporting(&args, length, cancel, progress).await
+    }
+
+    /// Encodes the whole source's sound into `out_dir/audio/` (see
+    /// [`command::audio_args`]).
+    pub async fn encode_audio(
+        &self,
+        media: &MediaInfo,
+        plan: &Plan,
+        input: &Path,
+        out_dir: &Path,
+        bps: u32,
+        cancel: &CancellationToken,
+        progress: &watch::Sender<f64>,
+    ) -> Result<(), FfmpegError> {
+        tokio::fs::create_dir_all(out_dir.join(command::AUDIO_DIR)).await.map_err(FfmpegError::Spawn)?;
+        let args = command::audio_args(media, plan, input, out_dir, bps);
+        self.run_reporting(&args, plan.duration_seconds.max(0.001), cancel, progress).await
+    }
+
+    /// Runs ffmpeg with `args`, turning its position into a percentage of
+    /// `seconds` on `progress` (99 at most: 100 is for "published").
+    async fn run_reporting(
+        &self,
+        args: &[std::ffi::OsString],
+        seconds: f64,
+        cancel: &CancellationToken,
+        progress: &watch::Sender<f64>,
+    ) -> Result<(), FfmpegError> {
         let (seconds_tx, mut seconds_rx) = watch::channel(0.0);
-        let duration = plan.duration_seconds.max(0.001);
-        let run = ffmpeg::run(&self.tools.ffmpeg, &args, self.watchdog, cancel, &seconds_tx);
+        let run = ffmpeg::run(&self.tools.ffmpeg, args, self.watchdog, cancel, &seconds_tx);
         tokio::pin!(run);
         loop {
             tokio::select! {
-                result = &mut run => {
-                    result?;
-                    return Ok(self.finish_previews(plan, out_dir, cancel).await);
-                }
+                result = &mut run => return result,
                 Ok(()) = seconds_rx.changed() => {
-                    // 100 is for "published", not "encoded".
-                    let pct = (*seconds_rx.borrow() / duration * 100.0).clamp(0.0, 99.0);
+                    let pct = (*seconds_rx.borrow() / seconds * 100.0).clamp(0.0, 99.0);
                     progress.send_replace(pct);
                 }
             }

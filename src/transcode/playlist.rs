@@ -139,6 +139,79 @@ pub fn master(plan: &Plan) -> String {
     out
 }
 
+/// The audio group of a chunked lecture's variants: its sound is one
+/// rendition of its own ([`crate::transcode::command::AUDIO_DIR`]), encoded
+/// once for the whole source, since encoding it per chunk would put AAC
+/// priming (a click) at every chunk boundary.
+pub const AUDIO_GROUP: &str = "audio";
+
+/// The master playlist of a chunked lecture: [`master`], with the variants
+/// video-only and the sound, if the source has any, as an `EXT-X-MEDIA`
+/// audio rendition every variant names (`AUDIO=`). BANDWIDTH and CODECS
+/// still count the sound, which plays along with every variant.
+pub fn master_with_separate_audio(plan: &Plan) -> String {
+    let master = master(plan);
+    if plan.audio.is_silent() {
+        return master;
+    }
+    let mut out = String::with_capacity(master.len() + 256);
+    let mut placed = false;
+    for line in master.lines() {
+        if line.starts_with("#EXT-X-STREAM-INF:") {
+            if !placed {
+                out.push_str(&format!(
+                    "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"{AUDIO_GROUP}\",NAME=\"Audio\",DEFAULT=YES,AUTOSELECT=YES,\
+                     URI=\"{}/{MEDIA_PLAYLIST}\"\n",
+                    crate::transcode::command::AUDIO_DIR
+                ));
+                placed = true;
+            }
+            out.push_str(&format!("{line},AUDIO=\"{AUDIO_GROUP}\""));
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// One rendition's media playlist made of its chunks' playlists, in order
+/// (EVENT; [`to_vod`] finishes it): chunk 0's initialization section for
+/// every segment, since every chunk's is the same bytes (see
+/// [`crate::transcode::command::chunk_args`]), and each chunk's segments
+/// after the one before's. The target duration is the largest any chunk
+/// declares.
+pub fn join(chunks: &[String]) -> String {
+    let target = chunks
+        .iter()
+        .flat_map(|c| c.lines())
+        .filter_map(|l| l.strip_prefix("#EXT-X-TARGETDURATION:"))
+        .filter_map(|t| t.trim().parse::<u32>().ok())
+        .max()
+        .unwrap_or(crate::transcode::command::SEGMENT_SECONDS);
+    let mut out = format!(
+        "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:0\n\
+         #EXT-X-PLAYLIST-TYPE:EVENT\n#EXT-X-INDEPENDENT-SEGMENTS\n"
+    );
+    if let Some(map) = chunks.first().and_then(|c| c.lines().find(|l| l.starts_with(MAP_TAG))) {
+        out.push_str(map);
+        out.push('\n');
+    }
+    for chunk in chunks {
+        let mut lines = chunk.lines().map(str::trim);
+        while let Some(line) = lines.next() {
+            if line.starts_with("#EXTINF:") {
+                let Some(uri) = lines.find(|l| !l.is_empty() && !l.starts_with('#')) else { break };
+                out.push_str(line);
+                out.push('\n');
+                out.push_str(uri);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
 /// The subtitles group every variant names when captions exist.
 pub const SUBTITLES_GROUP: &str = "subs";
 const SUBTITLES_MEDIA: &str = "#EXT-X-MEDIA:TYPE=SUBTITLES,";
@@ -326,5 +399,27 @@ mod tests {
              #EXTINF:6.000000,\nseg_00000.vtt\n#EXTINF:2.000000,\nseg_00001.vtt\n#EXT-X-ENDLIST\n"
         );
         assert_eq!(files(&text), ["seg_00000.vtt", "seg_00001.vtt"]);
+    }
+
+    #[test]
+    fn chunk_playlists_join_into_one_stream_with_the_first_init_section() {
+        let chunk = |first: u32, init: &str, durations: &[f64]| {
+            let mut p = format!(
+                "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:6\n#EXT-X-MEDIA-SEQUENCE:{first}\n\
+                 #EXT-X-PLAYLIST-TYPE:EVENT\n#EXT-X-MAP:URI=\"{init}\"\n"
+            );
+            for (i, d) in durations.iter().enumerate() {
+                p.push_str(&format!("#EXTINF:{d:.6},\nc{first:04}_{i:05}.m4s\n"));
+            }
+            p + "#EXT-X-ENDLIST\n"
+        };
+        let joined = join(&[chunk(0, "init_0.mp4", &[6.0, 6.0]), chunk(1, "init_0.mp4", &[6.0, 2.5])]);
+        assert_eq!(files(&joined), ["init_0.mp4", "c0000_00000.m4s", "c0000_00001.m4s", "c0001_00000.m4s", "c0001_00001.m4s"]);
+        assert_eq!(segment_durations(&joined), [6.0, 6.0, 6.0, 2.5]);
+        assert_eq!(joined.matches("#EXT-X-MAP").count(), 1);
+        assert!(joined.contains("#EXT-X-PLAYLIST-TYPE:EVENT") && !joined.contains("ENDLIST"));
+        assert!(joined.contains("#EXT-X-MEDIA-SEQUENCE:0\n"));
+        let vod = to_vod(&joined);
+        assert!(vod.contains("#EXT-X-PLAYLIST-TYPE:VOD") && vod.ends_with("#EXT-X-ENDLIST\n"));
     }
 }

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
-use super::WorkerContext;
+use super::{chunked, WorkerContext};
 use crate::captions::{cues, Captions, Language, Origin, StoredCaptions};
 use crate::domain::{now_ms, LectureId};
 use crate::events::{EventKind, EventLog};
@@ -25,13 +25,14 @@ use crate::queue::{Claim, FailOutcome};
 use crate::status::LectureDocument;
 use crate::transcode::command::MASTER_PLAYLIST;
 use crate::transcode::ffmpeg::FfmpegError;
+use crate::transcode::chunks::ChildJob;
 use crate::transcode::plan::Plan;
 
 /// How often, while encoding, finished segments are looked for and shipped.
 const PUBLISH_INTERVAL: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
-enum JobError {
+pub(super) enum JobError {
     #[error("the source cannot be transcoded: {0}")]
     Source(ProbeError),
     #[error("the lecture no longer exists")]
@@ -42,6 +43,10 @@ enum JobError {
     Storage(#[from] StorageError),
     #[error("{0}")]
     Internal(String),
+    /// A chunk of a chunked encode failed for good (its own retries are
+    /// spent), with its reason.
+    #[error("{0}")]
+    Chunk(String),
 }
 
 /// Why an attempt failed, as a small fixed set: the `reason` label of the
@@ -57,6 +62,7 @@ fn failure_class(e: &JobError) -> &'static str {
         JobError::Ffmpeg(_) => "system",
         JobError::Storage(_) => "storage",
         JobError::Internal(_) => "internal",
+        JobError::Chunk(_) => "chunk",
     }
 }
 
@@ -65,10 +71,10 @@ impl JobError {
     /// decoder rejects, or one ffmpeg stalls or runs out of time on would
     /// fail the same way on every attempt, burning hours of worker time.
     /// The machine's faults (storage, database, a killed process) retry.
-    fn retryable(&self) -> bool {
+    pub(super) fn retryable(&self) -> bool {
         match self {
             JobError::Source(e) => !e.is_input_error(),
-            JobError::LectureGone => false,
+            JobError::LectureGone | JobError::Chunk(_) => false,
             JobError::Ffmpeg(e) => !e.caused_by_input(),
             JobError::Storage(_) | JobError::Internal(_) => true,
         }
@@ -82,7 +88,15 @@ pub(super) async fn process(
     claim: Claim,
     cancel: CancellationToken,
     hard_stop: &CancellationToken,
+    draining: &CancellationToken,
+    permit: OwnedSemaphorePermit,
 ) {
+    if let Ok(child) = claim.job_id.parse::<ChildJob>() {
+        chunked::process_child(ctx, claim, child, cancel, hard_stop, draining).await;
+        drop(permit);
+        return;
+    }
+    let mut permit = Some(permit);
     let id = claim.job_id.clone();
     let started = std::time::Instant::now();
     tracing::info!(lecture = %id, job = %id, attempt = claim.attempt, worker = %ctx.id, "job started");
@@ -92,17 +106,19 @@ pub(super) async fn process(
     }
     ctx.running.insert(&id, cancel.clone());
     let (progress_tx, progress_rx) = watch::channel(0.0);
-    let beat = Heartbeat { queue: ctx.queue.clone(), events: ctx.lectures.events().clone(), claim: claim.clone() };
+    let beat =
+        Heartbeat { queue: ctx.queue.clone(), events: Some(ctx.lectures.events().clone()), claim: claim.clone() };
     let heartbeat = tokio::spawn(beat.run(ctx.lease, progress_rx, cancel.clone()));
 
     let tag = &claim.token[..12];
     let work = ctx.work_dir.join(format!("{id}-{tag}"));
     let prefix = format!("{id}/{tag}");
-    let result = attempt(ctx, &claim, &work, &prefix, &cancel, &progress_tx).await;
+    let stops = Stops { cancel: &cancel, draining };
+    let result = attempt(ctx, &claim, &work, &prefix, stops, &progress_tx, &mut permit).await;
     heartbeat.abort();
 
     let keep_published = match result {
-        Ok(Attempted { published, lecture, encode_time, announced_playable }) => match ctx
+        Ok(Attempted { published, lecture, encode_time, announced_playable, chunk_jobs }) => match ctx
             .lectures
             .complete(
                 &claim,
@@ -126,7 +142,9 @@ pub(super) async fn process(
                     duration_s = started.elapsed().as_secs_f64(), since_upload_s = since_upload.as_secs_f64(),
                     speed = format!("{speed:.2}x"), "job completed"
                 );
-                remove_other_attempts(ctx, &id, tag).await;
+                let kept = published.prefix.rsplit('/').next().unwrap_or(tag);
+                remove_other_attempts(ctx, &id, kept).await;
+                chunked::forget_children(ctx, &chunk_jobs).await;
                 publish_late_captions(ctx, &id, &published).await;
                 let _ = tokio::fs::remove_file(&lecture.source_path).await;
                 true
@@ -141,7 +159,7 @@ pub(super) async fn process(
                 false
             }
         },
-        Err(JobError::Ffmpeg(FfmpegError::Cancelled)) if hard_stop.is_cancelled() => {
+        Err(JobError::Ffmpeg(FfmpegError::Cancelled)) if hard_stop.is_cancelled() || draining.is_cancelled() => {
             tracing::info!(job = %id, "shutting down: job handed back");
             if let Err(e) = ctx.queue.release(&claim).await {
                 tracing::warn!(job = %id, error = %e, "could not hand the job back; its lease will expire");
@@ -194,14 +212,24 @@ pub(super) async fn process(
     ctx.running.remove(&id);
 }
 
+/// What stops an attempt: `cancel` (cancelled, deleted, lease lost, or the
+/// end of the shutdown grace) and `draining` (shutdown began).
+#[derive(Clone, Copy)]
+struct Stops<'a> {
+    cancel: &'a CancellationToken,
+    draining: &'a CancellationToken,
+}
+
 async fn attempt(
     ctx: &WorkerContext,
     claim: &Claim,
     work: &std::path::Path,
     prefix: &str,
-    cancel: &CancellationToken,
+    stops: Stops<'_>,
     progress: &watch::Sender<f64>,
+    permit: &mut Option<OwnedSemaphorePermit>,
 ) -> Result<Attempted, JobError> {
+    let cancel = stops.cancel;
     let lecture_id: LectureId =
         claim.job_id.parse().map_err(|e: crate::domain::InvalidValue| JobError::Internal(e.0))?;
     let lecture = ctx
@@ -212,6 +240,9 @@ async fn attempt(
         .ok_or(JobError::LectureGone)?;
     let media = probe::probe(&ctx.transcoder.tools.ffprobe, &lecture.source_path).await.map_err(JobError::Source)?;
     let plan = Plan::new(&media, &ctx.ladder).with_thumbnail_time(lecture.thumbnail_time);
+    if let Some(chunks) = ctx.chunking.split(plan.duration_seconds) {
+        return chunked::join(ctx, lecture, plan, chunks, cancel, stops.draining, progress, permit).await;
+    }
     tokio::fs::create_dir_all(work).await.map_err(|e| JobError::Internal(format!("work directory: {e}")))?;
     add_embedded_captions(ctx, &lecture, &media, work, cancel).await;
 
@@ -295,28 +326,36 @@ async fn attempt(
             .collect(),
         duration_seconds: plan.duration_seconds,
     };
-    Ok(Attempted { published, lecture, encode_time, announced_playable: announced_playable.into_inner() })
+    Ok(Attempted {
+        published,
+        lecture,
+        encode_time,
+        announced_playable: announced_playable.into_inner(),
+        chunk_jobs: Vec::new(),
+    })
 }
 
 /// What a successful attempt made, for its completion.
-struct Attempted {
-    published: Published,
+pub(super) struct Attempted {
+    pub(super) published: Published,
     /// The lecture as the attempt found it.
-    lecture: Lecture,
-    encode_time: Duration,
+    pub(super) lecture: Lecture,
+    pub(super) encode_time: Duration,
     /// Whether `lecture.playable` went out while encoding (a short video can
     /// finish between two publishing sweeps).
-    announced_playable: bool,
+    pub(super) announced_playable: bool,
+    /// The child jobs of a chunked encode, removed once it completed.
+    pub(super) chunk_jobs: Vec<String>,
 }
 
 /// The payload of `lecture.playable`.
-fn playable_event(ctx: &WorkerContext, id: &str, prefix: &str) -> serde_json::Value {
+pub(super) fn playable_event(ctx: &WorkerContext, id: &str, prefix: &str) -> serde_json::Value {
     let link = ctx.storage.url(&format!("{prefix}/{MASTER_PLAYLIST}"));
     json!({ "lectureId": id, "processingStatus": "processing", "playable": true, "videoLink": link })
 }
 
 /// The log line and metric of a lecture becoming playable.
-fn announce_playable(id: &str, lecture: &Lecture) {
+pub(super) fn announce_playable(id: &str, lecture: &Lecture) {
     let since_upload = Duration::from_millis((now_ms() - lecture.created_at).max(0) as u64);
     crate::metrics::upload_to_playable(since_upload);
     tracing::info!(lecture = %id, job = %id, since_upload_s = since_upload.as_secs_f64(), "playable");
@@ -347,15 +386,16 @@ fn completed_document(ctx: &WorkerContext, lecture: &Lecture, published: &Publis
 /// attempt never misses a renewal. Cancels the attempt when the lease is
 /// lost, or when renewals have failed for a whole lease (the queue is
 /// unreachable): by then another worker may have taken the job over.
-struct Heartbeat {
-    queue: Arc<dyn crate::queue::Queue>,
-    /// Progress changes become `lecture.progress` events, one per beat at most.
-    events: EventLog,
-    claim: Claim,
+pub(super) struct Heartbeat {
+    pub(super) queue: Arc<dyn crate::queue::Queue>,
+    /// Progress changes become `lecture.progress` events, one per beat at
+    /// most (a lecture's own job; a chunk's progress is its parent's).
+    pub(super) events: Option<EventLog>,
+    pub(super) claim: Claim,
 }
 
 impl Heartbeat {
-    async fn run(self, lease: Duration, mut progress: watch::Receiver<f64>, cancel: CancellationToken) {
+    pub(super) async fn run(self, lease: Duration, mut progress: watch::Receiver<f64>, cancel: CancellationToken) {
         let claim = &self.claim;
         let every = (lease / 3).min(Duration::from_secs(2));
         let mut renewed = tokio::time::Instant::now();
@@ -381,7 +421,8 @@ impl Heartbeat {
             if whole > announced {
                 announced = whole;
                 let update = json!({ "lectureId": claim.job_id, "processingStatus": "processing", "progress": whole });
-                if let Err(e) = self.events.append(EventKind::Progress, Some(&claim.job_id), update).await {
+                let Some(events) = &self.events else { continue };
+                if let Err(e) = events.append(EventKind::Progress, Some(&claim.job_id), update).await {
                     tracing::debug!(job = %claim.job_id, error = %e, "could not record progress");
                 }
             }

@@ -8,6 +8,7 @@
 //! then kill their ffmpeg and hand their jobs back without charging an
 //! attempt, so another worker resumes them at once.
 
+mod chunked;
 mod job;
 pub mod presence;
 
@@ -24,6 +25,7 @@ use crate::domain::JobState;
 use crate::lectures::{Failure, LectureStore};
 use crate::publish::Storage;
 use crate::queue::Queue;
+use crate::transcode::chunks::Chunking;
 use crate::transcode::plan::Ladder;
 use crate::transcode::Transcoder;
 
@@ -96,6 +98,8 @@ pub struct WorkerContext {
     pub reconcile_interval: Duration,
     /// Attempts of jobs the reconciler enqueues.
     pub max_attempts: u32,
+    /// When a lecture is split into chunks that many workers encode.
+    pub chunking: Chunking,
     pub concurrency: usize,
     pub shutdown_grace: Duration,
     pub running: RunningJobs,
@@ -128,10 +132,10 @@ pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) {
                 let ctx = ctx.clone();
                 let cancel = hard_stop.child_token();
                 let hard_stop = hard_stop.clone();
-                jobs.spawn(async move {
-                    job::process(&ctx, claim, cancel, &hard_stop).await;
-                    drop(permit);
-                });
+                let draining = shutdown.clone();
+                // The job gives the permit back when it ends, or earlier
+                // when it stops encoding (a chunked lecture's joining job).
+                jobs.spawn(async move { job::process(&ctx, claim, cancel, &hard_stop, &draining, permit).await });
             }
             None => {
                 drop(permit);

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real server, real ffmpeg, real SQLite.
 
 mod captions;
+mod chunked;
 mod colour;
 mod direct;
 mod helpers;
