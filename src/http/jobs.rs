@@ -17,6 +17,7 @@ use crate::keys::Scope;
 use crate::lectures::{JobChange, RetriedFailed};
 use crate::queue::JobRecord;
 use crate::status::{Audience, JobView};
+use crate::transcode::chunks::ChildJob;
 
 fn view(job: &JobRecord, caller: &Caller) -> JobView {
     JobView::new(job, if caller.scope == Scope::Admin { Audience::Admin } else { Audience::Client })
@@ -34,13 +35,32 @@ fn refused(change: JobChange, raw: &str, rule: &str) -> ApiError {
     }
 }
 
+/// A lecture's job: the one a client retries or cancels. A chunk's job is
+/// driven by its lecture's.
 fn parse_job_id(raw: &str) -> Result<LectureId, ApiError> {
+    if let Some(lecture) = chunk_job_parent(raw) {
+        return Err(ApiError::NotFound(format!(
+            "`{raw}` is a chunk of lecture `{lecture}`; retry or cancel the lecture's job `{lecture}`"
+        )));
+    }
     raw.parse().map_err(|_| ApiError::NotFound(format!("no job with id `{raw}`")))
 }
 
+/// The lecture of a chunk job's id (`<lecture>.c0003-of-0010x60s`,
+/// `<lecture>.audio`), if `raw` is one.
+fn chunk_job_parent(raw: &str) -> Option<LectureId> {
+    raw.parse::<ChildJob>().ok()?.lecture.parse().ok()
+}
+
+/// Any job's id: a lecture's or a chunk's.
+fn parse_any_job_id(raw: &str) -> Option<&str> {
+    (raw.parse::<LectureId>().is_ok() || chunk_job_parent(raw).is_some()).then_some(raw)
+}
+
 async fn load(app: &AppState, raw: &str) -> Result<JobRecord, ApiError> {
-    let id = parse_job_id(raw)?;
-    app.queue.get(id.as_str()).await?.ok_or_else(|| ApiError::NotFound(format!("no job with id `{raw}`")))
+    let not_found = || ApiError::NotFound(format!("no job with id `{raw}`"));
+    let id = parse_any_job_id(raw).ok_or_else(not_found)?;
+    app.queue.get(id).await?.ok_or_else(not_found)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -50,7 +70,7 @@ pub struct ListQuery {
     /// Only jobs in this state; every state if absent.
     state: Option<JobState>,
     /// The `nextCursor` of the previous page.
-    #[param(pattern = "^[0-9a-f]{32}$")]
+    #[param(pattern = "^[0-9a-f]{32}(\\.(audio|c[0-9]{4}-of-[0-9]{4}x[0-9]+s))?$")]
     cursor: Option<String>,
     /// Jobs per page, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]
@@ -88,12 +108,12 @@ pub async fn list(
         .cursor
         .as_deref()
         .map(|c| {
-            c.parse::<LectureId>().map_err(|_| {
+            parse_any_job_id(c).ok_or_else(|| {
                 ApiError::BadRequest(format!("`cursor` `{c}` is not a cursor this API gave; start without one"))
             })
         })
         .transpose()?;
-    let jobs = app.queue.page(q.state, cursor.as_ref().map(LectureId::as_str), limit).await?;
+    let jobs = app.queue.page(q.state, cursor, limit).await?;
     let counts = app.queue.counts().await?;
     let total = match q.state {
         Some(JobState::Waiting) => counts.waiting,

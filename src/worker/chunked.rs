@@ -195,7 +195,6 @@ pub(super) async fn join(
         lecture,
         encode_time: joined.started.elapsed(),
         announced_playable: joined.announced_playable,
-        chunk_jobs: ids,
     })
 }
 
@@ -312,16 +311,6 @@ async fn stop_children(ctx: &WorkerContext, lecture: &str, ids: &[String], prefi
     }
     if let Err(e) = ctx.storage.delete_prefix(prefix).await {
         tracing::warn!(lecture, error = %e, "could not remove the chunked encode's files");
-    }
-}
-
-/// Removes the children's jobs once the lecture is complete: their work is
-/// in the lecture's result.
-pub(super) async fn forget_children(ctx: &WorkerContext, ids: &[String]) {
-    for id in ids {
-        if let Err(e) = ctx.queue.remove(id).await {
-            tracing::warn!(job = %id, error = %e, "could not remove a finished chunk's job; housekeeping will");
-        }
     }
 }
 

@@ -118,7 +118,7 @@ pub(super) async fn process(
     heartbeat.abort();
 
     let keep_published = match result {
-        Ok(Attempted { published, lecture, encode_time, announced_playable, chunk_jobs }) => match ctx
+        Ok(Attempted { published, lecture, encode_time, announced_playable }) => match ctx
             .lectures
             .complete(
                 &claim,
@@ -144,7 +144,6 @@ pub(super) async fn process(
                 );
                 let kept = published.prefix.rsplit('/').next().unwrap_or(tag);
                 remove_other_attempts(ctx, &id, kept).await;
-                chunked::forget_children(ctx, &chunk_jobs).await;
                 publish_late_captions(ctx, &id, &published).await;
                 let _ = tokio::fs::remove_file(&lecture.source_path).await;
                 true
@@ -331,7 +330,6 @@ async fn attempt(
         lecture,
         encode_time,
         announced_playable: announced_playable.into_inner(),
-        chunk_jobs: Vec::new(),
     })
 }
 
@@ -344,8 +342,6 @@ pub(super) struct Attempted {
     /// Whether `lecture.playable` went out while encoding (a short video can
     /// finish between two publishing sweeps).
     pub(super) announced_playable: bool,
-    /// The child jobs of a chunked encode, removed once it completed.
-    pub(super) chunk_jobs: Vec<String>,
 }
 
 /// The payload of `lecture.playable`.

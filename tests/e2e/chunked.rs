@@ -132,12 +132,14 @@ async fn a_long_lecture_is_encoded_in_chunks_by_several_workers_and_plays_as_one
     assert!(probed.has_audio, "the master plays with sound");
     assert!((probed.duration - seconds as f64).abs() < 0.2, "{}", probed.duration);
 
-    // The chunks' jobs existed (above) and are gone once the lecture is done.
-    let all: serde_json::Value =
-        app.client.get(format!("{}/api/jobs?limit=100", app.base)).send().await.unwrap().json().await.unwrap();
-    let left: Vec<&str> =
-        all["jobs"].as_array().unwrap().iter().filter_map(|j| j["id"].as_str()).filter(|j| j.contains('.')).collect();
-    assert!(left.is_empty(), "chunk jobs left: {left:?}");
+    // Each chunk ran once, and its job's record tells so.
+    for chunk in &seen_active {
+        let job = app.job(chunk).await;
+        assert_eq!((job["state"].as_str(), job["attempts"].as_u64()), (Some("completed"), Some(1)), "{job}");
+    }
+    let retry = app.client.post(format!("{}/api/jobs/{}/retry", app.base, seen_active.iter().next().unwrap())).send().await.unwrap();
+    assert_eq!(retry.status(), 404, "a chunk is retried through its lecture");
+    assert!(retry.text().await.unwrap().contains(&format!("retry or cancel the lecture's job `{id}`")));
 }
 
 /// Proof that one initialization section serves every chunk: each chunk's
@@ -166,6 +168,207 @@ async fn every_chunk_writes_the_same_initialization_section() {
     for n in 0..plan.renditions.len() {
         let of = |chunk| &inits.iter().find(|(i, m, _)| *i == chunk && *m == n).unwrap().2;
         assert!(!of(0).is_empty());
-        assert_eq!(of(0), of(2), "rendition {n}: chunk 2's init section differs from chunk 0's");
+        assert!(of(0) == of(2), "rendition {n}: chunk 2's initialization section differs from chunk 0's");
+    }
+}
+
+/// Every job record, newest first (children included).
+async fn all_jobs(api: &Api) -> Vec<serde_json::Value> {
+    let page: serde_json::Value =
+        api.client.get(format!("{}/api/jobs?limit=100", api.base)).send().await.unwrap().json().await.unwrap();
+    page["jobs"].as_array().unwrap().clone()
+}
+
+/// The chunk jobs of lecture `id` among `jobs`.
+fn chunk_jobs<'a>(jobs: &'a [serde_json::Value], id: &str) -> Vec<&'a serde_json::Value> {
+    jobs.iter().filter(|j| j["id"].as_str().unwrap().starts_with(&format!("{id}.c"))).collect()
+}
+
+/// ffmpeg processes working for lecture `id`, on any worker of this host
+/// (their work directories are named after the chunk's job).
+fn encoders_of(id: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|p| {
+            std::fs::read(p.path().join("cmdline"))
+                .map(|c| {
+                    let c = String::from_utf8_lossy(&c);
+                    c.starts_with("ffmpeg") && c.contains(id)
+                })
+                .unwrap_or(false)
+        })
+        .count()
+}
+
+/// Files published for lecture `id` on the local disk.
+fn published_files(data: &std::path::Path, id: &str) -> Vec<std::path::PathBuf> {
+    let dir = data.join("media").join(id);
+    if dir.exists() {
+        files_under(&dir)
+    } else {
+        Vec::new()
+    }
+}
+
+fn chunked_env(port: u16, extra: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        ("VIDPIPE_LISTEN", format!("127.0.0.1:{port}")),
+        ("VIDPIPE_LEASE", "3s".to_string()),
+        ("VIDPIPE_CHUNK_AFTER", "30s".to_string()),
+        ("VIDPIPE_CHUNK_SECONDS", "12".to_string()),
+        ("VIDPIPE_CONCURRENCY", "1".to_string()),
+    ];
+    env.extend(extra.iter().cloned());
+    env
+}
+
+/// kill -9 of a worker in the middle of a chunk: that chunk alone is
+/// encoded again (by the other worker), the chunks done before are not,
+/// and the lecture completes. On PostgreSQL, with two worker processes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_chunk_costs_that_chunk_alone() {
+    let Some(database_url) = postgres_database().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let port = free_port();
+    let env = chunked_env(port, &[("DATABASE_URL", database_url), ("VIDPIPE_LADDER", "240,360".into())]);
+    let _api_process = Process::start("api", data, &env);
+    let api = Api::new(format!("http://127.0.0.1:{port}"));
+    wait_until_up(&api.client, &api.base).await;
+    let mut first = Process::start("worker", data, &env);
+    let second = Process::start("worker", data, &env);
+    let source = clip(data, "long.mp4", "640x360", "30", 72, true);
+    let id = api.upload_ok(&source).await;
+
+    let on_first = format!(":{}", first.pid());
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let (killed, done_before) = loop {
+        let jobs = all_jobs(&api).await;
+        let chunks = chunk_jobs(&jobs, &id);
+        let running_on_first = chunks
+            .iter()
+            .find(|j| j["state"] == "active" && j["worker"].as_str().is_some_and(|w| w.ends_with(&on_first)));
+        let done: Vec<(String, serde_json::Value)> = chunks
+            .iter()
+            .filter(|j| j["state"] == "completed")
+            .map(|j| (j["id"].as_str().unwrap().to_string(), j["startedAt"].clone()))
+            .collect();
+        if let (Some(job), false) = (running_on_first, done.is_empty()) {
+            break (job["id"].as_str().unwrap().to_string(), done);
+        }
+        assert!(Instant::now() < deadline, "no chunk running on the first worker after one completed: {jobs:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+
+    api.wait_for(&id, "completed", Duration::from_secs(180)).await;
+    let killed_job = api.job(&killed).await;
+    assert_eq!(killed_job["attempts"], 2, "the killed chunk ran again: {killed_job}");
+    assert!(killed_job["worker"].as_str().unwrap().ends_with(&format!(":{}", second.pid())), "{killed_job}");
+    for (chunk, started) in &done_before {
+        let job = api.job(chunk).await;
+        assert_eq!((&job["attempts"], &job["startedAt"]), (&1.into(), started), "a chunk done before the kill ran again: {job}");
+    }
+    let all = all_jobs(&api).await;
+    let chunks = chunk_jobs(&all, &id);
+    assert_eq!(chunks.len(), 6, "{all:?}");
+    assert!(chunks.iter().all(|j| j["state"] == "completed"), "{chunks:?}");
+    let master = api.lecture(&id).await["videoLink"].as_str().unwrap().to_string();
+    let probed = ffprobe_rendition(&master).await;
+    assert!((probed.duration - 72.0).abs() < 0.2 && probed.has_audio, "{} s", probed.duration);
+}
+
+/// A chunk that fails on every attempt fails its lecture with the chunk's
+/// reason; the other chunks stop and nothing stays published. On Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_that_fails_for_good_fails_the_lecture_and_leaves_nothing_published() {
+    let Some(redis) = RedisServer::start() else { return };
+    let url = redis.url();
+    let bin = tempfile::tempdir().unwrap();
+    // The third chunk (from 24 s) cannot be encoded; everything else can.
+    let ffmpeg = script(
+        bin.path(),
+        "ffmpeg-failing-chunk-3",
+        "case \"$*\" in *\"-ss 24.000\"*) echo 'chunk decoder exploded' >&2; exit 1;; esac\nexec ffmpeg \"$@\"",
+    );
+    let app = spawn_app_with(|c| {
+        c.queue_url = Some(url);
+        c.chunking = Chunking::new(Some(Duration::from_secs(30)), 12).unwrap();
+        c.concurrency = 2;
+        c.attempts = 2;
+        c.ladder = "240,360".parse().unwrap();
+        c.tools.ffmpeg = ffmpeg;
+    })
+    .await;
+    let source = clip(app.data_dir.path(), "long.mp4", "640x360", "30", 60, true);
+    let id = app.upload_ok(&source).await;
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut saw_published = false;
+    let doc = loop {
+        saw_published |= published_files(app.data_dir.path(), &id).iter().any(|f| f.to_string_lossy().ends_with(".m4s"));
+        let doc = app.lecture(&id).await;
+        if doc["processingStatus"] == "failed" {
+            break doc;
+        }
+        assert_ne!(doc["processingStatus"], "completed", "{doc}");
+        assert!(Instant::now() < deadline, "not failed in time: {doc}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(saw_published, "other chunks had published segments before the failure");
+    let error = doc["processingError"].as_str().unwrap();
+    assert!(error.contains("chunk 3 of 5 (24 s to 36 s) failed") && error.contains("chunk decoder exploded"), "{error}");
+    assert!(doc["videoLink"].is_null(), "{doc}");
+
+    // Nothing published stays, even after a late chunk could have written.
+    eventually("published files removed", Duration::from_secs(5), || published_files(app.data_dir.path(), &id).is_empty())
+        .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(published_files(app.data_dir.path(), &id), Vec::<std::path::PathBuf>::new());
+    assert_eq!(encoders_of(&id), 0, "no chunk of the failed lecture is encoding");
+    let all = all_jobs(&app.api).await;
+    assert!(chunk_jobs(&all, &id).is_empty(), "the failed lecture's chunk jobs are removed: {all:?}");
+    let job = app.job(&id).await;
+    assert_eq!(job["state"], "failed", "{job}");
+}
+
+/// Cancel (and delete) of a chunked lecture mid-way stops every chunk's
+/// ffmpeg on every worker, and nothing is started again afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_or_delete_of_a_chunked_lecture_stops_every_chunk_on_every_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let port = free_port();
+    let env = chunked_env(port, &[]);
+    let _api_process = Process::start("api", data, &env);
+    let api = Api::new(format!("http://127.0.0.1:{port}"));
+    wait_until_up(&api.client, &api.base).await;
+    let _workers = [Process::start("worker", data, &env), Process::start("worker", data, &env)];
+    let source = clip(data, "long.mp4", "1280x720", "30", 96, true);
+
+    for how in ["cancel", "delete"] {
+        let id = api.upload_ok(&source).await;
+        eventually(&format!("two chunks encoding at once ({how})"), Duration::from_secs(90), || encoders_of(&id) >= 2)
+            .await;
+        let response = match how {
+            "cancel" => api.client.post(format!("{}/api/jobs/{id}/cancel", api.base)).send().await.unwrap(),
+            _ => api.client.delete(format!("{}/api/lectures/{id}", api.base)).send().await.unwrap(),
+        };
+        assert!(response.status().is_success(), "{how}: {}", response.status());
+        let stopped = Instant::now();
+        // The joining job sees it at its next heartbeat and cancels the
+        // chunks; their workers see that at theirs.
+        eventually(&format!("every chunk's ffmpeg stopped ({how})"), Duration::from_secs(10), || encoders_of(&id) == 0)
+            .await;
+        eprintln!("{how}: every encoder stopped {:?} after the request", stopped.elapsed());
+        // Longer than a lease and a poll: a chunk handed back or left
+        // waiting would have been claimed again by now.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert_eq!(encoders_of(&id), 0, "{how}: a chunk started again");
+        assert_eq!(published_files(data, &id), Vec::<std::path::PathBuf>::new(), "{how}");
+        let all = all_jobs(&api).await;
+        assert!(chunk_jobs(&all, &id).is_empty(), "{how}: chunk jobs left: {all:?}");
     }
 }
