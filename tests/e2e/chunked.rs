@@ -237,11 +237,19 @@ async fn a_worker_killed_mid_chunk_costs_that_chunk_alone() {
     let api = Api::new(format!("http://127.0.0.1:{port}"));
     wait_until_up(&api.client, &api.base).await;
     let mut first = Process::start("worker", data, &env);
-    let second = Process::start("worker", data, &env);
     let source = clip(data, "long.mp4", "640x360", "30", 72, true);
     let id = api.upload_ok(&source).await;
-
+    // The first worker joins the lecture's chunks (and encodes some); the
+    // second only starts once it does, so the kill takes the joining job
+    // down too, and the second worker must take it over as well.
     let on_first = format!(":{}", first.pid());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(api.job(&id).await["worker"].as_str().is_some_and(|w| w.ends_with(&on_first))) {
+        assert!(Instant::now() < deadline, "the first worker never claimed the lecture");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let second = Process::start("worker", data, &env);
+
     let deadline = Instant::now() + Duration::from_secs(90);
     let (killed, done_before) = loop {
         let jobs = all_jobs(&api).await;
@@ -264,6 +272,8 @@ async fn a_worker_killed_mid_chunk_costs_that_chunk_alone() {
     first.child.wait().unwrap();
 
     api.wait_for(&id, "completed", Duration::from_secs(180)).await;
+    let parent = api.job(&id).await;
+    assert_eq!(parent["attempts"], 2, "the joining job was taken over: {parent}");
     let killed_job = api.job(&killed).await;
     assert_eq!(killed_job["attempts"], 2, "the killed chunk ran again: {killed_job}");
     assert!(killed_job["worker"].as_str().unwrap().ends_with(&format!(":{}", second.pid())), "{killed_job}");
