@@ -191,8 +191,10 @@ mod tests {
             assert_eq!(id.parse::<ChildJob>().unwrap(), child);
             assert_eq!(ChildJob::parent_of(&id), Some(lecture));
         }
-        assert_eq!(format!("{}", ChildJob { lecture: "L".into(), part: Part::Video(ChunkRange::new(3, 10, 60)) }),
-            "L.c0003-of-0010x60s");
+        assert_eq!(
+            format!("{}", ChildJob { lecture: "L".into(), part: Part::Video(ChunkRange::new(3, 10, 60)) }),
+            "L.c0003-of-0010x60s"
+        );
         assert_eq!(ChildJob::parent_of(lecture), None, "a lecture's own job has no parent");
         for bad in ["L", "L.c3", "L.c0010-of-0010x60s", "L.c0001-of-0010x0s", "L.video"] {
             assert!(bad.parse::<ChildJob>().is_err(), "{bad}");

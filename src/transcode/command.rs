@@ -9,8 +9,8 @@ use std::ffi::OsString;
 use std::path::Path;
 
 use crate::media::{decoder_limits, decoder_names, Colour, MediaInfo};
-use crate::transcode::plan::{Audio, Plan, Rendition};
 use crate::transcode::chunks::ChunkRange;
+use crate::transcode::plan::{Audio, Plan, Rendition};
 use crate::transcode::previews::{self, Storyboard};
 
 /// x264's SSIM tuning: no psychovisual RD (which spends bits re-creating
@@ -82,7 +82,12 @@ fn safe_input(media: &MediaInfo, input: &Path, decoders: Vec<String>) -> Vec<OsS
 
 /// [`safe_input`] of one chunk: from its start, and no more input time
 /// than its length (or, for the last, than the probed duration left).
-fn safe_input_from(media: &MediaInfo, input: &Path, decoders: Vec<String>, range: Option<&ChunkRange>) -> Vec<OsString> {
+fn safe_input_from(
+    media: &MediaInfo,
+    input: &Path,
+    decoders: Vec<String>,
+    range: Option<&ChunkRange>,
+) -> Vec<OsString> {
     let mut args: Vec<OsString> = ["-nostdin", "-hide_banner", "-loglevel", "error", "-protocol_whitelist", "file"]
         .into_iter()
         .map(OsString::from)

@@ -80,8 +80,7 @@ impl Transcoder {
         for r in &plan.renditions {
             tokio::fs::create_dir_all(out_dir.join(r.name())).await.map_err(FfmpegError::Spawn)?;
         }
-        let length =
-            range.length_seconds().unwrap_or(plan.duration_seconds - range.start_seconds()).max(0.001);
+        let length = range.length_seconds().unwrap_or(plan.duration_seconds - range.start_seconds()).max(0.001);
         let args = command::chunk_args(media, plan, input, out_dir, range);
         self.run_reporting(&args, length, cancel, progress).await
     }

@@ -414,7 +414,10 @@ mod tests {
             p + "#EXT-X-ENDLIST\n"
         };
         let joined = join(&[chunk(0, "init_0.mp4", &[6.0, 6.0]), chunk(1, "init_0.mp4", &[6.0, 2.5])]);
-        assert_eq!(files(&joined), ["init_0.mp4", "c0000_00000.m4s", "c0000_00001.m4s", "c0001_00000.m4s", "c0001_00001.m4s"]);
+        assert_eq!(
+            files(&joined),
+            ["init_0.mp4", "c0000_00000.m4s", "c0000_00001.m4s", "c0001_00000.m4s", "c0001_00001.m4s"]
+        );
         assert_eq!(segment_durations(&joined), [6.0, 6.0, 6.0, 2.5]);
         assert_eq!(joined.matches("#EXT-X-MAP").count(), 1);
         assert!(joined.contains("#EXT-X-PLAYLIST-TYPE:EVENT") && !joined.contains("ENDLIST"));

@@ -147,7 +147,10 @@ pub(super) async fn join(
             joined.publish(ctx, &prefix, &plan, &chunks[..from_start], complete).await?;
             if !joined.master_published {
                 ctx.storage
-                    .put_bytes(&format!("{prefix}/{MASTER_PLAYLIST}"), playlist::master_with_separate_audio(&plan).into_bytes())
+                    .put_bytes(
+                        &format!("{prefix}/{MASTER_PLAYLIST}"),
+                        playlist::master_with_separate_audio(&plan).into_bytes(),
+                    )
                     .await?;
                 joined.master_published = true;
                 if !complete {
@@ -186,7 +189,12 @@ pub(super) async fn join(
         renditions: plan
             .renditions
             .iter()
-            .map(|r| RenditionSummary { name: r.name().to_string(), width: r.width(), height: r.height(), bandwidth: r.bandwidth() })
+            .map(|r| RenditionSummary {
+                name: r.name().to_string(),
+                width: r.width(),
+                height: r.height(),
+                bandwidth: r.bandwidth(),
+            })
             .collect(),
         duration_seconds: joined.durations.iter().sum(),
     };
@@ -279,7 +287,9 @@ async fn leave_or_stop(ctx: &WorkerContext, lecture: &str, ids: &[String], prefi
             tracing::info!(lecture, "another worker joins this lecture's chunks now");
         }
         Ok(_) => stop_children(ctx, lecture, ids, prefix).await,
-        Err(e) => tracing::warn!(lecture, error = %e, "cannot tell whether the lecture was cancelled; its chunks go on"),
+        Err(e) => {
+            tracing::warn!(lecture, error = %e, "cannot tell whether the lecture was cancelled; its chunks go on")
+        }
     }
 }
 
@@ -348,9 +358,13 @@ pub(super) async fn process_child(
         Err(e) => {
             let message = e.to_string();
             match ctx.queue.fail(&claim, &ctx.id, &message, e.retryable()).await {
-                Ok(FailOutcome::RetryAt(at)) => tracing::warn!(job = %id, error = %message, retry_at = at, "chunk failed; will retry"),
+                Ok(FailOutcome::RetryAt(at)) => {
+                    tracing::warn!(job = %id, error = %message, retry_at = at, "chunk failed; will retry")
+                }
                 Ok(FailOutcome::Failed) => tracing::error!(job = %id, error = %message, "chunk failed for good"),
-                Ok(FailOutcome::LeaseLost) => tracing::warn!(job = %id, error = %message, "chunk failed after its lease was lost"),
+                Ok(FailOutcome::LeaseLost) => {
+                    tracing::warn!(job = %id, error = %message, "chunk failed after its lease was lost")
+                }
                 Err(qe) => tracing::error!(job = %id, error = %qe, "could not record the chunk's failure"),
             }
         }

@@ -23,9 +23,9 @@ use crate::publish::captions::refresh;
 use crate::publish::{Publisher, StorageError};
 use crate::queue::{Claim, FailOutcome};
 use crate::status::LectureDocument;
+use crate::transcode::chunks::ChildJob;
 use crate::transcode::command::MASTER_PLAYLIST;
 use crate::transcode::ffmpeg::FfmpegError;
-use crate::transcode::chunks::ChildJob;
 use crate::transcode::plan::Plan;
 
 /// How often, while encoding, finished segments are looked for and shipped.
@@ -325,12 +325,7 @@ async fn attempt(
             .collect(),
         duration_seconds: plan.duration_seconds,
     };
-    Ok(Attempted {
-        published,
-        lecture,
-        encode_time,
-        announced_playable: announced_playable.into_inner(),
-    })
+    Ok(Attempted { published, lecture, encode_time, announced_playable: announced_playable.into_inner() })
 }
 
 /// What a successful attempt made, for its completion.

@@ -22,8 +22,10 @@ async fn video_times(url: &str) -> Vec<f64> {
         .await
         .unwrap();
     assert!(out.status.success(), "ffprobe {url}: {}", String::from_utf8_lossy(&out.stderr));
-    let mut times: Vec<f64> =
-        String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().trim_end_matches(',').parse().ok()).collect();
+    let mut times: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect();
     times.sort_by(f64::total_cmp);
     times
 }
@@ -63,8 +65,15 @@ async fn a_long_lecture_is_encoded_in_chunks_by_several_workers_and_plays_as_one
     let mut most_at_once = 0;
     let mut playable_while_processing = false;
     loop {
-        let page: serde_json::Value =
-            app.client.get(format!("{}/api/jobs?state=active&limit=100", app.base)).send().await.unwrap().json().await.unwrap();
+        let page: serde_json::Value = app
+            .client
+            .get(format!("{}/api/jobs?state=active&limit=100", app.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         let chunks: Vec<String> = page["jobs"]
             .as_array()
             .unwrap()
@@ -137,7 +146,12 @@ async fn a_long_lecture_is_encoded_in_chunks_by_several_workers_and_plays_as_one
         let job = app.job(chunk).await;
         assert_eq!((job["state"].as_str(), job["attempts"].as_u64()), (Some("completed"), Some(1)), "{job}");
     }
-    let retry = app.client.post(format!("{}/api/jobs/{}/retry", app.base, seen_active.iter().next().unwrap())).send().await.unwrap();
+    let retry = app
+        .client
+        .post(format!("{}/api/jobs/{}/retry", app.base, seen_active.iter().next().unwrap()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(retry.status(), 404, "a chunk is retried through its lecture");
     assert!(retry.text().await.unwrap().contains(&format!("retry or cancel the lecture's job `{id}`")));
 }
@@ -150,8 +164,10 @@ async fn every_chunk_writes_the_same_initialization_section() {
     let source = clip(dir.path(), "src.mp4", "640x360", "30", 40, false);
     let media: MediaInfo = vidpipe::ingest::probe::probe(std::path::Path::new("ffprobe"), &source).await.unwrap();
     let plan = Plan::new(&media, &"240,360".parse::<Ladder>().unwrap());
-    let transcoder =
-        Transcoder { tools: tools(), watchdog: Watchdog { timeout: Duration::from_secs(120), stall: Duration::from_secs(60) } };
+    let transcoder = Transcoder {
+        tools: tools(),
+        watchdog: Watchdog { timeout: Duration::from_secs(120), stall: Duration::from_secs(60) },
+    };
     let mut inits = Vec::new();
     for index in [0, 2] {
         let out = dir.path().join(format!("chunk{index}"));
@@ -279,7 +295,11 @@ async fn a_worker_killed_mid_chunk_costs_that_chunk_alone() {
     assert!(killed_job["worker"].as_str().unwrap().ends_with(&format!(":{}", second.pid())), "{killed_job}");
     for (chunk, started) in &done_before {
         let job = api.job(chunk).await;
-        assert_eq!((&job["attempts"], &job["startedAt"]), (&1.into(), started), "a chunk done before the kill ran again: {job}");
+        assert_eq!(
+            (&job["attempts"], &job["startedAt"]),
+            (&1.into(), started),
+            "a chunk done before the kill ran again: {job}"
+        );
     }
     let all = all_jobs(&api).await;
     let chunks = chunk_jobs(&all, &id);
@@ -318,7 +338,8 @@ async fn a_chunk_that_fails_for_good_fails_the_lecture_and_leaves_nothing_publis
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut saw_published = false;
     let doc = loop {
-        saw_published |= published_files(app.data_dir.path(), &id).iter().any(|f| f.to_string_lossy().ends_with(".m4s"));
+        saw_published |=
+            published_files(app.data_dir.path(), &id).iter().any(|f| f.to_string_lossy().ends_with(".m4s"));
         let doc = app.lecture(&id).await;
         if doc["processingStatus"] == "failed" {
             break doc;
@@ -329,12 +350,17 @@ async fn a_chunk_that_fails_for_good_fails_the_lecture_and_leaves_nothing_publis
     };
     assert!(saw_published, "other chunks had published segments before the failure");
     let error = doc["processingError"].as_str().unwrap();
-    assert!(error.contains("chunk 3 of 5 (24 s to 36 s) failed") && error.contains("chunk decoder exploded"), "{error}");
+    assert!(
+        error.contains("chunk 3 of 5 (24 s to 36 s) failed") && error.contains("chunk decoder exploded"),
+        "{error}"
+    );
     assert!(doc["videoLink"].is_null(), "{doc}");
 
     // Nothing published stays, even after a late chunk could have written.
-    eventually("published files removed", Duration::from_secs(5), || published_files(app.data_dir.path(), &id).is_empty())
-        .await;
+    eventually("published files removed", Duration::from_secs(5), || {
+        published_files(app.data_dir.path(), &id).is_empty()
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(published_files(app.data_dir.path(), &id), Vec::<std::path::PathBuf>::new());
     assert_eq!(encoders_of(&id), 0, "no chunk of the failed lecture is encoding");
@@ -380,5 +406,113 @@ async fn cancel_or_delete_of_a_chunked_lecture_stops_every_chunk_on_every_worker
         assert_eq!(published_files(data, &id), Vec::<std::path::PathBuf>::new(), "{how}");
         let all = all_jobs(&api).await;
         assert!(chunk_jobs(&all, &id).is_empty(), "{how}: chunk jobs left: {all:?}");
+    }
+}
+
+/// Times of the white frames of the first video stream of `input`.
+async fn flashes(input: &str) -> Vec<f64> {
+    let out = tokio::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-i", input, "-map", "0:v:0", "-vf"])
+        .arg("signalstats,metadata=print:key=lavfi.signalstats.YAVG:file=-")
+        .args(["-f", "null", "-"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut at = 0.0;
+    let mut times = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some(t) = line.split("pts_time:").nth(1) {
+            at = t.trim().parse().unwrap();
+        } else if let Some(y) = line.strip_prefix("lavfi.signalstats.YAVG=") {
+            if y.trim().parse::<f64>().unwrap() > 128.0 {
+                times.push(at);
+            }
+        }
+    }
+    times
+}
+
+/// Onset times of the clicks in the first audio stream of `input`, to 5 ms.
+async fn clicks(input: &str) -> Vec<f64> {
+    let out = tokio::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-i", input, "-map", "0:a:0", "-af"])
+        .arg("asetnsamples=n=240,astats=metadata=1:reset=1,ametadata=print:key=lavfi.astats.Overall.Peak_level:file=-")
+        .args(["-f", "null", "-"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut at = 0.0;
+    let mut times: Vec<f64> = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some(t) = line.split("pts_time:").nth(1) {
+            at = t.trim().parse().unwrap();
+        } else if let Some(level) = line.strip_prefix("lavfi.astats.Overall.Peak_level=") {
+            let loud = level.trim().parse::<f64>().is_ok_and(|db| db > -20.0);
+            if loud && times.last().is_none_or(|last| at - last > 0.5) {
+                times.push(at);
+            }
+        }
+    }
+    times
+}
+
+/// A flash frame and a click at the same source time, on both sides of
+/// chunk boundaries and mid-chunk: after the chunked encode each pair is
+/// as far apart as in the source, and every flash moved by the same amount.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sound_and_picture_stay_in_sync_across_chunk_boundaries() {
+    let app = spawn_app_with(|c| {
+        c.chunking = Chunking::new(Some(Duration::from_secs(30)), 12).unwrap();
+        c.concurrency = 2;
+        c.ladder = "240".parse().unwrap();
+    })
+    .await;
+    // Frames 180 (6 s, mid-chunk), 359 (the last of chunk 0), 720 (the first
+    // of chunk 2), 900, 1079 (the last of chunk 2), 1440 (the first of chunk 4).
+    let frames = [180, 359, 720, 900, 1079, 1440];
+    let flash: Vec<String> = frames.iter().map(|n| format!("eq(n\\,{n})")).collect();
+    let click: Vec<String> =
+        frames.iter().map(|n| format!("between(t\\,{:.4}\\,{:.4})", *n as f64 / FPS, *n as f64 / FPS + 0.02)).collect();
+    let source = app.data_dir.path().join("av.mp4");
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!(
+            "color=black:s=320x240:r=30:d=60,drawbox=x=0:y=0:w=320:h=240:color=white:t=fill:enable='{}'",
+            flash.join("+")
+        ))
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!("sine=f=1000:sample_rate=48000:d=60,volume=0:enable='not({})'", click.join("+")))
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k"])
+        .arg(&source)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let source_path = source.to_str().unwrap();
+    let (source_flashes, source_clicks) = (flashes(source_path).await, clicks(source_path).await);
+    assert_eq!(source_flashes.len(), frames.len(), "{source_flashes:?}");
+    assert_eq!(source_clicks.len(), frames.len(), "{source_clicks:?}");
+
+    let id = app.upload_ok(&source).await;
+    let doc = app.wait_for(&id, "completed", Duration::from_secs(120)).await;
+    let master = doc["videoLink"].as_str().unwrap();
+    assert!(text(&app.api, master).await.contains("TYPE=AUDIO"), "a chunked encode");
+    let (out_flashes, out_clicks) = (flashes(master).await, clicks(master).await);
+    assert_eq!(out_flashes.len(), frames.len(), "every flash survives once: {out_flashes:?}");
+    assert_eq!(out_clicks.len(), frames.len(), "every click survives once: {out_clicks:?}");
+    let shift = out_flashes[0] - source_flashes[0];
+    for i in 0..frames.len() {
+        let moved = out_flashes[i] - source_flashes[i];
+        assert!((moved - shift).abs() < 0.001, "flash {i} moved {moved:.4} s, the first {shift:.4} s: {out_flashes:?}");
+        let before = source_clicks[i] - source_flashes[i];
+        let after = out_clicks[i] - out_flashes[i];
+        assert!(
+            (after - before).abs() <= 0.011,
+            "frame {}: sound {:.1} ms from the picture, {:.1} ms in the source",
+            frames[i],
+            after * 1000.0,
+            before * 1000.0
+        );
     }
 }
