@@ -342,9 +342,9 @@ pub struct ServiceArgs {
     #[arg(long, env = "VIDPIPE_PUBLIC_BASE_URL", value_parser = parse_base_url)]
     pub public_base_url: Option<String>,
 
-    /// Sources longer than this are split into chunks that several workers
-    /// encode at once (`off`: never split).
-    #[arg(long, env = "VIDPIPE_CHUNK_AFTER", default_value = "10m", value_parser = parse_optional_duration)]
+    /// Sources longer than this (e.g. 10m) are split into chunks that
+    /// several workers encode at once; `off`: never split.
+    #[arg(long, env = "VIDPIPE_CHUNK_AFTER", default_value = "off", value_parser = parse_optional_duration)]
     pub chunk_after: OptionalDuration,
 
     /// Length of a chunk in seconds: a multiple of the 6 s segment length.
@@ -1142,6 +1142,9 @@ mod tests {
         assert_eq!(parse_fraction("50%").unwrap(), 0.5);
         assert!(parse_fraction("1.5").is_err());
         assert!(parse_webhook_url("ftp://x").is_err());
+        assert_eq!(parse_optional_duration("off").unwrap(), OptionalDuration(None));
+        assert_eq!(parse_optional_duration("10m").unwrap(), OptionalDuration(Some(Duration::from_secs(600))));
+        assert!(parse_optional_duration("soon").unwrap_err().ends_with("or off"));
     }
 
     fn storage(url: Option<&str>, adjust: impl FnOnce(&mut StorageArgs)) -> Result<StorageConfig, ConfigError> {

@@ -52,8 +52,14 @@ async function act(path, what) {
   } catch { /* shown */ }
 }
 
+// A chunked lecture's chunk jobs (`<lecture>.c0003-of-0010x60s`,
+// `<lecture>.audio`) belong to their lecture, which retries and cancels them.
+const lectureOf = (id) => id.split(".")[0];
+const chunkOf = (id) => (id.includes(".") ? ` (${id.split(".")[1]})` : "");
+
 function actions(job) {
   const buttons = [];
+  if (job.id.includes(".")) return buttons;
   if (job.state === "failed" || job.state === "cancelled") {
     buttons.push(el("button", { type: "button", onclick: () => act(`/api/jobs/${job.id}/retry`) }, "Retry"));
   }
@@ -82,10 +88,10 @@ async function renderJobs() {
   const page = await call(`/api/jobs?${query}`);
   const rows = [];
   for (const job of page.jobs) {
-    const { topic, course } = await lecture(job.id);
+    const { topic, course } = await lecture(lectureOf(job.id));
     rows.push(el("tr", { "data-job": job.id, "data-state": job.state },
       el("td", {}, el("a", { href: `#job=${job.id}` }, job.id.slice(0, 12) + "…")),
-      el("td", {}, topic),
+      el("td", {}, topic + chunkOf(job.id)),
       el("td", {}, course),
       el("td", {}, job.state),
       el("td", {}, `${job.attempts}/${job.maxAttempts}`),
@@ -104,8 +110,8 @@ async function renderJobs() {
 
 async function renderDetail(id) {
   const job = await call(`/api/jobs/${encodeURIComponent(id)}`);
-  const { topic, course } = await lecture(job.id);
-  $("detail-title").textContent = `${topic} (${course})`;
+  const { topic, course } = await lecture(lectureOf(job.id));
+  $("detail-title").textContent = `${topic}${chunkOf(job.id)} (${course})`;
   const facts = [["Lecture", job.id], ["State", job.state], ["Attempts", `${job.attempts} of ${job.maxAttempts}`],
     ["Progress", `${job.progress}%`], ["Worker", job.worker || "none"], ["Created", job.createdAt],
     ["Started", job.startedAt || "not yet"], ["Finished", job.finishedAt || "not yet"], ["Last error", job.lastError || "none"]];

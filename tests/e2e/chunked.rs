@@ -516,3 +516,16 @@ async fn sound_and_picture_stay_in_sync_across_chunk_boundaries() {
         );
     }
 }
+
+/// A chunk length that would end mid-segment stops the start-up with a
+/// message that says what to write instead.
+#[test]
+fn a_chunk_length_off_the_segment_grid_is_refused_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, _, stderr) = cli(dir.path(), &["worker", "--chunk-after", "10m", "--chunk-seconds", "20"]);
+    assert!(!ok);
+    assert!(stderr.contains("--chunk-seconds") && stderr.contains("multiple of the 6s segment length"), "{stderr}");
+    let (ok, _, stderr) = cli(dir.path(), &["worker", "--chunk-after", "soon"]);
+    assert!(!ok);
+    assert!(stderr.contains("or off"), "{stderr}");
+}
