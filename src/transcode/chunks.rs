@@ -51,13 +51,20 @@ impl Chunking {
         if duration_seconds <= after || duration_seconds <= self.seconds as f64 {
             return None;
         }
-        let count = (duration_seconds / self.seconds as f64).ceil() as u32;
+        let first = ChunkRange::new(0, 1, self.seconds).first_seconds() as f64;
+        let count = 1 + ((duration_seconds - first) / self.seconds as f64).ceil() as u32;
         Some((0..count).map(|index| ChunkRange::new(index, count, self.seconds)).collect())
     }
 }
 
+/// The first chunk is this short (or the chunk length, if shorter): the
+/// lecture plays once it is published, so a short one makes a long lecture
+/// playable about as soon as a one-job encode would.
+const FIRST_CHUNK_SECONDS: u32 = 2 * SEGMENT_SECONDS;
+
 /// One chunk: `[start, start + length)` of the source, the last one open to
-/// the end of the stream (a probed duration is a claim, not a fact).
+/// the end of the stream (a probed duration is a claim, not a fact). The
+/// first is [`FIRST_CHUNK_SECONDS`] long, every other `seconds`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkRange {
     pub index: u32,
@@ -72,13 +79,30 @@ impl ChunkRange {
         ChunkRange { index, count, seconds }
     }
 
-    pub fn start_seconds(&self) -> f64 {
-        self.index as f64 * self.seconds as f64
+    fn first_seconds(&self) -> u32 {
+        FIRST_CHUNK_SECONDS.min(self.seconds)
     }
 
-    /// `None` for the last chunk: it runs to the end.
+    /// Where the chunk starts, in whole seconds.
+    pub fn start_whole_seconds(&self) -> u32 {
+        match self.index {
+            0 => 0,
+            n => self.first_seconds() + (n - 1) * self.seconds,
+        }
+    }
+
+    /// How long the chunk is, in whole seconds; `None` for the last chunk:
+    /// it runs to the end.
+    pub fn length_whole_seconds(&self) -> Option<u32> {
+        (self.index + 1 < self.count).then_some(if self.index == 0 { self.first_seconds() } else { self.seconds })
+    }
+
+    pub fn start_seconds(&self) -> f64 {
+        self.start_whole_seconds() as f64
+    }
+
     pub fn length_seconds(&self) -> Option<f64> {
-        (self.index + 1 < self.count).then_some(self.seconds as f64)
+        self.length_whole_seconds().map(f64::from)
     }
 
     pub fn is_first(&self) -> bool {
@@ -175,10 +199,18 @@ mod tests {
         assert_eq!(Chunking::new(None, 60).unwrap().split(7200.0), None, "splitting off");
         assert_eq!(chunking(0, 60).split(59.0), None, "one chunk would be the whole video");
         let chunks = chunking(600, 60).split(600.5).unwrap();
-        assert_eq!(chunks.len(), 11);
-        assert_eq!(chunks[10].start_seconds(), 600.0);
+        assert_eq!(chunks.len(), 11, "12 s, then 60 s chunks");
+        assert_eq!((chunks[0].start_seconds(), chunks[0].length_seconds()), (0.0, Some(12.0)), "a short first chunk");
+        assert_eq!((chunks[1].start_seconds(), chunks[1].length_seconds()), (12.0, Some(60.0)));
+        assert_eq!(chunks[10].start_seconds(), 552.0);
         assert_eq!(chunks[10].length_seconds(), None, "the last chunk runs to the end");
         assert_eq!(chunks[9].length_seconds(), Some(60.0));
+        let short = chunking(10, 6).split(13.0).unwrap();
+        assert_eq!(
+            short.iter().map(|c| c.start_seconds()).collect::<Vec<_>>(),
+            [0.0, 6.0, 12.0],
+            "6 s chunks: 6 s first"
+        );
         assert!(chunks.iter().enumerate().all(|(i, c)| c.index == i as u32 && c.count == 11));
     }
 

@@ -11,7 +11,7 @@ use std::path::Path;
 use crate::media::{decoder_limits, decoder_names, Colour, MediaInfo};
 use crate::transcode::chunks::ChunkRange;
 use crate::transcode::plan::{Audio, Plan, Rendition};
-use crate::transcode::previews::{self, Storyboard};
+use crate::transcode::previews::{self, ChunkPreviews, Storyboard};
 
 /// x264's SSIM tuning: no psychovisual RD (which spends bits re-creating
 /// grain that lecture video does not have) and variance AQ that favours
@@ -160,18 +160,8 @@ pub fn ladder_args(media: &MediaInfo, plan: &Plan, input: &Path, out_dir: &Path)
         .collect();
     args.extend(hls_output(out_dir, "%v", SEGMENT_PATTERN, Some(stream_map.join(" "))));
 
-    // More outputs: the thumbnail candidates, each frame as it comes (not
-    // repeated to a constant rate), and the storyboard sprite.
-    args.extend(
-        ["-map", "[thumb]", "-fps_mode", "passthrough", "-c:v", "mjpeg", "-q:v", "3", "-f", "image2"]
-            .map(OsString::from),
-    );
-    args.push(out_dir.join(previews::CANDIDATE_PATTERN).into_os_string());
-    args.extend(
-        ["-map", "[story]", "-fps_mode", "passthrough", "-c:v", "mjpeg", "-q:v", "5", "-f", "image2"]
-            .map(OsString::from),
-    );
-    args.push(out_dir.join(previews::TILE_PATTERN).into_os_string());
+    // More outputs: the thumbnail candidates and the storyboard's tiles.
+    args.extend(preview_outputs(out_dir));
     args
 }
 
@@ -225,11 +215,21 @@ pub fn chunk_time_offset(plan: &Plan) -> f64 {
 /// `frag_discont` writes them into every fragment's decode time instead of
 /// into an edit list of the initialization section: so every chunk's init
 /// section is the same bytes, and the segments of all chunks play as one
-/// stream after chunk 0's. No thumbnail or storyboard: those need the whole
-/// video.
-pub fn chunk_args(media: &MediaInfo, plan: &Plan, input: &Path, out_dir: &Path, range: &ChunkRange) -> Vec<OsString> {
+/// stream after chunk 0's. It also writes the thumbnail candidates and the
+/// storyboard tiles of the whole video's that fall in the range
+/// (`previews`, see [`ChunkPreviews`]).
+pub fn chunk_args(
+    media: &MediaInfo,
+    plan: &Plan,
+    input: &Path,
+    out_dir: &Path,
+    range: &ChunkRange,
+    previews: &ChunkPreviews,
+) -> Vec<OsString> {
     let mut args = safe_input_from(media, input, decoder_names(&media.video_codec), Some(range));
-    let graph = scaled_renditions(media, plan, range.length_seconds(), false);
+    let mut graph = scaled_renditions(media, plan, range.length_seconds());
+    graph.push_str(&candidates_filter(&previews.selected_frames(), out_dir));
+    graph.push_str(&tiles_filter(&format!("select={}", previews.tile_select()), &previews.storyboard));
     args.extend(["-filter_complex".into(), graph.into()]);
     for i in 0..plan.renditions.len() {
         args.extend(["-map".into(), format!("[v{i}]").into()]);
@@ -241,6 +241,7 @@ pub fn chunk_args(media: &MediaInfo, plan: &Plan, input: &Path, out_dir: &Path, 
     let stream_map: Vec<String> =
         plan.renditions.iter().enumerate().map(|(i, r)| format!("v:{i},name:{}", r.name())).collect();
     args.extend(hls_output(out_dir, "%v", &range.segment_pattern(), Some(stream_map.join(" "))));
+    args.extend(preview_outputs(out_dir));
     args
 }
 
@@ -249,10 +250,12 @@ pub const AUDIO_DIR: &str = "audio";
 
 /// The sound of the whole source, once, as an audio-only rendition in
 /// `out_dir/audio/` for a chunked encode: copied when it is already AAC-LC
-/// (see [`Audio`]), otherwise AAC-LC stereo at `bps`. Moved by the same
-/// offset as the chunks, so sound and picture keep the source's sync.
-pub fn audio_args(media: &MediaInfo, plan: &Plan, input: &Path, out_dir: &Path, bps: u32) -> Vec<OsString> {
+/// (see [`Audio`]), otherwise AAC-LC stereo at the highest rate any
+/// rendition would have had. Moved by the same offset as the chunks, so
+/// sound and picture keep the source's sync.
+pub fn audio_args(media: &MediaInfo, plan: &Plan, input: &Path, out_dir: &Path) -> Vec<OsString> {
     let Some(audio) = &media.audio else { return Vec::new() };
+    let bps = plan.renditions.iter().filter_map(Rendition::audio_bps).max().unwrap_or(128_000);
     let mut args = safe_input(media, input, decoder_names(&audio.codec));
     args.extend(["-map".into(), format!("0:{}", audio.index).into(), "-vn".into()]);
     match plan.audio {
@@ -417,29 +420,51 @@ fn to_bt709(colour: Colour) -> String {
 /// their statistics go to a file in `out_dir`. All of it costs a few JPEGs
 /// and small scales; a second ffmpeg would decode the source again.
 fn filter_graph(media: &MediaInfo, plan: &Plan, out_dir: &Path) -> String {
-    let mut graph = scaled_renditions(media, plan, None, true);
-    // The candidate frames pass the select; scdet measures how much each
-    // differs from the one before (its pair's first frame). JPEG wants
-    // full-range YUV, the statistics are taken before.
+    let mut graph = scaled_renditions(media, plan, None);
     let previews = &plan.previews;
-    let frames: Vec<String> = previews.selected_frames().iter().map(|f| format!("eq(n\\,{f})")).collect();
-    graph.push_str(&format!(
-        ";[t]select={},scdet=threshold=100,signalstats,metadata=mode=print:file={},format=yuvj420p[thumb]",
-        frames.join("+"),
-        filter_path(&out_dir.join(previews::CANDIDATE_STATS))
-    ));
-    let board = previews.storyboard;
-    graph.push_str(&format!(
-        ";[s]fps=1/{},scale={}:{}:flags=bicubic,setsar=1,format=yuvj420p[story]",
-        board.interval, board.tile_width, board.tile_height
-    ));
+    graph.push_str(&candidates_filter(&previews.selected_frames(), out_dir));
+    graph.push_str(&tiles_filter(&format!("fps=1/{}", previews.storyboard.interval), &previews.storyboard));
     graph
 }
 
-/// The part of the filter graph that makes `[v0]`, `[v1]`... (and `[t]`,
-/// `[s]` for the previews when `previews`), from the frames before
-/// `trim_end` seconds (a chunk's length) if given.
-fn scaled_renditions(media: &MediaInfo, plan: &Plan, trim_end: Option<f64>, previews: bool) -> String {
+/// The thumbnail candidates' branch: the frames `selected` pass the select;
+/// scdet measures how much each differs from the one before (its pair's
+/// first frame). JPEG wants full-range YUV, the statistics are taken before.
+fn candidates_filter(selected: &[u64], out_dir: &Path) -> String {
+    let frames: Vec<String> = selected.iter().map(|f| format!("eq(n\\,{f})")).collect();
+    format!(
+        ";[t]select={},scdet=threshold=100,signalstats,metadata=mode=print:file={},format=yuvj420p[thumb]",
+        frames.join("+"),
+        filter_path(&out_dir.join(previews::CANDIDATE_STATS))
+    )
+}
+
+/// The storyboard's branch: the tiles `pick` passes, scaled.
+fn tiles_filter(pick: &str, board: &Storyboard) -> String {
+    format!(";[s]{pick},scale={}:{}:flags=bicubic,setsar=1,format=yuvj420p[story]", board.tile_width, board.tile_height)
+}
+
+/// The outputs of the candidates and tiles branches: each frame as it
+/// comes (not repeated to a constant rate), as JPEG files.
+fn preview_outputs(out_dir: &Path) -> Vec<OsString> {
+    let mut args: Vec<OsString> = Vec::new();
+    args.extend(
+        ["-map", "[thumb]", "-fps_mode", "passthrough", "-c:v", "mjpeg", "-q:v", "3", "-f", "image2"]
+            .map(OsString::from),
+    );
+    args.push(out_dir.join(previews::CANDIDATE_PATTERN).into_os_string());
+    args.extend(
+        ["-map", "[story]", "-fps_mode", "passthrough", "-c:v", "mjpeg", "-q:v", "5", "-f", "image2"]
+            .map(OsString::from),
+    );
+    args.push(out_dir.join(previews::TILE_PATTERN).into_os_string());
+    args
+}
+
+/// The part of the filter graph that makes `[v0]`, `[v1]`... and `[t]`,
+/// `[s]` for the previews, from the frames before `trim_end` seconds (a
+/// chunk's length) if given.
+fn scaled_renditions(media: &MediaInfo, plan: &Plan, trim_end: Option<f64>) -> String {
     let n = plan.renditions.len();
     let scale = |r: &Rendition| format!("scale={}:{}:flags=bicubic,setsar=1", r.width(), r.height());
     let largest = (0..n).max_by_key(|&i| plan.renditions[i].width() * plan.renditions[i].height()).unwrap_or(0);
@@ -458,14 +483,12 @@ fn scaled_renditions(media: &MediaInfo, plan: &Plan, trim_end: Option<f64>, prev
         "{}{},format=yuv420p,split={}[v{largest}]",
         scale(&plan.renditions[largest]),
         to_bt709(media.colour),
-        n + if previews { 2 } else { 0 }
+        n + 2
     ));
     for i in &smaller {
         graph.push_str(&format!("[c{i}]"));
     }
-    if previews {
-        graph.push_str("[t][s]");
-    }
+    graph.push_str("[t][s]");
     for i in smaller {
         graph.push_str(&format!(";[c{i}]{}[v{i}]", scale(&plan.renditions[i])));
     }

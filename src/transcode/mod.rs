@@ -67,6 +67,9 @@ impl Transcoder {
 impl Transcoder {
     /// Encodes one chunk of a chunked lecture into `out_dir` (see
     /// [`command::chunk_args`]), reporting progress through the chunk.
+    /// Returns its share of the previews: what it wrote of them is in
+    /// `out_dir` (candidates, their statistics, tiles).
+    #[allow(clippy::too_many_arguments)]
     pub async fn encode_chunk(
         &self,
         media: &MediaInfo,
@@ -76,13 +79,29 @@ impl Transcoder {
         out_dir: &Path,
         cancel: &CancellationToken,
         progress: &watch::Sender<f64>,
-    ) -> Result<(), FfmpegError> {
+    ) -> Result<previews::ChunkPreviews, FfmpegError> {
         for r in &plan.renditions {
             tokio::fs::create_dir_all(out_dir.join(r.name())).await.map_err(FfmpegError::Spawn)?;
         }
         let length = range.length_seconds().unwrap_or(plan.duration_seconds - range.start_seconds()).max(0.001);
-        let args = command::chunk_args(media, plan, input, out_dir, range);
-        self.run_reporting(&args, length, cancel, progress).await
+        let share = plan.previews.for_chunk(plan.fps, range.start_whole_seconds(), range.length_whole_seconds());
+        let args = command::chunk_args(media, plan, input, out_dir, range, &share);
+        self.run_reporting(&args, length, cancel, progress).await?;
+        Ok(share)
+    }
+
+    /// Tiles the storyboard's tiles in `dir` (named as the encode names
+    /// them) into its sprite; `true` if it was written.
+    pub async fn tile_sprite(&self, board: &previews::Storyboard, dir: &Path, cancel: &CancellationToken) -> bool {
+        let args = command::sprite_args(board, dir);
+        let (seconds, _) = watch::channel(0.0);
+        match ffmpeg::run(&self.tools.ffmpeg, &args, self.watchdog, cancel, &seconds).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not tile the storyboard; the lecture goes without");
+                false
+            }
+        }
     }
 
     /// Encodes the whole source's sound into `out_dir/audio/` (see
@@ -93,12 +112,11 @@ impl Transcoder {
         plan: &Plan,
         input: &Path,
         out_dir: &Path,
-        bps: u32,
         cancel: &CancellationToken,
         progress: &watch::Sender<f64>,
     ) -> Result<(), FfmpegError> {
         tokio::fs::create_dir_all(out_dir.join(command::AUDIO_DIR)).await.map_err(FfmpegError::Spawn)?;
-        let args = command::audio_args(media, plan, input, out_dir, bps);
+        let args = command::audio_args(media, plan, input, out_dir);
         self.run_reporting(&args, plan.duration_seconds.max(0.001), cancel, progress).await
     }
 
@@ -164,13 +182,8 @@ impl Transcoder {
         let board = &plan.previews.storyboard;
         let tile = |n: u32| out_dir.join(previews::TILE_PATTERN.replace("%03d", &format!("{n:03}")));
         let mut has_storyboard = false;
-        if tokio::fs::try_exists(tile(1)).await.unwrap_or(false) {
-            let args = command::sprite_args(board, out_dir);
-            let (seconds, _) = watch::channel(0.0);
-            match ffmpeg::run(&self.tools.ffmpeg, &args, self.watchdog, cancel, &seconds).await {
-                Ok(()) => has_storyboard = write_storyboard_vtt(plan, out_dir).await,
-                Err(e) => tracing::warn!(error = %e, "could not tile the storyboard; the lecture goes without"),
-            }
+        if tokio::fs::try_exists(tile(1)).await.unwrap_or(false) && self.tile_sprite(board, out_dir, cancel).await {
+            has_storyboard = write_storyboard_vtt(plan, out_dir).await;
         }
         // A stream longer than probed can make one tile more than planned.
         for n in 1..=board.columns * board.rows + 1 {

@@ -183,15 +183,24 @@ fn read_stats(text: &str) -> Vec<FrameStats> {
 /// blank and still 0.5 s later; else the stillest good one; else the one
 /// with the most contrast.
 fn pick(frames: &[FrameStats], candidates: usize) -> Option<usize> {
-    let pairs: Vec<(usize, FrameStats, f64)> = (0..candidates)
+    pick_among(&pairs(frames, candidates, 0))
+}
+
+/// `(candidate index, its frame's statistics, its change over the pair)`
+/// of the first `candidates` pairs of `frames`, indexed from `first`.
+fn pairs(frames: &[FrameStats], candidates: usize, first: usize) -> Vec<(usize, FrameStats, f64)> {
+    (0..candidates)
         .filter_map(|i| {
-            let first = *frames.get(2 * i)?;
+            let frame = *frames.get(2 * i)?;
             // The pair frame's difference is from the candidate; a
             // candidate at the very end has no pair and counts as still.
             let change = frames.get(2 * i + 1).map_or(0.0, |f| f.change);
-            Some((i, first, change))
+            Some((first + i, frame, change))
         })
-        .collect();
+        .collect()
+}
+
+fn pick_among(pairs: &[(usize, FrameStats, f64)]) -> Option<usize> {
     let good = || pairs.iter().filter(|(_, f, _)| !f.defective());
     good()
         .find(|(_, _, change)| *change <= STILL_DIFFERENCE)
@@ -223,6 +232,125 @@ pub async fn choose_thumbnail(out_dir: &Path, previews: &Previews, thumbnail: &s
     }
     let _ = tokio::fs::remove_file(out_dir.join(CANDIDATE_STATS)).await;
     chosen.map(|i| previews.thumbnail_times[i])
+}
+
+/// The share of a chunked encode's previews that one chunk makes: the
+/// thumbnail candidates whose pair of frames lies in the chunk, and the
+/// storyboard tiles whose time does, in the chunk's own frame numbers and
+/// times. The chunk writes them as the whole encode would (an opening frame
+/// first, see the module docs); [`ChunkPreviews::assess`] turns its
+/// statistics into [`Candidate`]s, and the joining job picks among every
+/// chunk's with [`pick_candidate`] and tiles the sprite.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkPreviews {
+    /// `(index among the whole video's candidates, chunk-local frame)`.
+    pub candidates: Vec<(usize, u64)>,
+    /// Frames from a candidate to its pair frame.
+    pub pair_gap: u64,
+    /// Where the chunk starts in the video, in whole seconds.
+    pub start_seconds: u32,
+    pub storyboard: Storyboard,
+    /// Tiles of the whole storyboard.
+    pub tiles: u32,
+}
+
+/// One thumbnail candidate as a chunk saw it, for the joining job.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Candidate {
+    /// Index among the whole video's candidates.
+    pub index: usize,
+    pub change: f64,
+    pub luma_min: f64,
+    pub luma_max: f64,
+}
+
+impl Previews {
+    /// This video's previews for the chunk from `start_seconds` (`length`
+    /// seconds long, `None` to the end) at `fps`.
+    pub fn for_chunk(&self, fps: FrameRate, start_seconds: u32, length: Option<u32>) -> ChunkPreviews {
+        let rate = fps.as_f64();
+        // The chunk's frame 0 is the first at or after its start.
+        let frame_at = |seconds: u32| (seconds as f64 * rate - 1e-6).ceil().max(0.0) as u64;
+        let first = frame_at(start_seconds);
+        let end = length.map(|l| frame_at(start_seconds + l));
+        let pair_gap = self.thumbnail_frames.get(1).zip(self.thumbnail_frames.first()).map_or(1, |(b, a)| b - a);
+        let candidates = self
+            .thumbnail_frames
+            .chunks(2)
+            .enumerate()
+            .filter(|(_, pair)| pair[0] >= first && end.is_none_or(|e| pair[pair.len() - 1] < e))
+            .map(|(i, pair)| (i, pair[0] - first))
+            .collect();
+        let board = self.storyboard;
+        ChunkPreviews { candidates, pair_gap, start_seconds, storyboard: board, tiles: board.columns * board.rows }
+    }
+}
+
+impl ChunkPreviews {
+    /// Frame 0 opens the candidates' output unless it is a candidate.
+    pub fn opener(&self) -> bool {
+        self.candidates.first().is_none_or(|&(_, frame)| frame != 0)
+    }
+
+    /// Every frame the candidates output takes, in order.
+    pub fn selected_frames(&self) -> Vec<u64> {
+        let pairs = self.candidates.iter().flat_map(|&(_, f)| [f, f + self.pair_gap]);
+        self.opener().then_some(0).into_iter().chain(pairs).collect()
+    }
+
+    /// The `select` expression of the tiles: the chunk's first frame (which
+    /// opens the output), then the first frame in each later interval of
+    /// the whole video's tile grid.
+    pub fn tile_select(&self) -> String {
+        let (start, interval) = (self.start_seconds, self.storyboard.interval);
+        format!(
+            "isnan(prev_selected_t)+gte(floor((t+{start})/{interval})-floor((prev_selected_t+{start})/{interval})\\,1)"
+        )
+    }
+
+    /// The whole storyboard's tile number (from 0) of each tile file the
+    /// chunk writes (numbered from 1): the opening frame is a tile only
+    /// when the chunk starts on the grid.
+    pub fn tile_number(&self, file: u32) -> Option<u32> {
+        let interval = self.storyboard.interval;
+        let on_grid = self.start_seconds.is_multiple_of(interval);
+        let first = self.start_seconds.div_ceil(interval);
+        let n = if on_grid { first + file - 1 } else { (first + file).checked_sub(2)? };
+        (file >= 1 && (on_grid || file >= 2) && n < self.tiles).then_some(n)
+    }
+
+    /// Each candidate's statistics from what the chunk's ffmpeg printed.
+    pub fn assess(&self, stats: &str) -> Vec<Candidate> {
+        let mut frames = read_stats(stats);
+        let frames = frames.split_off((self.opener() as usize).min(frames.len()));
+        pairs(&frames, self.candidates.len(), 0)
+            .into_iter()
+            .map(|(i, f, change)| Candidate {
+                index: self.candidates[i].0,
+                change,
+                luma_min: f.luma_min,
+                luma_max: f.luma_max,
+            })
+            .collect()
+    }
+
+    /// The candidate file (numbered from 1, in the order written) of this
+    /// chunk's `n`th candidate.
+    pub fn candidate_file(&self, n: usize) -> u32 {
+        (self.opener() as usize + 2 * n + 1) as u32
+    }
+}
+
+/// The thumbnail among every chunk's candidates, by the same rule as one
+/// encode's (`pick`): its index among the whole video's candidates.
+pub fn pick_candidate(candidates: &[Candidate]) -> Option<usize> {
+    let mut sorted = candidates.to_vec();
+    sorted.sort_by_key(|c| c.index);
+    let pairs: Vec<(usize, FrameStats, f64)> = sorted
+        .iter()
+        .map(|c| (c.index, FrameStats { change: 0.0, luma_min: c.luma_min, luma_max: c.luma_max }, c.change))
+        .collect();
+    pick_among(&pairs)
 }
 
 #[cfg(test)]
@@ -279,5 +407,44 @@ mod tests {
         let frames = read_stats(&(black + &blank));
         assert_eq!(pick(&frames, 2), Some(1), "all defective: the most contrast");
         assert_eq!(pick(&[], 2), None);
+    }
+
+    #[test]
+    fn a_chunk_takes_the_candidates_and_tiles_that_fall_in_it() {
+        let whole = Previews::new(120.0, FPS, 1280, 720, None);
+        assert_eq!(whole.storyboard.interval, 2);
+        // 12 s chunks: the candidate at 12 s (frame 360) opens chunk 1.
+        let second = whole.for_chunk(FPS, 12, Some(12));
+        assert_eq!(second.candidates, vec![(0, 0), (1, 180)], "12 s and 18 s, from the chunk's start");
+        assert!(!second.opener(), "its frame 0 is a candidate");
+        assert_eq!(second.selected_frames(), vec![0, 15, 180, 195]);
+        assert_eq!((second.candidate_file(0), second.candidate_file(1)), (1, 3));
+        assert_eq!(second.tile_number(1), Some(6), "on the grid: the opening frame is tile 6 (12 s)");
+        let last = whole.for_chunk(FPS, 108, None);
+        assert!(last.candidates.is_empty() && last.opener());
+        assert_eq!(last.tile_number(6), Some(60 - 1), "the 60th and last tile");
+        assert_eq!(last.tile_number(7), None, "a tile past the storyboard");
+        // A pair across the boundary belongs to neither chunk.
+        let straddled = Previews::new(100.0, FPS, 1280, 720, Some(11.9));
+        assert!(straddled.for_chunk(FPS, 0, Some(12)).candidates.is_empty());
+        assert!(straddled.for_chunk(FPS, 12, Some(12)).candidates.is_empty());
+        // Off the grid (7 s tiles, 12 s chunks): the opening frame is not a tile.
+        let long = Previews::new(700.0, FPS, 1280, 720, None);
+        assert_eq!(long.storyboard.interval, 7);
+        let off = long.for_chunk(FPS, 12, Some(12));
+        assert_eq!((off.tile_number(1), off.tile_number(2), off.tile_number(3)), (None, Some(2), Some(3)));
+        assert!(off.tile_select().contains("floor((t+12)/7)"), "{}", off.tile_select());
+    }
+
+    #[test]
+    fn the_thumbnail_among_chunks_follows_the_one_encode_rule() {
+        let c = |index, change, min, max| Candidate { index, change, luma_min: min, luma_max: max };
+        let chosen = pick_candidate(&[c(3, 0.0, 16.0, 235.0), c(0, 0.0, 16.0, 30.0), c(1, 9.0, 16.0, 235.0)]);
+        assert_eq!(chosen, Some(3), "black 0 and changing 1 passed over, whatever the order they came in");
+        let stats =
+            stats(0.0, 20.0, 200.0) + &stats(0.2, 20.0, 200.0) + &stats(0.0, 16.0, 20.0) + &stats(0.0, 16.0, 20.0);
+        let chunk = Previews::new(120.0, FPS, 1280, 720, None).for_chunk(FPS, 12, Some(12));
+        let assessed = chunk.assess(&stats);
+        assert_eq!(assessed, vec![c(0, 0.2, 20.0, 200.0), c(1, 0.0, 16.0, 20.0)]);
     }
 }

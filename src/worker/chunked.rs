@@ -41,10 +41,14 @@ use crate::lectures::{Lecture, Published, RenditionSummary};
 use crate::publish::{captions::publish_track, Storage, StorageError};
 use crate::queue::{Claim, EnqueueOptions, FailOutcome, JobRecord};
 use crate::transcode::chunks::{ChildJob, ChunkRange, Part};
-use crate::transcode::command::{AUDIO_DIR, MASTER_PLAYLIST, MEDIA_PLAYLIST};
+use crate::transcode::command::{AUDIO_DIR, MASTER_PLAYLIST, MEDIA_PLAYLIST, THUMBNAIL};
 use crate::transcode::ffmpeg::FfmpegError;
 use crate::transcode::plan::Plan;
 use crate::transcode::playlist;
+use crate::transcode::previews::{
+    pick_candidate, Candidate, ChunkPreviews, CANDIDATE_PATTERN, CANDIDATE_STATS, STORYBOARD_IMAGE, STORYBOARD_VTT,
+    TILE_PATTERN,
+};
 
 /// The directory under the lecture where a chunked encode is published.
 const CHUNKED_DIR: &str = "chunked";
@@ -180,11 +184,13 @@ pub(super) async fn join(
     let listed: Vec<_> = captions.iter().map(StoredCaptions::summary).collect();
     let master = playlist::with_subtitles(&playlist::master_with_separate_audio(&plan), &listed);
     ctx.storage.put_bytes(&format!("{prefix}/{MASTER_PLAYLIST}"), master.into_bytes()).await?;
+    let duration = joined.durations.iter().sum();
+    let (thumbnail_time, has_storyboard) = finish_previews(ctx, &prefix, &plan, &chunks, duration, cancel).await?;
     let published = Published {
         prefix,
-        has_thumbnail: false,
-        thumbnail_time: None,
-        has_storyboard: false,
+        has_thumbnail: thumbnail_time.is_some(),
+        thumbnail_time,
+        has_storyboard,
         captions: listed,
         renditions: plan
             .renditions
@@ -196,7 +202,7 @@ pub(super) async fn join(
                 bandwidth: r.bandwidth(),
             })
             .collect(),
-        duration_seconds: joined.durations.iter().sum(),
+        duration_seconds: duration,
     };
     Ok(Attempted {
         published,
@@ -392,12 +398,13 @@ async fn encode_child(
         .map_err(|e| JobError::Internal(e.to_string()))?
         .ok_or(JobError::LectureGone)?;
     let media = probe::probe(&ctx.transcoder.tools.ffprobe, &lecture.source_path).await.map_err(JobError::Source)?;
-    let plan = Plan::new(&media, &ctx.ladder);
+    let plan = Plan::new(&media, &ctx.ladder).with_thumbnail_time(lecture.thumbnail_time);
     let prefix = prefix(&child.lecture);
     let source = &lecture.source_path;
     match child.part {
         Part::Video(range) => {
-            ctx.transcoder.encode_chunk(&media, &plan, &range, source, work, cancel, progress).await?;
+            let share = ctx.transcoder.encode_chunk(&media, &plan, &range, source, work, cancel, progress).await?;
+            publish_previews(ctx.storage.as_ref(), &prefix, &range, &share, work).await?;
             for r in &plan.renditions {
                 let dir = work.join(r.name());
                 let text = read(&dir.join(MEDIA_PLAYLIST)).await?;
@@ -411,8 +418,7 @@ async fn encode_child(
             }
         }
         Part::Audio => {
-            let bps = plan.renditions.iter().filter_map(|r| r.audio_bps()).max().unwrap_or(128_000);
-            ctx.transcoder.encode_audio(&media, &plan, source, work, bps, cancel, progress).await?;
+            ctx.transcoder.encode_audio(&media, &plan, source, work, cancel, progress).await?;
             let dir = work.join(AUDIO_DIR);
             let text = read(&dir.join(MEDIA_PLAYLIST)).await?;
             let files = playlist::files(&text).into_iter().map(|f| (format!("{prefix}/{AUDIO_DIR}/{f}"), dir.join(f)));
@@ -422,6 +428,106 @@ async fn encode_child(
         }
     }
     Ok(())
+}
+
+/// Where chunks leave their share of the previews for the joining job,
+/// removed once it has made the thumbnail and the storyboard from them.
+const PREVIEWS_DIR: &str = "previews";
+
+/// A chunk's thumbnail candidates (the pictures and what they show, for the
+/// joining job to choose among every chunk's) and its storyboard tiles,
+/// under the whole video's tile numbers.
+async fn publish_previews(
+    storage: &dyn Storage,
+    prefix: &str,
+    range: &ChunkRange,
+    share: &ChunkPreviews,
+    work: &Path,
+) -> Result<(), StorageError> {
+    let stats = tokio::fs::read_to_string(work.join(CANDIDATE_STATS)).await.unwrap_or_default();
+    let mut candidates = Vec::new();
+    let mut files = Vec::new();
+    for (n, candidate) in share.assess(&stats).into_iter().enumerate() {
+        let path = work.join(numbered(CANDIDATE_PATTERN, share.candidate_file(n)));
+        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            files.push((format!("{prefix}/{PREVIEWS_DIR}/candidate_{:02}.jpg", candidate.index), path));
+            candidates.push(candidate);
+        }
+    }
+    for file in 1.. {
+        let path = work.join(numbered(TILE_PATTERN, file));
+        if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            break;
+        }
+        if let Some(tile) = share.tile_number(file) {
+            files.push((format!("{prefix}/{PREVIEWS_DIR}/{}", numbered(TILE_PATTERN, tile + 1)), path));
+        }
+    }
+    upload(storage, files).await?;
+    let summary = serde_json::to_vec(&candidates).unwrap_or_default();
+    storage.put_bytes(&format!("{prefix}/{PREVIEWS_DIR}/candidates_{:04}.json", range.index), summary).await
+}
+
+/// The thumbnail and the storyboard of a chunked lecture, from what its
+/// chunks left under [`PREVIEWS_DIR`]: the candidate the one-encode rule
+/// picks among all of them, and the sprite of every tile in order. Either
+/// may be missing (a video shorter than its container claims); neither
+/// fails the lecture. Returns `(thumbnail time, storyboard made)`.
+async fn finish_previews(
+    ctx: &WorkerContext,
+    prefix: &str,
+    plan: &Plan,
+    chunks: &[ChunkRange],
+    duration: f64,
+    cancel: &CancellationToken,
+) -> Result<(Option<f64>, bool), StorageError> {
+    let scratch = format!("{prefix}/{PREVIEWS_DIR}");
+    let mut candidates: Vec<Candidate> = Vec::new();
+    for chunk in chunks {
+        match ctx.storage.get_bytes(&format!("{scratch}/candidates_{:04}.json", chunk.index)).await {
+            Ok(bytes) => candidates.extend(serde_json::from_slice::<Vec<Candidate>>(&bytes).unwrap_or_default()),
+            Err(StorageError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let mut thumbnail_time = None;
+    if let Some(index) = pick_candidate(&candidates) {
+        let picture = ctx.storage.get_bytes(&format!("{scratch}/candidate_{index:02}.jpg")).await?;
+        ctx.storage.put_bytes(&format!("{prefix}/{THUMBNAIL}"), picture).await?;
+        thumbnail_time = plan.previews.thumbnail_times.get(index).copied();
+    }
+
+    let board = plan.previews.storyboard;
+    let dir = ctx.work_dir.join(format!("{}-storyboard", prefix.replace('/', "-")));
+    let _ = tokio::fs::create_dir_all(&dir).await;
+    let mut tiles = 0;
+    for n in 1..=board.columns * board.rows {
+        let name = numbered(TILE_PATTERN, n);
+        match ctx.storage.get_bytes(&format!("{scratch}/{name}")).await {
+            Ok(bytes) => {
+                if tokio::fs::write(dir.join(&name), bytes).await.is_err() {
+                    break;
+                }
+                tiles += 1;
+            }
+            Err(StorageError::NotFound(_)) => break,
+            Err(e) => return Err(e),
+        }
+    }
+    let mut has_storyboard = false;
+    if tiles > 0 && ctx.transcoder.tile_sprite(&board, &dir, cancel).await {
+        ctx.storage.put_file(&format!("{prefix}/{STORYBOARD_IMAGE}"), &dir.join(STORYBOARD_IMAGE)).await?;
+        ctx.storage.put_bytes(&format!("{prefix}/{STORYBOARD_VTT}"), board.vtt(duration).into_bytes()).await?;
+        has_storyboard = true;
+    }
+    let _ = tokio::fs::remove_dir_all(&dir).await;
+    ctx.storage.delete_prefix(&scratch).await?;
+    Ok((thumbnail_time, has_storyboard))
+}
+
+/// A file name pattern of the previews (`%02d`, `%03d`) with its number.
+fn numbered(pattern: &str, n: u32) -> String {
+    pattern.replace("%02d", &format!("{n:02}")).replace("%03d", &format!("{n:03}"))
 }
 
 async fn read(path: &Path) -> Result<String, JobError> {

@@ -529,3 +529,57 @@ fn a_chunk_length_off_the_segment_grid_is_refused_at_start_up() {
     assert!(!ok);
     assert!(stderr.contains("or off"), "{stderr}");
 }
+
+/// The thumbnail and the storyboard of a chunked lecture come from its
+/// chunks: every tile at its place (the picture brightens with time, so a
+/// tile out of place breaks the climb), the thumbnail at the time asked
+/// for, taken by the chunk that holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_lecture_gets_its_thumbnail_and_storyboard_from_its_chunks() {
+    use crate::previews::{image_size, mean_luma, storyboard_cues, upload};
+    let app = spawn_app_with(|c| {
+        c.chunking = Chunking::new(Some(Duration::from_secs(20)), 12).unwrap();
+        c.concurrency = 2;
+        c.ladder = "180".parse().unwrap();
+    })
+    .await;
+    let source = app.data_dir.path().join("brightening.mp4");
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i", "color=c=black:s=320x180:r=30:d=60"])
+        .args(["-vf", "geq=lum='16+3*T':cb=128:cr=128,format=yuv420p", "-c:v", "libx264", "-preset", "ultrafast"])
+        .arg(&source)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let id = upload(&app, &source, Some("25")).await;
+    let doc = app.wait_for(&id, "completed", Duration::from_secs(120)).await;
+    let rendition = doc["videoLink"].as_str().unwrap().replace("master.m3u8", "180p/index.m3u8");
+    assert!(text(&app.api, &rendition).await.contains("c0004_"), "five chunks: {doc}");
+
+    let vtt_url = doc["storyboardLink"].as_str().expect("a storyboard").to_string();
+    let cues = storyboard_cues(&text(&app.api, &vtt_url).await);
+    assert_eq!(cues.len(), 30, "a tile every 2 s");
+    let sprite = vtt_url.replace("storyboard.vtt", "storyboard.jpg");
+    let (width, height) = image_size(&sprite);
+    let lumas: Vec<f64> = cues
+        .iter()
+        .map(|c| {
+            assert!(c.2 + c.4 <= width && c.3 + c.5 <= height, "tile inside the sprite");
+            mean_luma(&sprite, Some((c.2, c.3, c.4, c.5)))
+        })
+        .collect();
+    let steps: Vec<f64> = lumas.windows(2).map(|w| w[1] - w[0]).collect();
+    let mut sorted = steps.clone();
+    sorted.sort_by(f64::total_cmp);
+    let typical = sorted[sorted.len() / 2];
+    assert!(typical > 4.0, "the picture brightens between tiles: {lumas:?}");
+    for (i, step) in steps.iter().enumerate() {
+        assert!((step - typical).abs() < typical / 2.0, "tile {} is out of place: {lumas:?}", i + 1);
+    }
+
+    assert_eq!(doc["thumbnailTime"], 25.0, "{doc}");
+    let thumbnail = mean_luma(doc["thumbnailLink"].as_str().expect("a thumbnail"), None);
+    assert!(lumas[12] < thumbnail && thumbnail < lumas[13], "25 s lies between the 24 s and 26 s tiles: {thumbnail}");
+    let scratch = app.data_dir.path().join("media").join(&id).join("chunked").join("previews");
+    assert!(!scratch.exists(), "the chunks' previews are removed once joined");
+}

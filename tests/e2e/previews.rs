@@ -26,7 +26,7 @@ fn fade_in(dir: &Path) -> PathBuf {
 }
 
 /// Mean luma (0-255) of an image, or of the `w`x`h` tile at `x`,`y` in it.
-fn mean_luma(image: &str, tile: Option<(u32, u32, u32, u32)>) -> f64 {
+pub(crate) fn mean_luma(image: &str, tile: Option<(u32, u32, u32, u32)>) -> f64 {
     let crop = tile.map_or(String::new(), |(x, y, w, h)| format!("crop={w}:{h}:{x}:{y},"));
     let out = Command::new("ffmpeg")
         .args([
@@ -47,7 +47,7 @@ fn mean_luma(image: &str, tile: Option<(u32, u32, u32, u32)>) -> f64 {
     value.unwrap_or_else(|| panic!("no YAVG for {image}: {text}")).parse().unwrap()
 }
 
-fn image_size(url: &str) -> (u32, u32) {
+pub(crate) fn image_size(url: &str) -> (u32, u32) {
     let out = Command::new("ffprobe")
         .args(["-v", "error", "-show_entries", "stream=width,height", "-of", "csv=p=0", url])
         .output()
@@ -58,7 +58,7 @@ fn image_size(url: &str) -> (u32, u32) {
 }
 
 /// `(start, end, x, y, w, h)` of each storyboard cue.
-fn storyboard_cues(vtt: &str) -> Vec<(f64, f64, u32, u32, u32, u32)> {
+pub(crate) fn storyboard_cues(vtt: &str) -> Vec<(f64, f64, u32, u32, u32, u32)> {
     let seconds = |t: &str| {
         let parts: Vec<f64> = t.split(':').map(|p| p.parse().unwrap()).collect();
         parts.iter().fold(0.0, |acc, p| acc * 60.0 + p)
@@ -75,7 +75,7 @@ fn storyboard_cues(vtt: &str) -> Vec<(f64, f64, u32, u32, u32, u32)> {
         .collect()
 }
 
-async fn upload(app: &TestApp, video: &Path, thumbnail_time: Option<&str>) -> String {
+pub(crate) async fn upload(app: &TestApp, video: &Path, thumbnail_time: Option<&str>) -> String {
     let mut form = reqwest::multipart::Form::new()
         .text("courseId", "c")
         .text("nameOfTopic", "previews")
