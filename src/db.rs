@@ -56,8 +56,30 @@ impl Database {
         if dialect == Dialect::Sqlite {
             pool.execute("PRAGMA journal_mode = WAL").await?;
         }
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        migrate(&pool, dialect).await?;
         Ok(Database { pool, dialect })
+    }
+}
+
+/// Brings the schema up to date. PostgreSQL serializes processes that
+/// migrate at once (sqlx takes an advisory lock); SQLite has no such lock,
+/// so two processes started together on a new database (`vidpipe api` and
+/// `vidpipe worker` side by side) can both try to apply one migration, and
+/// the loser's fails ("table ... already exists") and rolls back. It tries
+/// again: by then the winner has recorded the migration, which is skipped.
+async fn migrate(pool: &AnyPool, dialect: Dialect) -> Result<(), sqlx::Error> {
+    let migrator = sqlx::migrate!("./migrations");
+    let mut tries = 0;
+    loop {
+        match migrator.run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(e) if dialect == Dialect::Sqlite && tries < 20 => {
+                tries += 1;
+                tracing::debug!(error = %e, "another process is migrating the database; trying again");
+                tokio::time::sleep(Duration::from_millis(100 + 50 * tries)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 

@@ -83,11 +83,13 @@ pub(super) async fn join(
     draining: &CancellationToken,
     progress: &watch::Sender<f64>,
     permit: &mut Option<OwnedSemaphorePermit>,
+    chunk_jobs: &mut Vec<String>,
 ) -> Result<Attempted, JobError> {
     let id = lecture.id.as_str().to_string();
     let prefix = prefix(&id);
     let children = children(&id, &plan, &chunks);
     let ids: Vec<String> = children.iter().map(ChildJob::to_string).collect();
+    chunk_jobs.clone_from(&ids);
     let internal = |e: crate::queue::QueueError| JobError::Internal(e.to_string());
     let known = ctx.queue.get_many(&ids).await.map_err(internal)?;
     let priority = ctx.queue.get(&id).await.map_err(internal)?.map_or(0, |j| j.priority);
@@ -296,6 +298,16 @@ async fn leave_or_stop(ctx: &WorkerContext, lecture: &str, ids: &[String], prefi
         Err(e) => {
             tracing::warn!(lecture, error = %e, "cannot tell whether the lecture was cancelled; its chunks go on")
         }
+    }
+}
+
+/// After a lecture's job failed for good on its own (publishing the joined
+/// playlists failed on every attempt, say): its chunks (`ids`, as its last
+/// attempt enqueued or found them) stop and what they published goes, as
+/// when a chunk fails.
+pub(super) async fn abandon(ctx: &WorkerContext, lecture: &str, ids: &[String]) {
+    if !ids.is_empty() {
+        stop_children(ctx, lecture, ids, &prefix(lecture)).await;
     }
 }
 

@@ -114,7 +114,9 @@ pub(super) async fn process(
     let work = ctx.work_dir.join(format!("{id}-{tag}"));
     let prefix = format!("{id}/{tag}");
     let stops = Stops { cancel: &cancel, draining };
-    let result = attempt(ctx, &claim, &work, &prefix, stops, &progress_tx, &mut permit).await;
+    // The chunk jobs of a chunked lecture, once its attempt knows them.
+    let mut chunk_jobs = Vec::new();
+    let result = attempt(ctx, &claim, &work, &prefix, stops, &progress_tx, &mut permit, &mut chunk_jobs).await;
     heartbeat.abort();
 
     let keep_published = match result {
@@ -183,6 +185,7 @@ pub(super) async fn process(
                     if let Err(e) = ctx.lectures.record_failure(&id, Failure::Error(&message)).await {
                         tracing::warn!(job = %id, error = %e, "could not store the failure on the lecture");
                     }
+                    chunked::abandon(ctx, &id, &chunk_jobs).await;
                 }
                 Ok(FailOutcome::LeaseLost) => {
                     tracing::warn!(job = %id, error = %message, "attempt failed after its lease was lost")
@@ -219,6 +222,7 @@ struct Stops<'a> {
     draining: &'a CancellationToken,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn attempt(
     ctx: &WorkerContext,
     claim: &Claim,
@@ -227,6 +231,7 @@ async fn attempt(
     stops: Stops<'_>,
     progress: &watch::Sender<f64>,
     permit: &mut Option<OwnedSemaphorePermit>,
+    chunk_jobs: &mut Vec<String>,
 ) -> Result<Attempted, JobError> {
     let cancel = stops.cancel;
     let lecture_id: LectureId =
@@ -240,7 +245,7 @@ async fn attempt(
     let media = probe::probe(&ctx.transcoder.tools.ffprobe, &lecture.source_path).await.map_err(JobError::Source)?;
     let plan = Plan::new(&media, &ctx.ladder).with_thumbnail_time(lecture.thumbnail_time);
     if let Some(chunks) = ctx.chunking.split(plan.duration_seconds) {
-        return chunked::join(ctx, lecture, plan, chunks, cancel, stops.draining, progress, permit).await;
+        return chunked::join(ctx, lecture, plan, chunks, cancel, stops.draining, progress, permit, chunk_jobs).await;
     }
     tokio::fs::create_dir_all(work).await.map_err(|e| JobError::Internal(format!("work directory: {e}")))?;
     add_embedded_captions(ctx, &lecture, &media, work, cancel).await;

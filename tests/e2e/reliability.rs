@@ -381,3 +381,43 @@ async fn a_job_failed_by_the_lease_reaper_stays_failed_without_its_record() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// `vidpipe api` and two `vidpipe worker`s started at the same moment on a
+/// new SQLite database all start: they migrate it at once, and the ones
+/// that lose a race for a migration try again instead of exiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_started_together_on_a_new_sqlite_database_all_start() {
+    for _ in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let env = [("VIDPIPE_LISTEN", format!("127.0.0.1:{port}"))];
+        let mut processes = [
+            Process::start("api", dir.path(), &env),
+            Process::start("worker", dir.path(), &env),
+            Process::start("worker", dir.path(), &env),
+        ];
+        let api = Api::new(format!("http://127.0.0.1:{port}"));
+        wait_until_up(&api.client, &api.base).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            for p in processes.iter_mut() {
+                if let Some(status) = p.child.try_wait().unwrap() {
+                    let logs: String = std::fs::read_dir(dir.path())
+                        .unwrap()
+                        .flatten()
+                        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+                        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                        .collect();
+                    panic!("a process exited at start ({status}): {logs}");
+                }
+            }
+            let health: serde_json::Value =
+                api.client.get(format!("{}/api/health/queue", api.base)).send().await.unwrap().json().await.unwrap();
+            if health["worker"]["live"] == 2 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "both workers never announced themselves: {health}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
