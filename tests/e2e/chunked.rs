@@ -537,7 +537,11 @@ fn a_chunk_length_off_the_segment_grid_is_refused_at_start_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunked_lecture_gets_its_thumbnail_and_storyboard_from_its_chunks() {
     use crate::previews::{image_size, mean_luma, storyboard_cues, upload};
+    // On Redis: each backend runs a chunked lecture to completion somewhere.
+    let Some(redis) = RedisServer::start() else { return };
+    let url = redis.url();
     let app = spawn_app_with(|c| {
+        c.queue_url = Some(url);
         c.chunking = Chunking::new(Some(Duration::from_secs(20)), 12).unwrap();
         c.concurrency = 2;
         c.ladder = "180".parse().unwrap();
