@@ -351,6 +351,12 @@ pub struct ServiceArgs {
     #[arg(long, env = "VIDPIPE_CHUNK_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u32).range(6..=3600))]
     pub chunk_seconds: u32,
 
+    /// Threads each stage of an encode may use (decoding, filters, each
+    /// rendition's x264), for machines shared with other work; 0: ffmpeg's
+    /// choice (every core).
+    #[arg(long, env = "VIDPIPE_ENCODER_THREADS", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=64))]
+    pub encoder_threads: u16,
+
     /// Longest a single transcode may run before ffmpeg is killed.
     #[arg(long, env = "VIDPIPE_JOB_TIMEOUT", default_value = "2h", value_parser = parse_duration)]
     pub job_timeout: Duration,
@@ -606,6 +612,8 @@ pub struct Config {
     pub max_upload_bytes: u64,
     pub ladder: Ladder,
     pub chunking: Chunking,
+    /// Threads per stage of an encode; `None`: ffmpeg's choice.
+    pub encoder_threads: Option<u16>,
     /// No trailing slash. `None`: `http://<bound address>`.
     pub public_base_url: Option<String>,
     pub job_timeout: Duration,
@@ -771,6 +779,7 @@ impl Config {
             .map_err(|e| ConfigError(format!("VIDPIPE_CHUNK_SECONDS / --chunk-seconds: {}", e.0)))?;
         Ok(Config {
             chunking,
+            encoder_threads: (args.encoder_threads > 0).then_some(args.encoder_threads),
             listen: args.listen,
             data_dir,
             database_url,

@@ -576,6 +576,7 @@ async fn tiny_transcode(config: &Config) -> Result<String, String> {
         let transcoder = Transcoder {
             tools: config.tools.clone(),
             watchdog: Watchdog { timeout: Duration::from_secs(60), stall: Duration::from_secs(30) },
+            threads: config.encoder_threads,
         };
         let (tx, _rx) = tokio::sync::watch::channel(0.0);
         let out = dir.join("out");

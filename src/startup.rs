@@ -290,6 +290,7 @@ impl Application {
                 transcoder: Transcoder {
                     tools: config.tools.clone(),
                     watchdog: Watchdog { timeout: config.job_timeout, stall: config.stall_timeout },
+                    threads: config.encoder_threads,
                 },
                 ladder: config.ladder.clone(),
                 work_dir: config.work_dir().join(worker::work_dir_name()),
@@ -450,6 +451,7 @@ pub async fn transcode_file(args: TranscodeArgs) -> Result<(), String> {
             timeout: std::time::Duration::from_secs(24 * 3600),
             stall: std::time::Duration::from_secs(120),
         },
+        threads: None,
     };
     let cancel = CancellationToken::new();
     let ctrl_c = cancel.clone();

@@ -270,6 +270,27 @@ pub fn audio_args(media: &MediaInfo, plan: &Plan, input: &Path, out_dir: &Path) 
     args
 }
 
+/// `args` (a [`ladder_args`] or [`chunk_args`] command) with at most
+/// `threads` threads for each of its stages: decoding (`-threads` before
+/// `-i`), the filter graph (`-filter_complex_threads`) and each encoder of
+/// the ladder's output (`-threads` after the graph, before the HLS output's
+/// options: x264's frame threads). `None` leaves the choice to ffmpeg and
+/// x264, which take every core and more. A budget for machines shared with
+/// other work; a hard cap on cores is `taskset` or a cgroup.
+pub fn with_threads(mut args: Vec<OsString>, threads: Option<u16>) -> Vec<OsString> {
+    let Some(n) = threads else { return args };
+    let n = OsString::from(n.to_string());
+    if let Some(graph) = args.iter().position(|a| a == "-filter_complex") {
+        let at = (graph + 2).min(args.len());
+        args.splice(at..at, ["-threads".into(), n.clone()]);
+    }
+    if let Some(input) = args.iter().position(|a| a == "-i") {
+        args.splice(input..input, ["-threads".into(), n.clone()]);
+    }
+    args.splice(0..0, ["-filter_complex_threads".into(), n]);
+    args
+}
+
 /// The x264 settings of every rendition: the same keyframe times in each
 /// (so segment boundaries line up), quality and rate caps per rung.
 fn video_encoder_args(plan: &Plan) -> Vec<OsString> {
@@ -502,6 +523,22 @@ mod tests {
     use crate::transcode::plan::Ladder;
 
     #[test]
+    fn a_thread_budget_reaches_the_decoder_the_filters_and_the_encoders() {
+        let m = media(None);
+        let plan = Plan::new(&m, &Ladder::default());
+        let args = ladder_args(&m, &plan, Path::new("/in/src.mp4"), Path::new("/out"));
+        assert_eq!(with_threads(args.clone(), None), args, "no budget: ffmpeg's own choice");
+        let budget: Vec<String> =
+            with_threads(args, Some(2)).iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        let at = |what: &str| budget.iter().position(|a| a == what).unwrap();
+        assert_eq!(budget[..2], ["-filter_complex_threads", "2"], "a global option, first");
+        assert_eq!(budget[at("-i") - 2..at("-i")], ["-threads", "2"], "an input option: the decoder");
+        let graph = at("-filter_complex");
+        assert_eq!(budget[graph + 2..graph + 4], ["-threads", "2"], "an output option of the HLS output: x264");
+        assert_eq!(budget.iter().filter(|a| *a == "-threads").count(), 2, "{budget:?}");
+    }
+
+    #[test]
     fn only_sources_that_are_not_sdr_bt709_get_colour_filters() {
         assert_eq!(to_bt709(Colour::Sdr), "", "SDR pays nothing");
         let hdr = to_bt709(Colour::Hlg { full_range: false });
@@ -575,13 +612,14 @@ mod tests {
         for (i, (r, preset)) in plan.renditions.iter().zip(["slow", "medium", "fast"]).enumerate() {
             let audio = if r.height() < 720 { 96_000 } else { 128_000 };
             let expected = format!(
-                "-preset:v:{i} {preset} -crf:v:{i} {} -maxrate:v:{i} {peak} -bufsize:v:{i} {} -level:v:{i} {} -x264-params:v:{i} aq-strength=0.8 -b:a:{i} {audio}",
+                "-preset:v:{i} {preset} -crf:v:{i} {} -maxrate:v:{i} {peak} -bufsize:v:{i} {} -level:v:{i} {} -x264-params:v:{i} aq-strength=0.8 ",
                 r.crf(),
                 2 * r.peak_video_bps(),
                 r.level().as_option(),
                 peak = r.peak_video_bps(),
             );
             assert!(args.contains(&expected), "{expected}\n{args}");
+            assert!(args.contains(&format!(" -b:a:{i} {audio} ")), "{args}");
         }
         assert!(args.contains("-c:a aac -ac 2 -ar 48000"), "HE-AAC is re-encoded: {args}");
         assert!(

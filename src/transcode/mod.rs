@@ -39,6 +39,9 @@ pub struct Encoded {
 pub struct Transcoder {
     pub tools: Tools,
     pub watchdog: Watchdog,
+    /// Threads per stage of an encode (`VIDPIPE_ENCODER_THREADS`; see
+    /// [`command::with_threads`]); `None`: ffmpeg's choice.
+    pub threads: Option<u16>,
 }
 
 impl Transcoder {
@@ -58,7 +61,7 @@ impl Transcoder {
         for r in &plan.renditions {
             tokio::fs::create_dir_all(out_dir.join(r.name())).await.map_err(FfmpegError::Spawn)?;
         }
-        let args = command::ladder_args(media, plan, input, out_dir);
+        let args = command::with_threads(command::ladder_args(media, plan, input, out_dir), self.threads);
         self.run_reporting(&args, plan.duration_seconds.max(0.001), cancel, progress).await?;
         Ok(self.finish_previews(plan, out_dir, cancel).await)
     }
@@ -85,7 +88,7 @@ impl Transcoder {
         }
         let length = range.length_seconds().unwrap_or(plan.duration_seconds - range.start_seconds()).max(0.001);
         let share = plan.previews.for_chunk(plan.fps, range.start_whole_seconds(), range.length_whole_seconds());
-        let args = command::chunk_args(media, plan, input, out_dir, range, &share);
+        let args = command::with_threads(command::chunk_args(media, plan, input, out_dir, range, &share), self.threads);
         self.run_reporting(&args, length, cancel, progress).await?;
         Ok(share)
     }

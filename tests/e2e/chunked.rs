@@ -167,6 +167,7 @@ async fn every_chunk_writes_the_same_initialization_section() {
     let transcoder = Transcoder {
         tools: tools(),
         watchdog: Watchdog { timeout: Duration::from_secs(120), stall: Duration::from_secs(60) },
+        threads: None,
     };
     let mut inits = Vec::new();
     for index in [0, 2] {
@@ -203,18 +204,18 @@ fn chunk_jobs<'a>(jobs: &'a [serde_json::Value], id: &str) -> Vec<&'a serde_json
 /// ffmpeg processes working for lecture `id`, on any worker of this host
 /// (their work directories are named after the chunk's job).
 fn encoders_of(id: &str) -> usize {
+    encoder_command_lines(id).len()
+}
+
+/// Their command lines, arguments joined by spaces.
+fn encoder_command_lines(id: &str) -> Vec<String> {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
-        .filter(|p| {
-            std::fs::read(p.path().join("cmdline"))
-                .map(|c| {
-                    let c = String::from_utf8_lossy(&c);
-                    c.starts_with("ffmpeg") && c.contains(id)
-                })
-                .unwrap_or(false)
-        })
-        .count()
+        .filter_map(|p| std::fs::read(p.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.starts_with("ffmpeg") && c.contains(id))
+        .collect()
 }
 
 /// Files published for lecture `id` on the local disk.
@@ -377,7 +378,8 @@ async fn cancel_or_delete_of_a_chunked_lecture_stops_every_chunk_on_every_worker
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
     let port = free_port();
-    let env = chunked_env(port, &[]);
+    // With a thread budget, which must reach every chunk's ffmpeg.
+    let env = chunked_env(port, &[("VIDPIPE_ENCODER_THREADS", "1".to_string())]);
     let _api_process = Process::start("api", data, &env);
     let api = Api::new(format!("http://127.0.0.1:{port}"));
     wait_until_up(&api.client, &api.base).await;
@@ -388,6 +390,13 @@ async fn cancel_or_delete_of_a_chunked_lecture_stops_every_chunk_on_every_worker
         let id = api.upload_ok(&source).await;
         eventually(&format!("two chunks encoding at once ({how})"), Duration::from_secs(90), || encoders_of(&id) >= 2)
             .await;
+        assert!(
+            encoder_command_lines(&id)
+                .iter()
+                .all(|c| c.contains("-filter_complex_threads 1 ") && c.contains("-threads 1 ")),
+            "{:?}",
+            encoder_command_lines(&id)
+        );
         let response = match how {
             "cancel" => api.client.post(format!("{}/api/jobs/{id}/cancel", api.base)).send().await.unwrap(),
             _ => api.client.delete(format!("{}/api/lectures/{id}", api.base)).send().await.unwrap(),

@@ -53,6 +53,7 @@ pub fn test_config(data_dir: &Path) -> Config {
         max_upload_bytes: 64 << 20,
         ladder: "240,360,720".parse().unwrap(),
         chunking: vidpipe::transcode::chunks::Chunking::new(None, 60).unwrap(),
+        encoder_threads: None,
         public_base_url: None,
         job_timeout: Duration::from_secs(600),
         stall_timeout: Duration::from_secs(60),
