@@ -235,7 +235,7 @@ pub async fn choose_thumbnail(out_dir: &Path, previews: &Previews, thumbnail: &s
 }
 
 /// The share of a chunked encode's previews that one chunk makes: the
-/// thumbnail candidates whose pair of frames lies in the chunk, and the
+/// thumbnail candidates whose first frame lies in the chunk, and the
 /// storyboard tiles whose time does, in the chunk's own frame numbers and
 /// times. The chunk writes them as the whole encode would (an opening frame
 /// first, see the module docs); [`ChunkPreviews::assess`] turns its
@@ -278,7 +278,10 @@ impl Previews {
             .thumbnail_frames
             .chunks(2)
             .enumerate()
-            .filter(|(_, pair)| pair[0] >= first && end.is_none_or(|e| pair[pair.len() - 1] < e))
+            // A pair across the chunk's end keeps its first frame here; its
+            // second never comes (the chunk stops before it), and like a
+            // candidate at the end of a video it counts as still.
+            .filter(|(_, pair)| pair[0] >= first && end.is_none_or(|e| pair[0] < e))
             .map(|(i, pair)| (i, pair[0] - first))
             .collect();
         let board = self.storyboard;
@@ -424,10 +427,14 @@ mod tests {
         assert!(last.candidates.is_empty() && last.opener());
         assert_eq!(last.tile_number(6), Some(60 - 1), "the 60th and last tile");
         assert_eq!(last.tile_number(7), None, "a tile past the storyboard");
-        // A pair across the boundary belongs to neither chunk.
+        // A pair across the boundary belongs to the chunk of its first
+        // frame, which never sees the second: still, by the end-of-video rule.
         let straddled = Previews::new(100.0, FPS, 1280, 720, Some(11.9));
-        assert!(straddled.for_chunk(FPS, 0, Some(12)).candidates.is_empty());
+        let before = straddled.for_chunk(FPS, 0, Some(12));
+        assert_eq!(before.candidates, vec![(0, 357)]);
         assert!(straddled.for_chunk(FPS, 12, Some(12)).candidates.is_empty());
+        let only_first = stats(0.0, 16.0, 235.0) + &stats(0.0, 20.0, 200.0); // the opener, then the candidate
+        assert_eq!(before.assess(&only_first), vec![Candidate { index: 0, change: 0.0, luma_min: 20.0, luma_max: 200.0 }]);
         // Off the grid (7 s tiles, 12 s chunks): the opening frame is not a tile.
         let long = Previews::new(700.0, FPS, 1280, 720, None);
         assert_eq!(long.storyboard.interval, 7);

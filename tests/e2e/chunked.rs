@@ -595,4 +595,12 @@ async fn a_chunked_lecture_gets_its_thumbnail_and_storyboard_from_its_chunks() {
     assert!(lumas[12] < thumbnail && thumbnail < lumas[13], "25 s lies between the 24 s and 26 s tiles: {thumbnail}");
     let scratch = app.data_dir.path().join("media").join(&id).join("chunked").join("previews");
     assert!(!scratch.exists(), "the chunks' previews are removed once joined");
+
+    // A time whose pair frame (0.5 s later) is in the next chunk: the first
+    // chunk takes it all the same.
+    let id = upload(&app, &source, Some("11.9")).await;
+    let doc = app.wait_for(&id, "completed", Duration::from_secs(120)).await;
+    assert_eq!(doc["thumbnailTime"], 11.9, "{doc}");
+    let thumbnail = mean_luma(doc["thumbnailLink"].as_str().expect("a thumbnail"), None);
+    assert!(lumas[5] < thumbnail && thumbnail < lumas[6], "11.9 s lies between the 10 s and 12 s tiles: {thumbnail}");
 }
