@@ -434,7 +434,10 @@ mod tests {
         assert_eq!(before.candidates, vec![(0, 357)]);
         assert!(straddled.for_chunk(FPS, 12, Some(12)).candidates.is_empty());
         let only_first = stats(0.0, 16.0, 235.0) + &stats(0.0, 20.0, 200.0); // the opener, then the candidate
-        assert_eq!(before.assess(&only_first), vec![Candidate { index: 0, change: 0.0, luma_min: 20.0, luma_max: 200.0 }]);
+        assert_eq!(
+            before.assess(&only_first),
+            vec![Candidate { index: 0, change: 0.0, luma_min: 20.0, luma_max: 200.0 }]
+        );
         // Off the grid (7 s tiles, 12 s chunks): the opening frame is not a tile.
         let long = Previews::new(700.0, FPS, 1280, 720, None);
         assert_eq!(long.storyboard.interval, 7);
