@@ -26,6 +26,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -39,7 +40,7 @@ use crate::domain::{JobState, LectureId};
 use crate::ingest::probe;
 use crate::lectures::{Lecture, Published, RenditionSummary};
 use crate::publish::{captions::publish_track, Storage, StorageError};
-use crate::queue::{Claim, EnqueueOptions, FailOutcome, JobRecord};
+use crate::queue::{Claim, EnqueueOptions, FailOutcome, JobRecord, Queue};
 use crate::transcode::chunks::{ChildJob, ChunkRange, Part};
 use crate::transcode::command::{AUDIO_DIR, MASTER_PLAYLIST, MEDIA_PLAYLIST, THUMBNAIL};
 use crate::transcode::ffmpeg::FfmpegError;
@@ -54,6 +55,11 @@ use crate::transcode::previews::{
 const CHUNKED_DIR: &str = "chunked";
 /// How often the joining job reads its children's records.
 const JOIN_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a chunk on another worker may take, once it has seen its
+/// cancel, to stop: its ffmpeg to die or its file in flight to be stored.
+const CHUNK_STOP_ALLOWANCE: Duration = Duration::from_secs(5);
+/// How often a running chunk checks that its lecture's job still wants it.
+const PARENT_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Where a chunked lecture is published: the same for every attempt.
 pub(super) fn prefix(lecture: &str) -> String {
@@ -96,6 +102,11 @@ pub(super) async fn join(
     let options = EnqueueOptions { priority, delay: Duration::ZERO, max_attempts: ctx.max_attempts };
     for child in ids.iter().filter(|c| !known.iter().any(|k| &k.id == *c)) {
         ctx.queue.enqueue(child, &options).await.map_err(internal)?;
+    }
+    // Chunks that failed or were cancelled in an earlier run of the lecture
+    // (one that ended while no joining job ran) run again.
+    for old in known.iter().filter(|k| matches!(k.state, JobState::Failed | JobState::Cancelled)) {
+        ctx.queue.retry(&old.id).await.map_err(internal)?;
     }
     tracing::info!(lecture = %id, chunks = chunks.len(), seconds = chunks[0].seconds, "split into chunks");
     permit.take();
@@ -315,6 +326,12 @@ pub(super) async fn abandon(ctx: &WorkerContext, lecture: &str, ids: &[String]) 
 /// worker, then removes their jobs and everything published: nothing a
 /// late chunk writes can stay behind.
 async fn stop_children(ctx: &WorkerContext, lecture: &str, ids: &[String], prefix: &str) {
+    // Cancelling makes a job's state final at once, so which chunks were
+    // running elsewhere must be read first.
+    let running_elsewhere = match ctx.queue.get_many(ids).await {
+        Ok(jobs) => jobs.iter().any(|j| j.state == JobState::Active && !ctx.running.contains(&j.id)),
+        Err(_) => true,
+    };
     for id in ids {
         if let Err(e) = ctx.queue.cancel(id).await {
             tracing::warn!(job = %id, error = %e, "could not cancel a chunk");
@@ -322,14 +339,14 @@ async fn stop_children(ctx: &WorkerContext, lecture: &str, ids: &[String], prefi
         ctx.running.stop(id, Duration::ZERO).await;
     }
     let deadline = tokio::time::Instant::now() + ctx.lease + Duration::from_secs(2);
-    while tokio::time::Instant::now() < deadline {
-        match ctx.queue.get_many(ids).await {
-            Ok(jobs) if jobs.iter().all(|j| j.state != JobState::Active) => break,
-            _ => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
     while ids.iter().any(|id| ctx.running.contains(id)) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if running_elsewhere {
+        // Another worker's chunk sees the cancel at its next heartbeat
+        // (every third of a lease, at most 2 s) and then stops between two
+        // uploads; wait that out, and the file it was storing.
+        tokio::time::sleep((ctx.lease / 3).min(Duration::from_secs(2)) + CHUNK_STOP_ALLOWANCE).await;
     }
     for id in ids {
         let _ = ctx.queue.remove(id).await;
@@ -357,10 +374,12 @@ pub(super) async fn process_child(
     let (progress_tx, progress_rx) = watch::channel(0.0);
     let beat = Heartbeat { queue: ctx.queue.clone(), events: None, claim: claim.clone() };
     let heartbeat = tokio::spawn(beat.run(ctx.lease, progress_rx, cancel.clone()));
+    let watch_parent = tokio::spawn(stop_without_parent(ctx.queue.clone(), child.lecture.clone(), cancel.clone()));
     let work = ctx.work_dir.join(format!("{id}-{}", &claim.token[..12]));
     let started = std::time::Instant::now();
     let result = encode_child(ctx, &child, &work, &cancel, &progress_tx).await;
     heartbeat.abort();
+    watch_parent.abort();
     match result {
         Ok(()) => match ctx.queue.complete(&claim).await {
             Ok(true) => tracing::info!(job = %id, duration_s = started.elapsed().as_secs_f64(), "chunk completed"),
@@ -391,6 +410,24 @@ pub(super) async fn process_child(
     ctx.running.remove(&id);
 }
 
+/// Stops a chunk whose lecture's job is gone (deleted), failed or
+/// cancelled, checked at once and every [`PARENT_CHECK_INTERVAL`]: the
+/// lecture's joining job stops its chunks itself, but it may not be running
+/// (its job waiting for a retry, or handed back at a restart) when the
+/// lecture is cancelled or deleted.
+async fn stop_without_parent(queue: Arc<dyn Queue>, lecture: String, cancel: CancellationToken) {
+    loop {
+        match queue.get(&lecture).await {
+            Ok(None) => break,
+            Ok(Some(job)) if matches!(job.state, JobState::Failed | JobState::Cancelled) => break,
+            _ => {}
+        }
+        tokio::time::sleep(PARENT_CHECK_INTERVAL).await;
+    }
+    tracing::info!(lecture = %lecture, "the lecture's job ended; stopping its chunk");
+    cancel.cancel();
+}
+
 /// Encodes the child's part and publishes it: the segments (and, for the
 /// first chunk, the initialization sections every chunk shares), then the
 /// chunk's own playlists for the joining job to read.
@@ -416,7 +453,8 @@ async fn encode_child(
     match child.part {
         Part::Video(range) => {
             let share = ctx.transcoder.encode_chunk(&media, &plan, &range, source, work, cancel, progress).await?;
-            publish_previews(ctx.storage.as_ref(), &prefix, &range, &share, work).await?;
+            stop_if(cancel)?;
+            publish_previews(ctx.storage.as_ref(), &prefix, &range, &share, work, cancel).await?;
             for r in &plan.renditions {
                 let dir = work.join(r.name());
                 let text = read(&dir.join(MEDIA_PLAYLIST)).await?;
@@ -424,7 +462,9 @@ async fn encode_child(
                     .into_iter()
                     .filter(|f| range.is_first() || f.ends_with(".m4s"))
                     .map(|f| (format!("{prefix}/{}/{f}", r.name()), dir.join(f)));
-                upload(ctx.storage.as_ref(), files.collect()).await?;
+                stop_if(cancel)?;
+                upload(ctx.storage.as_ref(), files.collect(), cancel).await?;
+                stop_if(cancel)?;
                 let key = format!("{prefix}/{}/{}", r.name(), range.playlist_name());
                 ctx.storage.put_bytes(&key, text.into_bytes()).await?;
             }
@@ -434,7 +474,7 @@ async fn encode_child(
             let dir = work.join(AUDIO_DIR);
             let text = read(&dir.join(MEDIA_PLAYLIST)).await?;
             let files = playlist::files(&text).into_iter().map(|f| (format!("{prefix}/{AUDIO_DIR}/{f}"), dir.join(f)));
-            upload(ctx.storage.as_ref(), files.collect()).await?;
+            upload(ctx.storage.as_ref(), files.collect(), cancel).await?;
             let key = format!("{prefix}/{AUDIO_DIR}/{MEDIA_PLAYLIST}");
             ctx.storage.put_bytes(&key, playlist::to_vod(&text).into_bytes()).await?;
         }
@@ -455,7 +495,8 @@ async fn publish_previews(
     range: &ChunkRange,
     share: &ChunkPreviews,
     work: &Path,
-) -> Result<(), StorageError> {
+    cancel: &CancellationToken,
+) -> Result<(), JobError> {
     let stats = tokio::fs::read_to_string(work.join(CANDIDATE_STATS)).await.unwrap_or_default();
     let mut candidates = Vec::new();
     let mut files = Vec::new();
@@ -475,9 +516,11 @@ async fn publish_previews(
             files.push((format!("{prefix}/{PREVIEWS_DIR}/{}", numbered(TILE_PATTERN, tile + 1)), path));
         }
     }
-    upload(storage, files).await?;
+    upload(storage, files, cancel).await?;
     let summary = serde_json::to_vec(&candidates).unwrap_or_default();
-    storage.put_bytes(&format!("{prefix}/{PREVIEWS_DIR}/candidates_{:04}.json", range.index), summary).await
+    stop_if(cancel)?;
+    storage.put_bytes(&format!("{prefix}/{PREVIEWS_DIR}/candidates_{:04}.json", range.index), summary).await?;
+    Ok(())
 }
 
 /// The thumbnail and the storyboard of a chunked lecture, from what its
@@ -537,6 +580,15 @@ async fn finish_previews(
     Ok((thumbnail_time, has_storyboard))
 }
 
+/// Stops publishing a chunk that was cancelled meanwhile: between files,
+/// so a cancelled chunk stores at most the ones already in flight.
+fn stop_if(cancel: &CancellationToken) -> Result<(), JobError> {
+    if cancel.is_cancelled() {
+        return Err(JobError::Ffmpeg(FfmpegError::Cancelled));
+    }
+    Ok(())
+}
+
 /// A file name pattern of the previews (`%02d`, `%03d`) with its number.
 fn numbered(pattern: &str, n: u32) -> String {
     pattern.replace("%02d", &format!("{n:02}")).replace("%03d", &format!("{n:03}"))
@@ -546,14 +598,20 @@ async fn read(path: &Path) -> Result<String, JobError> {
     tokio::fs::read_to_string(path).await.map_err(|e| JobError::Internal(format!("{}: {e}", path.display())))
 }
 
-/// Stores every `(key, file)`, [`Storage::upload_concurrency`] at a time.
-async fn upload(storage: &dyn Storage, files: Vec<(String, std::path::PathBuf)>) -> Result<(), StorageError> {
+/// Stores every `(key, file)`, [`Storage::upload_concurrency`] at a time;
+/// once `cancel` fires, starts no more.
+async fn upload(
+    storage: &dyn Storage,
+    files: Vec<(String, std::path::PathBuf)>,
+    cancel: &CancellationToken,
+) -> Result<(), JobError> {
     let mut uploads = futures::stream::iter(files)
         .map(|(key, path)| async move {
+            stop_if(cancel)?;
             let size = tokio::fs::metadata(&path).await.map_or(0, |m| m.len());
             storage.put_file(&key, &path).await?;
             crate::metrics::published_bytes(size);
-            Ok::<_, StorageError>(())
+            Ok::<_, JobError>(())
         })
         .buffer_unordered(storage.upload_concurrency().max(1));
     let mut first_error = None;
