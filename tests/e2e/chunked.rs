@@ -408,8 +408,15 @@ async fn cancel_or_delete_of_a_chunked_lecture_stops_every_chunk_on_every_worker
         eventually(&format!("every chunk's ffmpeg stopped ({how})"), Duration::from_secs(10), || encoders_of(&id) == 0)
             .await;
         eprintln!("{how}: every encoder stopped {:?} after the request", stopped.elapsed());
+        // The joining job removes the files once chunks on other workers
+        // had time to see the cancel (a heartbeat and a file in flight).
+        eventually(&format!("published files removed ({how})"), Duration::from_secs(15), || {
+            published_files(data, &id).is_empty()
+        })
+        .await;
         // Longer than a lease and a poll: a chunk handed back or left
-        // waiting would have been claimed again by now.
+        // waiting would have been claimed again by now, and a late one
+        // would have stored a file.
         tokio::time::sleep(Duration::from_secs(6)).await;
         assert_eq!(encoders_of(&id), 0, "{how}: a chunk started again");
         assert_eq!(published_files(data, &id), Vec::<std::path::PathBuf>::new(), "{how}");
