@@ -33,12 +33,12 @@ use futures::StreamExt;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
-use super::job::{announce_playable, playable_event, Attempted, Heartbeat, JobError};
+use super::job::{announce_playable, playable_event, rendition_summaries, Attempted, Heartbeat, JobError};
 use super::WorkerContext;
 use crate::captions::StoredCaptions;
 use crate::domain::{JobState, LectureId};
 use crate::ingest::probe;
-use crate::lectures::{Lecture, Published, RenditionSummary};
+use crate::lectures::{Lecture, Published};
 use crate::publish::{captions::publish_track, Storage, StorageError};
 use crate::queue::{Claim, EnqueueOptions, FailOutcome, JobRecord, Queue};
 use crate::transcode::chunks::{ChildJob, ChunkRange, Part};
@@ -205,16 +205,7 @@ pub(super) async fn join(
         thumbnail_time,
         has_storyboard,
         captions: listed,
-        renditions: plan
-            .renditions
-            .iter()
-            .map(|r| RenditionSummary {
-                name: r.name().to_string(),
-                width: r.width(),
-                height: r.height(),
-                bandwidth: r.bandwidth(),
-            })
-            .collect(),
+        renditions: rendition_summaries(&plan),
         duration_seconds: duration,
     };
     Ok(Attempted {

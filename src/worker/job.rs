@@ -318,19 +318,21 @@ async fn attempt(
         thumbnail_time: made.thumbnail_time,
         has_storyboard: made.has_storyboard,
         captions: captions.iter().map(StoredCaptions::summary).collect(),
-        renditions: plan
-            .renditions
-            .iter()
-            .map(|r| RenditionSummary {
-                name: r.name().to_string(),
-                width: r.width(),
-                height: r.height(),
-                bandwidth: r.bandwidth(),
-            })
-            .collect(),
+        renditions: rendition_summaries(&plan),
         duration_seconds: plan.duration_seconds,
     };
     Ok(Attempted { published, lecture, encode_time, announced_playable: announced_playable.into_inner() })
+}
+
+/// Every rendition of `plan`, as the lecture lists it once published.
+pub(super) fn rendition_summaries(plan: &Plan) -> Vec<RenditionSummary> {
+    let summary = |r: &crate::transcode::plan::Rendition| RenditionSummary {
+        name: r.name().to_string(),
+        width: r.width(),
+        height: r.height(),
+        bandwidth: r.bandwidth(),
+    };
+    plan.renditions.iter().map(summary).collect()
 }
 
 /// What a successful attempt made, for its completion.
