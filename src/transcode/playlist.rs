@@ -223,6 +223,31 @@ pub fn captions_dir(language: &str) -> String {
     format!("captions-{language}")
 }
 
+/// The playlist without its segments of no duration. ffmpeg lists one
+/// (a 24-byte file with no picture in it) for a chunk that starts after
+/// the video stream ends, which a source whose sound outlasts its picture
+/// has: the container's duration is the longer stream's. Players stall or
+/// fail on a segment with no media.
+pub fn without_empty_segments(playlist: &str) -> String {
+    let mut out = String::with_capacity(playlist.len());
+    let mut lines = playlist.lines();
+    while let Some(line) = lines.next() {
+        let empty = line
+            .trim()
+            .strip_prefix("#EXTINF:")
+            .and_then(|rest| rest.split(',').next()?.trim().parse::<f64>().ok())
+            .is_some_and(|d| d <= 0.0);
+        if empty {
+            // The segment's URI is the next line that is not a tag.
+            lines.find(|l| !l.trim().is_empty() && !l.trim().starts_with('#'));
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 /// The duration of each segment a media playlist lists (`EXTINF`), in order.
 pub fn segment_durations(playlist: &str) -> Vec<f64> {
     playlist
@@ -424,5 +449,18 @@ mod tests {
         assert!(joined.contains("#EXT-X-MEDIA-SEQUENCE:0\n"));
         let vod = to_vod(&joined);
         assert!(vod.contains("#EXT-X-PLAYLIST-TYPE:VOD") && vod.ends_with("#EXT-X-ENDLIST\n"));
+    }
+
+    #[test]
+    fn segments_of_no_duration_are_left_out_and_the_rest_kept_in_order() {
+        let chunk =
+            "#EXTM3U\n#EXT-X-TARGETDURATION:6\n#EXT-X-MAP:URI=\"init.mp4\"\n#EXTINF:6.000000,\nc0001_00000.m4s\n\
+                     #EXTINF:0.000000,\nc0001_00001.m4s\n#EXTINF:2.5,\nc0001_00002.m4s\n#EXT-X-ENDLIST\n";
+        let kept = without_empty_segments(chunk);
+        assert_eq!(files(&kept), ["init.mp4", "c0001_00000.m4s", "c0001_00002.m4s"]);
+        assert_eq!(segment_durations(&kept), [6.0, 2.5]);
+        assert!(kept.ends_with("#EXT-X-ENDLIST\n"), "{kept}");
+        let untouched = "#EXTM3U\n#EXTINF:6.000000,\nseg_00000.m4s\n";
+        assert_eq!(without_empty_segments(untouched), untouched);
     }
 }

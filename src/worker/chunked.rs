@@ -448,7 +448,7 @@ async fn encode_child(
             publish_previews(ctx.storage.as_ref(), &prefix, &range, &share, work, cancel).await?;
             for r in &plan.renditions {
                 let dir = work.join(r.name());
-                let text = read(&dir.join(MEDIA_PLAYLIST)).await?;
+                let text = playlist::without_empty_segments(&read(&dir.join(MEDIA_PLAYLIST)).await?);
                 let files = playlist::files(&text)
                     .into_iter()
                     .filter(|f| range.is_first() || f.ends_with(".m4s"))

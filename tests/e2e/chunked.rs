@@ -371,6 +371,51 @@ async fn a_chunk_that_fails_for_good_fails_the_lecture_and_leaves_nothing_publis
     assert_eq!(job["state"], "failed", "{job}");
 }
 
+/// A source whose sound outlasts its picture (the container's duration is
+/// the sound's): the chunks past the picture's end run, have no frame to
+/// encode, and add nothing to the playlists, which end with the picture.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_past_the_end_of_the_picture_add_no_empty_segments() {
+    let app = spawn_app_with(|c| {
+        c.chunking = Chunking::new(Some(Duration::from_secs(5)), 12).unwrap();
+        c.concurrency = 2;
+        c.ladder = "240".parse().unwrap();
+    })
+    .await;
+    let source = app.data_dir.path().join("short-picture.mp4");
+    let made = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30:duration=8"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100:duration=40"])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac"])
+        .arg(&source)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let id = app.upload_ok(&source).await;
+    let doc = app.wait_for(&id, "completed", Duration::from_secs(120)).await;
+
+    // The chunks after the picture's end (12 s to 40 s) were jobs, and ran.
+    let all = all_jobs(&app.api).await;
+    let chunks = chunk_jobs(&all, &id);
+    assert_eq!(chunks.len(), 4, "chunks of 0-12, 12-24, 24-36, 36-40 s: {chunks:?}");
+    assert!(chunks.iter().all(|j| j["state"] == "completed"), "{chunks:?}");
+
+    let master_url = doc["videoLink"].as_str().unwrap().to_string();
+    let base = master_url.trim_end_matches("master.m3u8");
+    let playlist = text(&app.api, &format!("{base}240p/index.m3u8")).await;
+    let durations = vidpipe::transcode::playlist::segment_durations(&playlist);
+    assert!(durations.iter().all(|&d| d > 0.0), "a segment of no duration is listed: {playlist}");
+    assert!((durations.iter().sum::<f64>() - 8.0).abs() < 0.1, "the picture's 8 s: {playlist}");
+    assert!(!playlist.contains("c0001_"), "nothing of the chunks past the picture: {playlist}");
+    let published: Vec<_> = published_files(app.data_dir.path(), &id)
+        .into_iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "m4s") && f.to_string_lossy().contains("/240p/"))
+        .collect();
+    assert_eq!(published.len(), durations.len(), "no segment file beside the listed ones: {published:?}");
+    let probed = ffprobe_rendition(&master_url).await;
+    assert!(probed.has_audio, "the master plays with sound");
+}
+
 /// Cancel (and delete) of a chunked lecture mid-way stops every chunk's
 /// ffmpeg on every worker, and nothing is started again afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
