@@ -198,6 +198,9 @@ pub fn join(chunks: &[String]) -> String {
         out.push('\n');
     }
     for chunk in chunks {
+        // A chunk published before its own playlist was cleaned (by an
+        // older vidpipe, mid-deploy) may still list a segment of no media.
+        let chunk = without_empty_segments(chunk);
         let mut lines = chunk.lines().map(str::trim);
         while let Some(line) = lines.next() {
             if line.starts_with("#EXTINF:") {
@@ -446,6 +449,9 @@ mod tests {
         assert_eq!(segment_durations(&joined), [6.0, 6.0, 6.0, 2.5]);
         assert_eq!(joined.matches("#EXT-X-MAP").count(), 1);
         assert!(joined.contains("#EXT-X-PLAYLIST-TYPE:EVENT") && !joined.contains("ENDLIST"));
+        // A chunk past the end of the picture, published uncleaned, adds nothing.
+        let with_empty = join(&[chunk(0, "init_0.mp4", &[6.0, 2.0]), chunk(1, "init_0.mp4", &[0.0])]);
+        assert_eq!(files(&with_empty), ["init_0.mp4", "c0000_00000.m4s", "c0000_00001.m4s"]);
         assert!(joined.contains("#EXT-X-MEDIA-SEQUENCE:0\n"));
         let vod = to_vod(&joined);
         assert!(vod.contains("#EXT-X-PLAYLIST-TYPE:VOD") && vod.ends_with("#EXT-X-ENDLIST\n"));
