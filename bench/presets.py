@@ -128,8 +128,7 @@ def measure(name: str, src: Path, tmp: Path, tool: Path, runs: int) -> list[dict
             shutil.rmtree(tmp / "timed-old")
             shutil.rmtree(tmp / "timed-new")
         bd = q.bd_rate(old, pts)
-        rows.append({"class": name, "candidate": label, "speed": statistics.median(ratios), "bd": bd,
-                     "ratios": ratios})
+        rows.append({"class": name, "candidate": label, "speed": statistics.median(ratios), "bd": bd})
         log(f"{name} {label}: speed {statistics.median(ratios):.2f}x "
             f"({', '.join(f'{r:.2f}' for r in ratios)}), BD-rate "
             f"{'n/a' if bd is None else f'{bd:+.1f}%'}; " + ", ".join(f"{k:.0f}k VMAF {v:.2f}" for k, v in pts))
@@ -186,11 +185,7 @@ def main() -> int:
     table = [[r["class"], r["candidate"], f"{r['speed']:.2f}x",
               "n/a (no overlap)" if r["bd"] is None else f"{r['bd']:+.1f}%",
               "yes" if r["bd"] is not None and r["bd"] <= 0 and r["speed"] >= BOUND else "no"] for r in rows]
-    widths = [max(len(x[i]) for x in [header] + table) for i in range(len(header))]
-    for line in [header] + table:
-        print("  ".join(c.ljust(w) for c, w in zip(line, widths)))
-    md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    md += ["| " + " | ".join(line) + " |" for line in table]
+    md = q.print_table(header, table)
     (q.BENCH_DIR / "presets-results.md").write_text("\n".join(md) + "\n")
     plot(rows)
     return 0

@@ -346,6 +346,16 @@ def plot(name: str, result: dict) -> Path | None:
     return path
 
 
+def print_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Prints `rows` under `header` as aligned columns; returns the same
+    table as Markdown lines."""
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    for r in [header] + rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+    md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return md + ["| " + " | ".join(r) + " |" for r in rows]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one class (lecture), 4 s: checks the harness")
@@ -379,14 +389,9 @@ def main() -> int:
             plot(name, result)
     header = ["class", "rung", "old kbit/s", "old VMAF", "old SSIM", "vidpipe kbit/s", "vidpipe VMAF",
               "vidpipe SSIM", "BD-rate (VMAF)"]
-    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
-    for r in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+    md = print_table(header, rows)
     for note in notes:
         print(note)
-    md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    md += ["| " + " | ".join(r) + " |" for r in rows]
     md += ["", *[f"- {n}" for n in notes]]
     (BENCH_DIR / "quality-results.md").write_text("\n".join(md) + "\n")
     (BENCH_DIR / "quality-results.json").write_text(json.dumps(results, indent=1, default=str))

@@ -21,10 +21,10 @@ for module in numpy scipy matplotlib; do
 done
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || {
     echo "quality: the lecture class needs DejaVu Sans (apt-get install -y fonts-dejavu-core)" >&2; exit 1; }
-# The binary only prints its ffmpeg command, so a debug build does.
-[ -x target/release/vidpipe ] || [ -x target/debug/vidpipe ] || cargo build --bin vidpipe >&2
 if [ "${1:-}" = --presets ]; then
     shift
-    exec python3 bench/presets.py "$@"
+    exec python3 bench/presets.py "$@"   # x264 alone: no vidpipe binary needed
 fi
+# The binary only prints its ffmpeg command, so a debug build does.
+[ -x target/release/vidpipe ] || [ -x target/debug/vidpipe ] || cargo build --bin vidpipe >&2
 exec python3 bench/quality.py "$@"

@@ -235,12 +235,7 @@ pub fn without_empty_segments(playlist: &str) -> String {
     let mut out = String::with_capacity(playlist.len());
     let mut lines = playlist.lines();
     while let Some(line) = lines.next() {
-        let empty = line
-            .trim()
-            .strip_prefix("#EXTINF:")
-            .and_then(|rest| rest.split(',').next()?.trim().parse::<f64>().ok())
-            .is_some_and(|d| d <= 0.0);
-        if empty {
+        if extinf(line).and_then(|d| d.parse::<f64>().ok()).is_some_and(|d| d <= 0.0) {
             // The segment's URI is the next line that is not a tag.
             lines.find(|l| !l.trim().is_empty() && !l.trim().starts_with('#'));
             continue;
@@ -253,11 +248,14 @@ pub fn without_empty_segments(playlist: &str) -> String {
 
 /// The duration of each segment a media playlist lists (`EXTINF`), in order.
 pub fn segment_durations(playlist: &str) -> Vec<f64> {
-    playlist
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("#EXTINF:"))
-        .map(|rest| rest.split(',').next().unwrap_or_default().trim().parse().unwrap_or(0.0))
-        .collect()
+    playlist.lines().filter_map(extinf).map(|d| d.parse().unwrap_or(0.0)).collect()
+}
+
+/// The duration field of an `EXTINF` line, as written; `None` for any
+/// other line.
+fn extinf(line: &str) -> Option<&str> {
+    let rest = line.trim().strip_prefix("#EXTINF:")?;
+    Some(rest.split(',').next().unwrap_or_default().trim())
 }
 
 /// A finished subtitles playlist: one WebVTT segment (`seg_NNNNN.vtt`) per

@@ -382,15 +382,7 @@ async fn chunks_past_the_end_of_the_picture_add_no_empty_segments() {
         c.ladder = "240".parse().unwrap();
     })
     .await;
-    let source = app.data_dir.path().join("short-picture.mp4");
-    let made = std::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30:duration=8"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100:duration=40"])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac"])
-        .arg(&source)
-        .status()
-        .unwrap();
-    assert!(made.success());
+    let source = clip_with_sound(app.data_dir.path(), "short-picture.mp4", "320x240", "30", 8, Some(40));
     let id = app.upload_ok(&source).await;
     let doc = app.wait_for(&id, "completed", Duration::from_secs(120)).await;
 

@@ -97,12 +97,17 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
 
 /// Generates a test clip: testsrc2 video (with motion) and, if `audio`, a sine.
 pub fn clip(dir: &Path, name: &str, size: &str, rate: &str, seconds: u32, audio: bool) -> PathBuf {
+    clip_with_sound(dir, name, size, rate, seconds, audio.then_some(seconds))
+}
+
+/// [`clip`] with `sound` seconds of a tone, which may outlast the picture.
+pub fn clip_with_sound(dir: &Path, name: &str, size: &str, rate: &str, seconds: u32, sound: Option<u32>) -> PathBuf {
     let out = dir.join(name);
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-v", "error", "-y", "-f", "lavfi", "-i"])
         .arg(format!("testsrc2=size={size}:rate={rate}:duration={seconds}"));
-    if audio {
-        cmd.args(["-f", "lavfi", "-i"]).arg(format!("sine=frequency=440:sample_rate=44100:duration={seconds}"));
+    if let Some(sound) = sound {
+        cmd.args(["-f", "lavfi", "-i"]).arg(format!("sine=frequency=440:sample_rate=44100:duration={sound}"));
         cmd.args(["-c:a", "aac"]);
     }
     cmd.args(["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]).arg(&out);
